@@ -1,0 +1,34 @@
+//! Schema migrations for auth-service.
+//!
+//! Written with SeaQuery's portable builders only, so the same files run on
+//! SQLite, PostgreSQL and MariaDB/MySQL. `auth-service migrate` applies them;
+//! `auth-service serve` applies pending ones before it starts serving.
+
+// `MigrationTrait` is an async_trait whose signatures elide `SchemaManager`'s
+// lifetime; spelling it out breaks the trait match.
+#![allow(elided_lifetimes_in_paths)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_create_users;
+mod m20261129_000002_create_token_blacklist;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261129_000001_create_users::Migration),
+            Box::new(m20261129_000002_create_token_blacklist::Migration),
+        ]
+    }
+}
+
+/// MariaDB's default utf8mb4 collations compare case- and accent-insensitively
+/// ('José' = 'jose'). Uniqueness is decided by the lower-cased key columns, so
+/// on MySQL they use a binary collation and compare exactly as on the others.
+pub(crate) fn exact_collation(manager: &SchemaManager<'_>, column: &mut ColumnDef) {
+    if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::MySql {
+        column.extra("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
+    }
+}

@@ -1,0 +1,92 @@
+//! The subcommands behind `auth-service <command>`; `main` only parses the
+//! command line and calls [`run`].
+
+use anyhow::Context;
+
+use crate::{
+    config::{Cli, Command, Settings},
+    domain::{Email, Password, Username},
+    error::Error,
+    passwords::Hasher,
+    persistence::{self, db_now, token_blacklist, users},
+    startup::{Application, shutdown_signal},
+};
+
+/// Runs the command `cli` names (`serve` when none).
+///
+/// # Errors
+/// Anything that stops the command; `main` prints it as one line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let db = persistence::connect(&settings)
+                .await
+                .context("cannot connect to the database")?;
+            persistence::migrate(&db)
+                .await
+                .context("cannot apply database migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CreateSuperuser { username, email } => {
+            create_superuser(&settings, &username, &email).await
+        }
+        Command::FlushExpiredTokens => {
+            let db = persistence::connect(&settings)
+                .await
+                .context("cannot connect to the database")?;
+            persistence::migrate(&db)
+                .await
+                .context("cannot apply database migrations")?;
+            let deleted = token_blacklist::flush_expired(&db, db_now())
+                .await
+                .map_err(describe)?;
+            println!("deleted {deleted} expired outstanding tokens");
+            Ok(())
+        }
+    }
+}
+
+async fn create_superuser(settings: &Settings, username: &str, email: &str) -> anyhow::Result<()> {
+    let username = Username::parse(username).map_err(|e| anyhow::anyhow!("username: {e}"))?;
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email: {e}"))?;
+    let password = match std::env::var("AUTH_SUPERUSER_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => rpassword::prompt_password("Password: ").context("cannot read the password")?,
+    };
+    let password = Password::parse(password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+
+    let db = persistence::connect(settings)
+        .await
+        .context("cannot connect to the database")?;
+    persistence::migrate(&db)
+        .await
+        .context("cannot apply database migrations")?;
+    let hasher = Hasher::new(settings.argon2).await?;
+    let password_hash = hasher.hash(&password).await.map_err(describe)?;
+    let new = users::NewUser {
+        email,
+        username,
+        password_hash,
+        avatar: None,
+        is_staff: true,
+        is_superuser: true,
+    };
+    let user = users::insert(&db, new, db_now()).await.map_err(describe)?;
+    println!("superuser {} created with id {}", user.username, user.id);
+    Ok(())
+}
+
+/// A service error as the one-line message a command prints.
+fn describe(err: Error) -> anyhow::Error {
+    match err {
+        Error::Internal(cause) => cause,
+        Error::Unavailable(cause) => anyhow::Error::new(cause).context("database unavailable"),
+        other => anyhow::anyhow!("{other}"),
+    }
+}

@@ -1,0 +1,251 @@
+//! Configuration: every setting is a flag and an `AUTH_*` environment
+//! variable, parsed once at start-up into [`Settings`]. Tests build
+//! `Settings` directly instead of going through the command line.
+
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
+
+#[derive(Debug, Parser)]
+#[command(name = "auth-service", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve gRPC until SIGINT/SIGTERM.
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Create a staff superuser. The password comes from
+    /// AUTH_SUPERUSER_PASSWORD or, when unset, a hidden prompt.
+    CreateSuperuser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Delete outstanding and blacklisted refresh tokens that have expired
+    /// (simplejwt's flushexpiredtokens; run it daily).
+    FlushExpiredTokens,
+}
+
+const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+const DEFAULT_DATABASE_URL: &str = "sqlite://auth.db?mode=rwc";
+const DEFAULT_ACCESS_TOKEN_LIFETIME: &str = "1d";
+const DEFAULT_REFRESH_TOKEN_LIFETIME: &str = "30d";
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to serve gRPC on; port 0 picks a free one.
+    #[arg(long, env = "AUTH_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR, global = true)]
+    pub listen_addr: SocketAddr,
+
+    /// sqlite://…, postgres://… or mysql://…
+    #[arg(long, env = "AUTH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
+          hide_env_values = true, global = true)]
+    pub database_url: Secret,
+
+    /// HS256 signing key, shared with every replica (and any Django service
+    /// that must accept the tokens). Optional only on SQLite.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<Secret>,
+
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_LIFETIME", default_value = DEFAULT_ACCESS_TOKEN_LIFETIME,
+          value_parser = humantime::parse_duration, global = true)]
+    pub access_token_lifetime: Duration,
+
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_LIFETIME", default_value = DEFAULT_REFRESH_TOKEN_LIFETIME,
+          value_parser = humantime::parse_duration, global = true)]
+    pub refresh_token_lifetime: Duration,
+
+    /// RefreshToken also returns a new refresh token.
+    #[arg(long, env = "AUTH_ROTATE_REFRESH_TOKENS", default_value_t = false,
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub rotate_refresh_tokens: bool,
+
+    /// With rotation, the refresh token given to RefreshToken is blacklisted.
+    #[arg(long, env = "AUTH_BLACKLIST_AFTER_ROTATION", default_value_t = true,
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub blacklist_after_rotation: bool,
+
+    /// ObtainTokenPair records the user's last_login (one write per login).
+    #[arg(long, env = "AUTH_UPDATE_LAST_LOGIN", default_value_t = false,
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub update_last_login: bool,
+
+    /// argon2id parameters for new hashes (OWASP defaults).
+    #[command(flatten)]
+    pub argon2: Argon2Settings,
+
+    /// Database connections per replica.
+    #[arg(
+        long,
+        env = "AUTH_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub database_max_connections: u32,
+
+    /// How long a call waits for the database before answering UNAVAILABLE.
+    #[arg(long, env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub database_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Argon2Settings {
+    #[arg(
+        long = "argon2-memory-kib",
+        env = "AUTH_ARGON2_MEMORY_KIB",
+        default_value_t = 19456,
+        global = true
+    )]
+    pub memory_kib: u32,
+
+    #[arg(
+        long = "argon2-iterations",
+        env = "AUTH_ARGON2_ITERATIONS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub iterations: u32,
+
+    #[arg(
+        long = "argon2-parallelism",
+        env = "AUTH_ARGON2_PARALLELISM",
+        default_value_t = 1,
+        global = true
+    )]
+    pub parallelism: u32,
+
+    /// Hashes computed at once; each holds `memory_kib` of RAM. Default: CPU cores.
+    #[arg(
+        long = "password-hash-concurrency",
+        env = "AUTH_PASSWORD_HASH_CONCURRENCY",
+        global = true
+    )]
+    pub max_concurrent: Option<NonZeroUsize>,
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    /// The same values as the command line's defaults, without reading the
+    /// environment.
+    fn default() -> Self {
+        let duration = |s| humantime::parse_duration(s).unwrap_or(Duration::ZERO);
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: Secret::from(DEFAULT_DATABASE_URL),
+            jwt_secret: None,
+            access_token_lifetime: duration(DEFAULT_ACCESS_TOKEN_LIFETIME),
+            refresh_token_lifetime: duration(DEFAULT_REFRESH_TOKEN_LIFETIME),
+            rotate_refresh_tokens: false,
+            blacklist_after_rotation: true,
+            update_last_login: false,
+            argon2: Argon2Settings::default(),
+            database_max_connections: 10,
+            database_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A string that must not reach a log: `Debug` and `Display` print a
+/// placeholder. Database URLs are secrets too, since they may hold a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::from(s))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.listen_addr.to_string(), DEFAULT_LISTEN_ADDR);
+        assert_eq!(defaults.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(defaults.access_token_lifetime, Duration::from_secs(86_400));
+        assert_eq!(
+            defaults.refresh_token_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(!defaults.rotate_refresh_tokens && defaults.blacklist_after_rotation);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "auth-service",
+            "--rotate-refresh-tokens",
+            "yes",
+            "--access-token-lifetime",
+            "5m",
+            "flush-expired-tokens",
+        ])
+        .map_err(|e| e.to_string());
+        let cli = cli.as_ref().map_or_else(|e| panic!("{e}"), |c| c);
+        assert!(cli.settings.rotate_refresh_tokens);
+        assert_eq!(cli.settings.access_token_lifetime, Duration::from_secs(300));
+        assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::from("hunter2hunter2");
+        assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
+    }
+}

@@ -1,0 +1,253 @@
+//! `auth.v1.AuthService`: the public calls (register, login, refresh,
+//! verify, logout).
+
+use sea_orm::TransactionTrait;
+use tonic::{Request, Response, Status};
+use unicode_normalization::UnicodeNormalization;
+
+use super::{AppState, record_user, violations};
+use crate::{
+    domain::{Avatar, Email, MAX_PASSWORD_BYTES, Password, Username},
+    error::Error,
+    pb::{self, auth_service_server::AuthService},
+    persistence::{
+        db_now, token_blacklist,
+        users::{self, NewUser},
+    },
+    tokens::{Claims, TokenType, unix_now},
+};
+
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    state: AppState,
+}
+
+impl AuthApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    async fn register(&self, req: pb::RegisterRequest) -> Result<pb::User, Error> {
+        let avatar = match req.avatar.as_deref() {
+            None | Some("") => Ok(None),
+            Some(url) => Avatar::parse(url).map(Some),
+        };
+        let parsed = (
+            Email::parse(&req.email),
+            Username::parse(&req.username),
+            Password::parse(req.password),
+            avatar,
+        );
+        let (email, username, password, avatar) = match parsed {
+            (Ok(e), Ok(u), Ok(p), Ok(a)) => (e, u, p, a),
+            (e, u, p, a) => {
+                return Err(violations([
+                    ("email", e.err()),
+                    ("username", u.err()),
+                    ("password", p.err()),
+                    ("avatar", a.err()),
+                ]));
+            }
+        };
+        if let Some(field) = users::taken_field(&self.state.db, &email, &username).await? {
+            return Err(Error::AlreadyExists { field });
+        }
+        let password_hash = self.state.hasher.hash(&password).await?;
+        let new = NewUser {
+            email,
+            username,
+            password_hash,
+            avatar,
+            is_staff: false,
+            is_superuser: false,
+        };
+        let user = users::insert(&self.state.db, new, db_now()).await?;
+        record_user(user.id);
+        Ok(user.into())
+    }
+
+    async fn obtain_token_pair(
+        &self,
+        req: pb::ObtainTokenPairRequest,
+    ) -> Result<pb::TokenPair, Error> {
+        let blank = |s: &str| {
+            s.trim()
+                .is_empty()
+                .then(|| "This field may not be blank.".to_owned())
+        };
+        let too_long = (req.password.len() > MAX_PASSWORD_BYTES)
+            .then(|| format!("Ensure this field has no more than {MAX_PASSWORD_BYTES} bytes."));
+        if blank(&req.username).is_some() || blank(&req.password).is_some() || too_long.is_some() {
+            return Err(violations([
+                ("username", blank(&req.username)),
+                ("password", blank(&req.password).or(too_long)),
+            ]));
+        }
+
+        // A name that is not a valid username belongs to nobody, but still
+        // goes through a (dummy) hash verification below: no timing hint.
+        let key = Username::parse(&req.username).map_or_else(
+            |_| {
+                req.username
+                    .trim()
+                    .nfkc()
+                    .collect::<String>()
+                    .to_lowercase()
+            },
+            |u| u.key(),
+        );
+        let user = users::find_by_username(&self.state.db, &key).await?;
+        let stored_hash = user.as_ref().map(|u| u.password.clone());
+        let password_ok = self.state.hasher.verify(&req.password, stored_hash).await?;
+        // Inactive users pay for the hash too, and get the same answer.
+        let user = match user {
+            Some(user) if password_ok && user.is_active => user,
+            _ => return Err(Error::InvalidCredentials),
+        };
+        record_user(user.id);
+
+        if self.state.policy.update_last_login {
+            users::record_login(&self.state.db, user.id, db_now()).await?;
+        }
+        let now = unix_now();
+        let refresh = self.state.tokens.issue_refresh(user.id, now)?;
+        token_blacklist::record_outstanding(&self.state.db, &refresh.claims, db_now()).await?;
+        let access = self
+            .state
+            .tokens
+            .access_from_refresh(&refresh.claims, now)?;
+        Ok(pb::TokenPair {
+            access: access.token,
+            refresh: refresh.token,
+        })
+    }
+
+    async fn refresh_token(&self, req: pb::RefreshTokenRequest) -> Result<pb::TokenPair, Error> {
+        let now = unix_now();
+        let claims = self
+            .state
+            .tokens
+            .decode(&req.refresh, Some(TokenType::Refresh), now)?;
+        record_user(claims.user_id);
+        if token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await? {
+            return Err(crate::tokens::TokenError::Blacklisted.into());
+        }
+        // A deleted or deactivated user's refresh token yields nothing
+        // (CVE-2024-22513 class; simplejwt ≥ 5.4 behaves the same).
+        match users::find_by_id(&self.state.db, claims.user_id).await? {
+            Some(user) if user.is_active => {}
+            _ => {
+                return Err(Error::Unauthenticated {
+                    message: "No active account found for the given token.",
+                    reason: "no_active_account",
+                });
+            }
+        }
+        let access = self.state.tokens.access_from_refresh(&claims, now)?;
+        let refresh = if self.state.policy.rotate_refresh_tokens {
+            self.rotate(&claims, now).await?
+        } else {
+            String::new()
+        };
+        Ok(pb::TokenPair {
+            access: access.token,
+            refresh,
+        })
+    }
+
+    /// Issues the successor of `old`, blacklisting `old` first when
+    /// configured, in one transaction: either both happen or neither.
+    async fn rotate(&self, old: &Claims, now: i64) -> Result<String, Error> {
+        let txn = self.state.db.begin().await?;
+        if self.state.policy.blacklist_after_rotation {
+            token_blacklist::blacklist(&txn, old, Some(old.user_id), db_now()).await?;
+        }
+        let new = self.state.tokens.issue_refresh(old.user_id, now)?;
+        token_blacklist::record_outstanding(&txn, &new.claims, db_now()).await?;
+        txn.commit().await?;
+        Ok(new.token)
+    }
+
+    async fn verify_token(
+        &self,
+        req: pb::VerifyTokenRequest,
+    ) -> Result<pb::VerifyTokenResponse, Error> {
+        let claims = self.state.tokens.decode(&req.token, None, unix_now())?;
+        record_user(claims.user_id);
+        if claims.token_type == TokenType::Refresh
+            && token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await?
+        {
+            return Err(crate::tokens::TokenError::Blacklisted.into());
+        }
+        self.state.active_user(claims.user_id).await?;
+        Ok(pb::VerifyTokenResponse {
+            token_type: claims.token_type.as_str().to_owned(),
+            user_id: claims.user_id,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: claims.exp,
+                nanos: 0,
+            }),
+        })
+    }
+
+    async fn logout(&self, req: pb::LogoutRequest) -> Result<pb::LogoutResponse, Error> {
+        let claims =
+            self.state
+                .tokens
+                .decode(&req.refresh, Some(TokenType::Refresh), unix_now())?;
+        record_user(claims.user_id);
+        // The owner is recorded only if it still exists (the column is a
+        // foreign key); a deleted user's token can still be blacklisted.
+        let owner = users::exists(&self.state.db, claims.user_id)
+            .await?
+            .then_some(claims.user_id);
+        let txn = self.state.db.begin().await?;
+        token_blacklist::blacklist(&txn, &claims, owner, db_now()).await?;
+        txn.commit().await?;
+        Ok(pb::LogoutResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Ok(Response::new(self.register(request.into_inner()).await?))
+    }
+
+    async fn obtain_token_pair(
+        &self,
+        request: Request<pb::ObtainTokenPairRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        Ok(Response::new(
+            self.obtain_token_pair(request.into_inner()).await?,
+        ))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        Ok(Response::new(
+            self.refresh_token(request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        Ok(Response::new(
+            self.verify_token(request.into_inner()).await?,
+        ))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        Ok(Response::new(self.logout(request.into_inner()).await?))
+    }
+}

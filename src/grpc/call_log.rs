@@ -1,0 +1,76 @@
+//! One log line per call: method, gRPC status code, latency and, where the
+//! handler knows it, the user id. Never request or response bodies, so no
+//! password or token can reach the log through it.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLogLayer;
+
+impl<S> Layer<S> for CallLogLayer {
+    type Service = CallLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CallLog<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallLog<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let span = tracing::info_span!(
+            "call",
+            method = request.uri().path(),
+            user_id = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let result = response.await;
+                let latency_us = started.elapsed().as_micros();
+                match &result {
+                    // A failed unary call is "trailers-only": grpc-status is a
+                    // header. A successful one sends it in the trailers, which
+                    // only ever say OK for our unary handlers.
+                    Ok(response) => {
+                        let code = response
+                            .headers()
+                            .get("grpc-status")
+                            .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+                        tracing::info!(code = ?code, latency_us, "grpc call");
+                    }
+                    Err(e) => tracing::warn!(error = %e, latency_us, "grpc call failed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,5 @@
+//! SeaORM entities, one per table created in `migrations/`.
+
+pub mod blacklisted_token;
+pub mod outstanding_token;
+pub mod user;

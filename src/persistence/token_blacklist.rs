@@ -1,0 +1,110 @@
+//! simplejwt's token_blacklist app: outstanding refresh tokens and the
+//! blacklist, in the database so every replica sees them and a restart keeps
+//! them.
+
+use chrono::{DateTime, NaiveDateTime};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
+
+use super::entities::{blacklisted_token, outstanding_token};
+use crate::{
+    error::{Error, unique_violation},
+    tokens::{Claims, TokenError},
+};
+
+/// Records a refresh token we issued (simplejwt's `OutstandingToken`).
+pub async fn record_outstanding(
+    db: &impl ConnectionTrait,
+    claims: &Claims,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
+    insert_outstanding(db, claims, Some(claims.user_id), now).await
+}
+
+/// Inserts the outstanding row unless one with this jti exists.
+async fn insert_outstanding(
+    db: &impl ConnectionTrait,
+    claims: &Claims,
+    user_id: Option<i64>,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
+    let row = outstanding_token::ActiveModel {
+        user_id: Set(user_id),
+        jti: Set(claims.jti.clone()),
+        created_at: Set(Some(now)),
+        expires_at: Set(to_datetime(claims.exp)?),
+        ..Default::default()
+    };
+    outstanding_token::Entity::insert(row)
+        .on_conflict_do_nothing_on([outstanding_token::Column::Jti])
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool, Error> {
+    let found: Option<i64> = blacklisted_token::Entity::find()
+        .select_only()
+        .column(blacklisted_token::Column::Id)
+        .inner_join(outstanding_token::Entity)
+        .filter(outstanding_token::Column::Jti.eq(jti))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Blacklists the refresh token `claims`. A token blacklisted already, even
+/// by a concurrent call, is refused as blacklisted: of two calls racing with
+/// one token, exactly one succeeds (the unique `token_id` decides).
+///
+/// `owner` is the token's user if it still exists. Call inside a
+/// transaction: the first statement writes, so SQLite takes its write lock
+/// up front instead of failing to upgrade a read lock.
+pub async fn blacklist(
+    db: &impl ConnectionTrait,
+    claims: &Claims,
+    owner: Option<i64>,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
+    // The token may come from a Django service sharing the key, never recorded here.
+    insert_outstanding(db, claims, owner, now).await?;
+    let token_id: i64 = outstanding_token::Entity::find()
+        .select_only()
+        .column(outstanding_token::Column::Id)
+        .filter(outstanding_token::Column::Jti.eq(claims.jti.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("outstanding token row vanished")))?;
+    let row = blacklisted_token::ActiveModel {
+        token_id: Set(token_id),
+        blacklisted_at: Set(now),
+        ..Default::default()
+    };
+    match blacklisted_token::Entity::insert(row)
+        .exec_without_returning(db)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if unique_violation(&err).is_some() => Err(TokenError::Blacklisted.into()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Deletes expired outstanding tokens; their blacklist rows go with them
+/// (ON DELETE CASCADE). Returns how many outstanding tokens were deleted.
+pub async fn flush_expired(db: &impl ConnectionTrait, now: NaiveDateTime) -> Result<u64, Error> {
+    let result = outstanding_token::Entity::delete_many()
+        .filter(outstanding_token::Column::ExpiresAt.lte(now))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+fn to_datetime(epoch_seconds: i64) -> Result<NaiveDateTime, Error> {
+    DateTime::from_timestamp(epoch_seconds, 0)
+        .map(|t| t.naive_utc())
+        .ok_or(Error::Token(TokenError::Invalid))
+}

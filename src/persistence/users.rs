@@ -1,0 +1,168 @@
+//! Queries on the `users` table.
+
+use chrono::NaiveDateTime;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+};
+
+use super::entities::user::{self, Entity as Users};
+use crate::{
+    domain::{Avatar, Email, Username},
+    error::{Error, unique_violation},
+};
+
+pub use user::Model as User;
+
+/// A user about to be inserted; the password is already hashed.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: Email,
+    pub username: Username,
+    pub password_hash: String,
+    pub avatar: Option<Avatar>,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+}
+
+/// The first of `username`, `email` that another user already has. Checked
+/// before hashing so that a taken name costs no argon2 work; the unique
+/// indexes still decide races (see [`insert`]).
+pub async fn taken_field(
+    db: &impl ConnectionTrait,
+    email: &Email,
+    username: &Username,
+) -> Result<Option<&'static str>, Error> {
+    let (email_key, username_key) = (email.key(), username.key());
+    let clashes: Vec<(String, String)> = Users::find()
+        .select_only()
+        .column(user::Column::EmailKey)
+        .column(user::Column::UsernameKey)
+        .filter(
+            Condition::any()
+                .add(user::Column::EmailKey.eq(email_key.as_str()))
+                .add(user::Column::UsernameKey.eq(username_key.as_str())),
+        )
+        .limit(2)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let field = if clashes.iter().any(|(_, u)| *u == username_key) {
+        Some("username")
+    } else if clashes.iter().any(|(e, _)| *e == email_key) {
+        Some("email")
+    } else {
+        None
+    };
+    Ok(field)
+}
+
+/// Inserts `new`. A concurrent insert of the same username or email loses on
+/// the unique index and comes back as ALREADY_EXISTS naming the field.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    new: NewUser,
+    now: NaiveDateTime,
+) -> Result<User, Error> {
+    let row = user::ActiveModel {
+        email_key: Set(new.email.key()),
+        email: Set(new.email.as_str().to_owned()),
+        username_key: Set(new.username.key()),
+        username: Set(new.username.as_str().to_owned()),
+        password: Set(new.password_hash),
+        avatar: Set(new.avatar.map(Avatar::into_string)),
+        is_active: Set(true),
+        is_staff: Set(new.is_staff),
+        is_superuser: Set(new.is_superuser),
+        last_login: Set(None),
+        date_joined: Set(now),
+        ..Default::default()
+    };
+    row.insert(db).await.map_err(already_exists_or)
+}
+
+/// Names the field behind a unique-index violation; other errors pass through.
+fn already_exists_or(err: DbErr) -> Error {
+    match unique_violation(&err) {
+        // Every backend's message names the index or column: ux_users_username_key,
+        // users.username_key, …
+        Some(message) if message.contains("username_key") => {
+            Error::AlreadyExists { field: "username" }
+        }
+        Some(message) if message.contains("email_key") => Error::AlreadyExists { field: "email" },
+        _ => Error::from(err),
+    }
+}
+
+pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<User>, Error> {
+    Ok(Users::find_by_id(id).one(db).await?)
+}
+
+/// Login lookup: usernames match case-insensitively.
+pub async fn find_by_username(
+    db: &impl ConnectionTrait,
+    username_key: &str,
+) -> Result<Option<User>, Error> {
+    Ok(Users::find()
+        .filter(user::Column::UsernameKey.eq(username_key))
+        .one(db)
+        .await?)
+}
+
+/// Sets or clears the avatar; `None` if the user is gone.
+pub async fn set_avatar(
+    db: &impl ConnectionTrait,
+    id: i64,
+    avatar: Option<Avatar>,
+) -> Result<Option<User>, Error> {
+    Users::update_many()
+        .col_expr(
+            user::Column::Avatar,
+            Expr::value(avatar.map(Avatar::into_string)),
+        )
+        .filter(user::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    // Re-read rather than trust rows_affected: MySQL counts only rows that
+    // changed, so setting the same avatar again reports 0.
+    find_by_id(db, id).await
+}
+
+pub async fn record_login(
+    db: &impl ConnectionTrait,
+    id: i64,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
+    Users::update_many()
+        .col_expr(user::Column::LastLogin, Expr::value(Some(now)))
+        .filter(user::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` users with an id above `after_id`, by id: keyset pagination,
+/// so every page costs one index range scan however deep it is.
+pub async fn list_after(
+    db: &impl ConnectionTrait,
+    after_id: i64,
+    limit: u64,
+) -> Result<Vec<User>, Error> {
+    Ok(Users::find()
+        .filter(user::Column::Id.gt(after_id))
+        .order_by_asc(user::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// Whether a user with this id exists (for recording a token's owner).
+pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, Error> {
+    let found: Option<i64> = Users::find_by_id(id)
+        .select_only()
+        .column(user::Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}

@@ -1,0 +1,270 @@
+//! Wiring: settings → database → services → tonic server.
+//!
+//! [`Application::build`] does everything that can fail at start-up (connect,
+//! migrate, bind) so `serve` fails fast with one clear message;
+//! [`Application::run_until`] then serves until the shutdown future
+//! resolves, finishing the calls in flight.
+
+use std::{
+    fs,
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::ServingStatus;
+
+use crate::{
+    config::Settings,
+    grpc::{AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, TokenPolicy, UserApi},
+    passwords::Hasher,
+    pb::{self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    persistence,
+    tokens::TokenCodec,
+};
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database, applies pending migrations, loads the
+    /// signing key and binds the listen address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// Unreachable database, failed migration, missing signing key, address in use.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = persistence::connect(&settings)
+            .await
+            .context("cannot connect to the database")?;
+        persistence::migrate(&db)
+            .await
+            .context("cannot apply database migrations")?;
+        let secret = signing_key(&settings)?;
+        let tokens = TokenCodec::new(
+            &secret,
+            settings.access_token_lifetime,
+            settings.refresh_token_lifetime,
+        )?;
+        let state = AppState {
+            db,
+            tokens: Arc::new(tokens),
+            hasher: Hasher::new(settings.argon2).await?,
+            page_tokens: PageTokenCodec::new(&secret)?,
+            policy: TokenPolicy {
+                rotate_refresh_tokens: settings.rotate_refresh_tokens,
+                blacklist_after_rotation: settings.blacklist_after_rotation,
+                update_last_login: settings.update_last_login,
+            },
+        };
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+        })
+    }
+
+    /// Where the server listens (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting calls, lets
+    /// the ones in flight finish and closes the database pool.
+    ///
+    /// # Errors
+    /// The server failed (not a single call: those become statuses).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for service in ["auth.v1.AuthService", "auth.v1.UserService"] {
+            health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        // grpcurl speaks v1alpha, newer clients v1: serve both.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let auth = AuthServiceServer::new(AuthApi::new(self.state.clone()));
+        let users = UserServiceServer::with_interceptor(
+            UserApi::new(self.state.clone()),
+            BearerAuth::new(Arc::clone(&self.state.tokens)),
+        );
+
+        tracing::info!(addr = %self.local_addr, "serving gRPC");
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        Server::builder()
+            .layer(CallLogLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .add_service(users)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        tracing::info!("server stopped");
+        self.state.db.close().await?;
+        Ok(())
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, finishing calls in flight");
+}
+
+/// The HS256 key: `AUTH_JWT_SECRET`, or on SQLite a random key generated
+/// once into a 0600 file beside the database. PostgreSQL and MySQL mean
+/// several replicas, which must share one key, so there it is required.
+fn signing_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &settings.jwt_secret {
+        anyhow::ensure!(
+            !secret.expose().is_empty(),
+            "AUTH_JWT_SECRET must not be empty"
+        );
+        if secret.expose().len() < 32 {
+            tracing::warn!("AUTH_JWT_SECRET is shorter than 32 bytes; use a longer random key");
+        }
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    let url = settings.database_url.expose();
+    let Some(path) = sqlite_path(url) else {
+        anyhow::bail!(
+            "AUTH_JWT_SECRET is required with PostgreSQL or MySQL: every replica must sign with the same key"
+        );
+    };
+    match path {
+        None => {
+            tracing::warn!(
+                "AUTH_JWT_SECRET unset: in-memory database, using a random key for this process"
+            );
+            Ok(random_key().into_bytes())
+        }
+        Some(db_path) => {
+            let key_path = PathBuf::from(format!("{}.jwt-secret", db_path.display()));
+            let key = load_or_create_key(&key_path)?;
+            tracing::warn!(
+                key_file = %key_path.display(),
+                "AUTH_JWT_SECRET unset: signing with the generated key kept in the key file"
+            );
+            Ok(key.into_bytes())
+        }
+    }
+}
+
+/// `None` if `url` is not SQLite; `Some(None)` for an in-memory database;
+/// otherwise the database file.
+fn sqlite_path(url: &str) -> Option<Option<PathBuf>> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
+    Some((!in_memory).then(|| PathBuf::from(path)))
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<String> {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let key = random_key();
+            file.write_all(key.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write the key file {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let key = fs::read_to_string(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))?;
+            let key = key.trim().to_owned();
+            anyhow::ensure!(!key.is_empty(), "the key file {} is empty", path.display());
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create the key file {}", path.display())),
+    }
+}
+
+/// 256 random bits as 64 hex digits.
+fn random_key() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_sqlite_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://auth.db?mode=rwc"),
+            Some(Some(PathBuf::from("auth.db")))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:/var/lib/a.db"),
+            Some(Some(PathBuf::from("/var/lib/a.db")))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), Some(None));
+        assert_eq!(sqlite_path("sqlite://x?mode=memory"), Some(None));
+        assert_eq!(sqlite_path("postgres://localhost/auth"), None);
+    }
+
+    #[test]
+    fn key_file_is_created_once_with_owner_only_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("auth.db.jwt-secret");
+        let first = load_or_create_key(&path).unwrap_or_else(|e| panic!("{e}"));
+        let second = load_or_create_key(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 64);
+        let mode = fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600);
+    }
+}

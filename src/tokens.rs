@@ -1,0 +1,457 @@
+//! JSON Web Tokens compatible with djangorestframework-simplejwt 5.5.1, so a
+//! Django service that shares the signing key accepts ours and we accept its.
+//!
+//! Header `{"alg":"HS256","typ":"JWT"}`; claims `token_type`, `exp`, `iat`,
+//! `jti` (uuid4 as 32 hex digits) and `user_id` (a decimal string; integers
+//! from older simplejwt versions are accepted). Error messages are
+//! simplejwt's, so callers see the same words they saw from Django.
+
+use std::{fmt, time::Duration};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+const ALGORITHM: Algorithm = Algorithm::HS256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    Access,
+    Refresh,
+}
+
+impl TokenType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Access => "access",
+            TokenType::Refresh => "refresh",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "access" => Some(TokenType::Access),
+            "refresh" => Some(TokenType::Refresh),
+            _ => None,
+        }
+    }
+}
+
+/// The verified claims of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub token_type: TokenType,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub user_id: i64,
+}
+
+/// A freshly signed token and the claims inside it.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+/// Why a token was refused; [`TokenError::message`] is simplejwt's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Invalid,
+    Expired,
+    WrongAlgorithm,
+    NoId,
+    NoType,
+    WrongType,
+    NoUserId,
+    Blacklisted,
+}
+
+impl TokenError {
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenError::Invalid => "Token is invalid",
+            TokenError::Expired => "Token is expired",
+            TokenError::WrongAlgorithm => "Invalid algorithm specified",
+            TokenError::NoId => "Token has no id",
+            TokenError::NoType => "Token has no type",
+            TokenError::WrongType => "Token has wrong type",
+            TokenError::NoUserId => "Token contained no recognizable user identification",
+            TokenError::Blacklisted => "Token is blacklisted",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// Claims as they are written, in simplejwt's order.
+#[derive(Serialize)]
+struct OutgoingClaims<'a> {
+    token_type: &'static str,
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+    user_id: String,
+}
+
+/// Claims as they may arrive: anything can be missing or of the wrong type,
+/// and each case has its own answer.
+#[derive(Deserialize)]
+struct IncomingClaims {
+    token_type: Option<serde_json::Value>,
+    exp: Option<serde_json::Value>,
+    iat: Option<serde_json::Value>,
+    jti: Option<serde_json::Value>,
+    user_id: Option<serde_json::Value>,
+}
+
+/// Signs and verifies tokens. Keys are derived once, at start-up.
+pub struct TokenCodec {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_lifetime: i64,
+    refresh_lifetime: i64,
+}
+
+impl fmt::Debug for TokenCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCodec")
+            .field("access_lifetime", &self.access_lifetime)
+            .field("refresh_lifetime", &self.refresh_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCodec {
+    /// # Errors
+    /// An empty secret, or a lifetime too long to represent.
+    pub fn new(
+        secret: &[u8],
+        access_lifetime: Duration,
+        refresh_lifetime: Duration,
+    ) -> anyhow::Result<Self> {
+        let encoding = EncodingKey::from_secret(secret)
+            .map_err(|_| anyhow::anyhow!("the JWT signing key must not be empty"))?;
+        let decoding = DecodingKey::from_secret(secret)
+            .map_err(|_| anyhow::anyhow!("the JWT signing key must not be empty"))?;
+
+        // Only the configured algorithm: `none` and algorithm confusion fail here.
+        let mut validation = Validation::new(ALGORITHM);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+
+        let seconds = |d: Duration| {
+            i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("token lifetime too long"))
+        };
+        Ok(Self {
+            encoding,
+            decoding,
+            validation,
+            access_lifetime: seconds(access_lifetime)?,
+            refresh_lifetime: seconds(refresh_lifetime)?,
+        })
+    }
+
+    /// A refresh token for `user_id`, as `RefreshToken.for_user`.
+    pub fn issue_refresh(&self, user_id: i64, now: i64) -> anyhow::Result<IssuedToken> {
+        self.issue(
+            TokenType::Refresh,
+            user_id,
+            now,
+            now + self.refresh_lifetime,
+        )
+    }
+
+    /// An access token derived from a verified refresh token: same user, its
+    /// own `jti`, `iat` and `exp` (simplejwt 5.5.1 `RefreshToken.access_token`).
+    pub fn access_from_refresh(&self, refresh: &Claims, now: i64) -> anyhow::Result<IssuedToken> {
+        self.issue(
+            TokenType::Access,
+            refresh.user_id,
+            now,
+            now + self.access_lifetime,
+        )
+    }
+
+    fn issue(
+        &self,
+        token_type: TokenType,
+        user_id: i64,
+        iat: i64,
+        exp: i64,
+    ) -> anyhow::Result<IssuedToken> {
+        let jti = uuid::Uuid::new_v4().simple().to_string();
+        let outgoing = OutgoingClaims {
+            token_type: token_type.as_str(),
+            exp,
+            iat,
+            jti: &jti,
+            user_id: user_id.to_string(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(ALGORITHM), &outgoing, &self.encoding)
+            .map_err(|e| anyhow::anyhow!("signing a token failed: {e}"))?;
+        Ok(IssuedToken {
+            token,
+            claims: Claims {
+                token_type,
+                exp,
+                iat,
+                jti,
+                user_id,
+            },
+        })
+    }
+
+    /// Verifies signature, algorithm, `exp`, `nbf`, `iat`, `jti`, `user_id`
+    /// and, when `expected` is given, `token_type`. The blacklist and the
+    /// user are the caller's to check: they need the database.
+    ///
+    /// # Errors
+    /// The [`TokenError`] simplejwt would raise for the same token.
+    pub fn decode(
+        &self,
+        token: &str,
+        expected: Option<TokenType>,
+        now: i64,
+    ) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                _ => TokenError::Invalid,
+            })?;
+        let raw = data.claims;
+
+        // exp itself was checked by the library; it must still be an integer.
+        let exp = raw
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_i64)
+            .ok_or(TokenError::Invalid)?;
+        // PyJWT refuses a token issued in the future ("not yet valid (iat)").
+        let iat = match raw.iat {
+            None => 0,
+            Some(value) => value.as_i64().ok_or(TokenError::Invalid)?,
+        };
+        if iat > now {
+            return Err(TokenError::Invalid);
+        }
+        let jti = match raw.jti {
+            None => return Err(TokenError::NoId),
+            Some(serde_json::Value::String(jti)) if !jti.is_empty() => jti,
+            Some(_) => return Err(TokenError::Invalid),
+        };
+        let token_type = match raw.token_type {
+            None => return Err(TokenError::NoType),
+            Some(value) => value
+                .as_str()
+                .and_then(TokenType::parse)
+                .ok_or(TokenError::WrongType)?,
+        };
+        if expected.is_some_and(|expected| expected != token_type) {
+            return Err(TokenError::WrongType);
+        }
+        let user_id = raw
+            .user_id
+            .as_ref()
+            .and_then(parse_user_id)
+            .ok_or(TokenError::NoUserId)?;
+        Ok(Claims {
+            token_type,
+            exp,
+            iat,
+            jti,
+            user_id,
+        })
+    }
+}
+
+/// simplejwt ≥ 5.5.1 writes `"42"`, older versions `42`.
+fn parse_user_id(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Seconds since the Unix epoch, the unit of every time claim.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"test secret that is long enough for HS256";
+    const NOW: i64 = 1_800_000_000;
+
+    fn codec() -> TokenCodec {
+        TokenCodec::new(
+            SECRET,
+            Duration::from_secs(86_400),
+            Duration::from_secs(2_592_000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET).unwrap_or_else(|e| panic!("{e}"));
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn payload(token: &str) -> serde_json::Value {
+        let part = token.split('.').nth(1).unwrap_or_default();
+        let bytes = URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn refresh_and_access_claims_match_simplejwt() {
+        let codec = codec();
+        let refresh = codec
+            .issue_refresh(42, NOW)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = payload(&refresh.token);
+        assert_eq!(body["token_type"], "refresh");
+        assert_eq!(body["user_id"], "42");
+        assert_eq!(body["iat"], NOW);
+        assert_eq!(body["exp"], NOW + 2_592_000);
+        let jti = body["jti"].as_str().unwrap_or_default();
+        assert_eq!(jti.len(), 32);
+        assert!(
+            jti.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+
+        let access = codec
+            .access_from_refresh(&refresh.claims, NOW + 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = payload(&access.token);
+        assert_eq!(body["token_type"], "access");
+        assert_eq!(body["user_id"], "42");
+        assert_eq!(body["iat"], NOW + 10);
+        assert_eq!(body["exp"], NOW + 10 + 86_400);
+        assert_ne!(body["jti"].as_str(), Some(jti));
+    }
+
+    #[test]
+    fn round_trips_and_checks_type() {
+        let codec = codec();
+        let now = unix_now();
+        let refresh = codec
+            .issue_refresh(7, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            codec.decode(&refresh.token, Some(TokenType::Refresh), now),
+            Ok(refresh.claims)
+        );
+        assert_eq!(
+            codec.decode(&refresh.token, Some(TokenType::Access), now),
+            Err(TokenError::WrongType)
+        );
+    }
+
+    #[test]
+    fn accepts_integer_user_id_from_older_simplejwt() {
+        let now = unix_now();
+        let token = sign(json!({"token_type": "access", "exp": now + 60, "iat": now,
+                                "jti": "0123456789abcdef0123456789abcdef", "user_id": 5}));
+        assert_eq!(codec().decode(&token, None, now).map(|c| c.user_id), Ok(5));
+    }
+
+    #[test]
+    fn refuses_malformed_claims_with_simplejwt_messages() {
+        let now = unix_now();
+        let base = json!({"token_type": "access", "exp": now + 60, "iat": now,
+                          "jti": "0123456789abcdef0123456789abcdef", "user_id": "5"});
+        let without = |key: &str| {
+            let mut claims = base.clone();
+            claims.as_object_mut().map(|o| o.remove(key));
+            sign(claims)
+        };
+        let with = |key: &str, value: serde_json::Value| {
+            let mut claims = base.clone();
+            claims[key] = value;
+            sign(claims)
+        };
+        let codec = codec();
+        let check = |token: String| codec.decode(&token, Some(TokenType::Access), now);
+        assert_eq!(check(without("jti")), Err(TokenError::NoId));
+        assert_eq!(check(without("token_type")), Err(TokenError::NoType));
+        assert_eq!(check(without("user_id")), Err(TokenError::NoUserId));
+        assert_eq!(check(without("exp")), Err(TokenError::Invalid));
+        assert_eq!(
+            check(with("token_type", json!("sliding"))),
+            Err(TokenError::WrongType)
+        );
+        assert_eq!(check(with("exp", json!(now - 1))), Err(TokenError::Expired));
+        assert_eq!(
+            check(with("iat", json!(now + 60))),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            check(with("nbf", json!(now + 60))),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            check(with("user_id", json!("abc"))),
+            Err(TokenError::NoUserId)
+        );
+    }
+
+    #[test]
+    fn refuses_other_algorithms_keys_and_garbage() {
+        let now = unix_now();
+        let claims = json!({"token_type": "access", "exp": now + 60, "iat": now,
+                            "jti": "0123456789abcdef0123456789abcdef", "user_id": "5"});
+        let codec = codec();
+
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(SECRET).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            codec.decode(&hs512, None, now),
+            Err(TokenError::WrongAlgorithm)
+        );
+
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        assert_eq!(codec.decode(&none, None, now), Err(TokenError::Invalid));
+
+        let wrong_key = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"another key").unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            codec.decode(&wrong_key, None, now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            codec.decode("not a token", None, now),
+            Err(TokenError::Invalid)
+        );
+    }
+}
