@@ -87,6 +87,7 @@ fn describe(err: Error) -> anyhow::Error {
     match err {
         Error::Internal(cause) => cause,
         Error::Unavailable(cause) => anyhow::Error::new(cause).context("database unavailable"),
+        Error::Conflict(cause) => anyhow::Error::new(cause).context("concurrent update, try again"),
         other => anyhow::anyhow!("{other}"),
     }
 }

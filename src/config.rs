@@ -93,6 +93,12 @@ pub struct Settings {
     )]
     pub database_max_connections: u32,
 
+    /// After SIGTERM/SIGINT, how long calls in flight (and idle clients that
+    /// ignore GOAWAY) may keep the server up.
+    #[arg(long, env = "AUTH_SHUTDOWN_GRACE", default_value = "20s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
     /// How long a call waits for the database before answering UNAVAILABLE.
     #[arg(long, env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
           value_parser = humantime::parse_duration, global = true)]
@@ -161,6 +167,7 @@ impl Default for Settings {
             update_last_login: false,
             argon2: Argon2Settings::default(),
             database_max_connections: 10,
+            shutdown_grace: Duration::from_secs(20),
             database_timeout: Duration::from_secs(5),
         }
     }
@@ -237,7 +244,7 @@ mod tests {
             "flush-expired-tokens",
         ])
         .map_err(|e| e.to_string());
-        let cli = cli.as_ref().map_or_else(|e| panic!("{e}"), |c| c);
+        let cli = cli.as_ref().unwrap_or_else(|e| panic!("{e}"));
         assert!(cli.settings.rotate_refresh_tokens);
         assert_eq!(cli.settings.access_token_lifetime, Duration::from_secs(300));
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));

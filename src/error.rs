@@ -49,6 +49,11 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// A concurrent transaction won a lock (deadlock, serialization failure,
+    /// SQLite busy past its timeout): the call can simply be retried.
+    #[error("concurrent update conflict")]
+    Conflict(#[source] DbErr),
+
     /// The database cannot be reached; the cause is logged, not returned.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
@@ -83,6 +88,8 @@ impl From<DbErr> for Error {
     fn from(err: DbErr) -> Self {
         if is_connection_failure(&err) {
             Error::Unavailable(err)
+        } else if is_lock_conflict(&err) {
+            Error::Conflict(err)
         } else {
             Error::Internal(anyhow::Error::new(err))
         }
@@ -105,6 +112,23 @@ fn is_connection_failure(err: &DbErr) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Deadlock or serialization failure (SQLSTATE 40001 on MySQL and
+/// PostgreSQL, 40P01 on PostgreSQL), or SQLite still busy after its timeout.
+fn is_lock_conflict(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    let sqlx::Error::Database(db_err) = &**e else {
+        return false;
+    };
+    // SQLite reports its primary result code: 5 BUSY, 6 LOCKED, 517 BUSY_SNAPSHOT.
+    matches!(
+        db_err.code().as_deref(),
+        Some("40001" | "40P01" | "5" | "6" | "517")
+    )
 }
 
 /// The unique-index violation behind `err`, if that is what it is: its
@@ -143,6 +167,10 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
+            Error::Conflict(cause) => {
+                tracing::warn!(error = %cause, "transaction conflict");
+                Status::aborted("concurrent update conflict, retry the call")
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 Status::unavailable("database unavailable, try again later")
@@ -184,13 +212,21 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "email: Enter a valid email address.");
         let details = status.get_error_details();
-        let violations = details.bad_request().map(|b| b.field_violations.clone());
+        let violations: Vec<(String, String)> = details
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| (v.field.clone(), v.description.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         assert_eq!(
             violations,
-            Some(vec![FieldViolation::new(
-                "email",
-                "Enter a valid email address."
-            )])
+            [(
+                "email".to_owned(),
+                "Enter a valid email address.".to_owned()
+            )]
         );
     }
 

@@ -5,8 +5,20 @@ use clap::Parser;
 use auth_service::{commands, config::Cli, telemetry};
 
 fn main() -> ExitCode {
-    // clap prints a bad flag's error and exits with status 2 itself.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are "errors" to clap; print them as they are.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            eprintln!(
+                "auth-service: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init();
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

@@ -13,11 +13,12 @@ use std::{
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
@@ -34,22 +35,24 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
+    shutdown_grace: Duration,
 }
 
 impl Application {
-    /// Connects to the database, applies pending migrations, loads the
-    /// signing key and binds the listen address (port 0 picks a free port).
+    /// Loads the signing key, connects to the database, applies pending
+    /// migrations and binds the listen address (port 0 picks a free port).
     ///
     /// # Errors
     /// Unreachable database, failed migration, missing signing key, address in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The key first: a missing one is a configuration error, whatever the database.
+        let secret = signing_key(&settings)?;
         let db = persistence::connect(&settings)
             .await
             .context("cannot connect to the database")?;
         persistence::migrate(&db)
             .await
             .context("cannot apply database migrations")?;
-        let secret = signing_key(&settings)?;
         let tokens = TokenCodec::new(
             &secret,
             settings.access_token_lifetime,
@@ -74,6 +77,7 @@ impl Application {
             listener,
             local_addr,
             state,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -110,15 +114,31 @@ impl Application {
 
         tracing::info!(addr = %self.local_addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let (signalled, on_signal) = oneshot::channel::<()>();
+        let server = Server::builder()
             .layer(CallLogLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
             .add_service(users)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                let _ = signalled.send(());
+            });
+        // Graceful shutdown waits for every connection to close; a client
+        // that ignores GOAWAY must not keep the process up for ever.
+        let grace = self.shutdown_grace;
+        let grace_over = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = grace_over => tracing::warn!(?grace, "shutdown grace period over, closing remaining connections"),
+        }
         tracing::info!("server stopped");
         self.state.db.close().await?;
         Ok(())

@@ -24,11 +24,23 @@ impl MigratorTrait for Migrator {
     }
 }
 
+fn is_mysql(manager: &SchemaManager<'_>) -> bool {
+    manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::MySql
+}
+
+/// On MySQL, tables are utf8mb4 whatever the server's default: usernames
+/// are Unicode.
+pub(crate) fn unicode_table(manager: &SchemaManager<'_>, table: &mut TableCreateStatement) {
+    if is_mysql(manager) {
+        table.character_set("utf8mb4");
+    }
+}
+
 /// MariaDB's default utf8mb4 collations compare case- and accent-insensitively
 /// ('José' = 'jose'). Uniqueness is decided by the lower-cased key columns, so
 /// on MySQL they use a binary collation and compare exactly as on the others.
 pub(crate) fn exact_collation(manager: &SchemaManager<'_>, column: &mut ColumnDef) {
-    if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::MySql {
-        column.extra("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
+    if is_mysql(manager) {
+        column.extra("COLLATE utf8mb4_bin");
     }
 }

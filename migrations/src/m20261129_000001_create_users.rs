@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::exact_collation;
+use crate::{exact_collation, unicode_table};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -16,26 +16,24 @@ impl MigrationTrait for Migration {
         let mut username_key = string_len(Users::UsernameKey, 300);
         exact_collation(manager, &mut username_key);
 
-        manager
-            .create_table(
-                Table::create()
-                    .table(Users::Table)
-                    .if_not_exists()
-                    .col(big_pk_auto(Users::Id))
-                    .col(string_len(Users::Email, 255))
-                    .col(email_key)
-                    .col(string_len(Users::Username, 150))
-                    .col(username_key)
-                    .col(string_len(Users::Password, 255))
-                    .col(string_len_null(Users::Avatar, 200))
-                    .col(boolean(Users::IsActive))
-                    .col(boolean(Users::IsStaff))
-                    .col(boolean(Users::IsSuperuser))
-                    .col(date_time_null(Users::LastLogin))
-                    .col(date_time(Users::DateJoined))
-                    .to_owned(),
-            )
-            .await?;
+        let mut table = Table::create();
+        table
+            .table(Users::Table)
+            .if_not_exists()
+            .col(big_pk_auto(Users::Id))
+            .col(string_len(Users::Email, 255))
+            .col(email_key)
+            .col(string_len(Users::Username, 150))
+            .col(username_key)
+            .col(string_len(Users::Password, 255))
+            .col(string_len_null(Users::Avatar, 200))
+            .col(boolean(Users::IsActive))
+            .col(boolean(Users::IsStaff))
+            .col(boolean(Users::IsSuperuser))
+            .col(date_time_null(Users::LastLogin))
+            .col(date_time(Users::DateJoined));
+        unicode_table(manager, &mut table);
+        manager.create_table(table).await?;
         manager
             .create_index(
                 Index::create()

@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn lowercases_the_domain_only() {
-        let email = Email::parse("  John.Doe@Example.COM ").map_err(|e| e);
+        let email = Email::parse("  John.Doe@Example.COM ");
         assert_eq!(
             email.as_ref().map(Email::as_str),
             Ok("John.Doe@example.com")

@@ -158,9 +158,17 @@ impl AuthApi {
     /// Issues the successor of `old`, blacklisting `old` first when
     /// configured, in one transaction: either both happen or neither.
     async fn rotate(&self, old: &Claims, now: i64) -> Result<String, Error> {
+        let old_id = if self.state.policy.blacklist_after_rotation {
+            Some(
+                token_blacklist::outstanding_id(&self.state.db, old, Some(old.user_id), db_now())
+                    .await?,
+            )
+        } else {
+            None
+        };
         let txn = self.state.db.begin().await?;
-        if self.state.policy.blacklist_after_rotation {
-            token_blacklist::blacklist(&txn, old, Some(old.user_id), db_now()).await?;
+        if let Some(old_id) = old_id {
+            token_blacklist::blacklist(&txn, old_id, db_now()).await?;
         }
         let new = self.state.tokens.issue_refresh(old.user_id, now)?;
         token_blacklist::record_outstanding(&txn, &new.claims, db_now()).await?;
@@ -201,9 +209,9 @@ impl AuthApi {
         let owner = users::exists(&self.state.db, claims.user_id)
             .await?
             .then_some(claims.user_id);
-        let txn = self.state.db.begin().await?;
-        token_blacklist::blacklist(&txn, &claims, owner, db_now()).await?;
-        txn.commit().await?;
+        let token_id =
+            token_blacklist::outstanding_id(&self.state.db, &claims, owner, db_now()).await?;
+        token_blacklist::blacklist(&self.state.db, token_id, db_now()).await?;
         Ok(pb::LogoutResponse {})
     }
 }

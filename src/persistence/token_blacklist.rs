@@ -55,29 +55,45 @@ pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool
     Ok(found.is_some())
 }
 
-/// Blacklists the refresh token `claims`. A token blacklisted already, even
-/// by a concurrent call, is refused as blacklisted: of two calls racing with
-/// one token, exactly one succeeds (the unique `token_id` decides).
+/// The outstanding row of the refresh token `claims`, created if this
+/// service never recorded it (a token from a Django service sharing the
+/// key). `owner` is the token's user if it still exists.
 ///
-/// `owner` is the token's user if it still exists. Call inside a
-/// transaction: the first statement writes, so SQLite takes its write lock
-/// up front instead of failing to upgrade a read lock.
-pub async fn blacklist(
+/// Call outside the transaction that blacklists: the row's id never changes,
+/// and keeping this read out lets that transaction start with its write
+/// (SQLite then takes the write lock up front instead of failing to upgrade
+/// a read lock, and InnoDB has no shared lock to deadlock on).
+pub async fn outstanding_id(
     db: &impl ConnectionTrait,
     claims: &Claims,
     owner: Option<i64>,
     now: NaiveDateTime,
-) -> Result<(), Error> {
-    // The token may come from a Django service sharing the key, never recorded here.
+) -> Result<i64, Error> {
+    let find = || {
+        outstanding_token::Entity::find()
+            .select_only()
+            .column(outstanding_token::Column::Id)
+            .filter(outstanding_token::Column::Jti.eq(claims.jti.as_str()))
+            .into_tuple::<i64>()
+            .one(db)
+    };
+    if let Some(id) = find().await? {
+        return Ok(id);
+    }
     insert_outstanding(db, claims, owner, now).await?;
-    let token_id: i64 = outstanding_token::Entity::find()
-        .select_only()
-        .column(outstanding_token::Column::Id)
-        .filter(outstanding_token::Column::Jti.eq(claims.jti.as_str()))
-        .into_tuple()
-        .one(db)
+    find()
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("outstanding token row vanished")))?;
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("outstanding token row vanished")))
+}
+
+/// Blacklists the outstanding token `token_id`. A token blacklisted already,
+/// even by a concurrent call, is refused as blacklisted: of two calls racing
+/// with one token exactly one succeeds (the unique `token_id` decides).
+pub async fn blacklist(
+    db: &impl ConnectionTrait,
+    token_id: i64,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
     let row = blacklisted_token::ActiveModel {
         token_id: Set(token_id),
         blacklisted_at: Set(now),

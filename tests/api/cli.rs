@@ -1,0 +1,199 @@
+//! The binary itself: start-up failures, subcommands, signals.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use std::os::unix::fs::PermissionsExt;
+
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, TestDatabase};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
+
+/// The binary with a clean `AUTH_*` environment.
+fn auth_service(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUTH_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_flag_is_one_line_and_a_failure() {
+    let output = run(&mut auth_service(&["--no-such-flag", "serve"]));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+
+    let output = run(&mut auth_service(&[
+        "--access-token-lifetime",
+        "soon",
+        "migrate",
+    ]));
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_and_a_failure() {
+    let output = run(auth_service(&["serve"])
+        .env(
+            "AUTH_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nothing",
+        )
+        .env("AUTH_JWT_SECRET", "x".repeat(40))
+        .env("AUTH_DATABASE_TIMEOUT", "2s")
+        .env("RUST_LOG", "off"));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("auth-service: cannot connect to the database"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn postgres_without_a_signing_key_refuses_to_start() {
+    // Checked before connecting: replicas must share a key, and a generated
+    // one cannot be shared.
+    let output = run(auth_service(&["serve"])
+        .env(
+            "AUTH_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nothing",
+        )
+        .env("RUST_LOG", "off"));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("AUTH_JWT_SECRET is required"), "{err}");
+}
+
+#[tokio::test]
+async fn create_superuser_then_log_in() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let output = run(auth_service(&[
+        "create-superuser",
+        "--username",
+        "root",
+        "--email",
+        "root@example.com",
+    ])
+    .env("AUTH_DATABASE_URL", &database.url)
+    .env("AUTH_SUPERUSER_PASSWORD", PASSWORD)
+    .env("RUST_LOG", "off"));
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let app = TestApp::spawn_on(&database.url).await;
+    let pair = app.login("root").await;
+    let me = app
+        .get_me(&pair.access)
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"));
+    assert!(me.is_staff && me.is_superuser && me.is_active);
+    app.stop().await;
+
+    let output = run(auth_service(&[
+        "create-superuser",
+        "--username",
+        "root",
+        "--email",
+        "r2@example.com",
+    ])
+    .env("AUTH_DATABASE_URL", &database.url)
+    .env("AUTH_SUPERUSER_PASSWORD", PASSWORD)
+    .env("RUST_LOG", "off"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("username already exists"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn flush_expired_tokens_runs() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let output = run(auth_service(&["flush-expired-tokens"])
+        .env("AUTH_DATABASE_URL", &database.url)
+        .env("RUST_LOG", "off"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 0 expired"));
+}
+
+#[tokio::test]
+async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = auth_service(&["serve", "--listen-addr", &addr]);
+    command
+        .env("AUTH_DATABASE_URL", &database.url)
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped());
+    let child = tokio::process::Command::from(command)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Serving once a health check answers.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let mut serving = false;
+    for _ in 0..200 {
+        if health.check(HealthCheckRequest::default()).await.is_ok() {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serving, "the server never answered");
+
+    // The key file sits beside the database, readable by its owner only.
+    let key_file = database
+        .sqlite_file()
+        .map(|p| p.with_file_name("auth.db.jwt-secret"));
+    let key_file = key_file.unwrap_or_else(|| panic!("not a SQLite database"));
+    let mode = std::fs::metadata(&key_file).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
+
+    // Our connection stays open: the server sends GOAWAY and the client,
+    // still running, closes it.
+    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.map(|s| s.success()).unwrap_or(false));
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the server did not stop within 30 s of SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(health);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let key = std::fs::read_to_string(&key_file).unwrap_or_default();
+    assert!(
+        !key.trim().is_empty() && !stderr(&output).contains(key.trim()),
+        "the key must not be logged"
+    );
+}

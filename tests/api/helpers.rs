@@ -1,0 +1,408 @@
+//! Spawning the real server on port 0 against a fresh database, and the
+//! clients and token tools the tests share.
+//!
+//! Every test runs on SQLite, and also on PostgreSQL and MariaDB when
+//! `AUTH_TEST_POSTGRES_URL` / `AUTH_TEST_MYSQL_URL` name a server: each run
+//! gets a database of its own, created here and dropped afterwards.
+
+use std::{fmt, path::PathBuf};
+
+use auth_service::{
+    config::{Secret, Settings},
+    pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient},
+    startup::Application,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sha2::Sha256;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Status, transport::Channel};
+
+pub const SECRET: &str = "integration-test-signing-key-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery";
+
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+    MySql(String),
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+            Backend::MySql(_) => "MariaDB/MySQL",
+        })
+    }
+}
+
+impl Backend {
+    /// SQLite, plus every server the environment names.
+    pub fn configured() -> Vec<Backend> {
+        let mut backends = vec![Backend::Sqlite];
+        if let Ok(url) = std::env::var("AUTH_TEST_POSTGRES_URL") {
+            backends.push(Backend::Postgres(url));
+        }
+        if let Ok(url) = std::env::var("AUTH_TEST_MYSQL_URL") {
+            backends.push(Backend::MySql(url));
+        }
+        backends
+    }
+}
+
+/// Runs `test` once per configured backend, one after the other. A failure
+/// names the backend in the captured output.
+pub async fn on_every_backend(test: impl AsyncFn(Backend)) {
+    for backend in Backend::configured() {
+        eprintln!("--- on {backend}");
+        test(backend).await;
+    }
+}
+
+/// A database of one test's own; dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    sqlite_file: Option<PathBuf>,
+    server: Option<(Backend, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: &Backend) -> TestDatabase {
+        let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let path: PathBuf = dir.path().join("auth.db");
+                TestDatabase {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    sqlite_file: Some(path),
+                    server: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres(admin) | Backend::MySql(admin) => {
+                let conn = Database::connect(admin.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach the {backend} test server: {e}"));
+                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("CREATE DATABASE on {backend}: {e}"));
+                conn.close().await.ok();
+                let mut url = url::Url::parse(admin).unwrap_or_else(|e| panic!("{admin}: {e}"));
+                url.set_path(&name);
+                TestDatabase {
+                    url: url.to_string(),
+                    sqlite_file: None,
+                    server: Some((backend.clone(), name)),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl TestDatabase {
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.sqlite_file.as_deref()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((backend, name)) = self.server.take() else {
+            return;
+        };
+        // Drop may run inside a runtime (or a panic): use a thread of our own.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(runtime) = runtime else { return };
+            runtime.block_on(async {
+                let (admin, sql) = match &backend {
+                    Backend::Postgres(admin) => (
+                        admin,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ),
+                    Backend::MySql(admin) => (admin, format!("DROP DATABASE IF EXISTS {name}")),
+                    Backend::Sqlite => return,
+                };
+                if let Ok(conn) = Database::connect(admin.as_str()).await {
+                    let _ = conn.execute_unprepared(&sql).await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The running server and clients for it.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub auth: AuthServiceClient<Channel>,
+    pub users: UserServiceClient<Channel>,
+    /// The server's own pool, for arranging state the API cannot (deactivating a user).
+    pub db: DatabaseConnection,
+    url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// `None` for a second server on another app's database.
+    _database: Option<TestDatabase>,
+}
+
+pub fn test_settings(url: &str) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        database_url: Secret::from(url),
+        jwt_secret: Some(Secret::from(SECRET)),
+        ..Settings::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: &Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns the server with `configure` applied to the test settings.
+    pub async fn spawn_with(backend: &Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        // The server's log, for debugging a failure: TEST_LOG=1 cargo test.
+        if std::env::var_os("TEST_LOG").is_some() {
+            auth_service::telemetry::init();
+        }
+        let database = TestDatabase::create(backend).await;
+        let mut app = Self::start(&database.url, configure).await;
+        app._database = Some(database);
+        app
+    }
+
+    /// Another server on an existing database (a replica, or a restart).
+    pub async fn spawn_on(url: &str) -> TestApp {
+        Self::start(url, |_| {}).await
+    }
+
+    async fn start(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = test_settings(url);
+        configure(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .unwrap_or_else(|e| panic!("server failed to start: {e:#}"));
+        let addr = app.local_addr();
+        let db = app.database().clone();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stop.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .connect_lazy();
+        TestApp {
+            addr,
+            auth: AuthServiceClient::new(channel.clone()),
+            users: UserServiceClient::new(channel),
+            db,
+            url: url.to_owned(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+            _database: None,
+        }
+    }
+
+    pub fn database_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Rows in `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no row"));
+        row.try_get::<i64>("", "n")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Stops the server gracefully and checks that it stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let result = server.await.unwrap_or_else(|e| panic!("server task: {e}"));
+            result.unwrap_or_else(|e| panic!("server error: {e:#}"));
+        }
+    }
+
+    pub async fn register(&self, username: &str) -> pb::User {
+        self.try_register(username, &format!("{username}@example.com"), PASSWORD)
+            .await
+            .unwrap_or_else(|s| panic!("register {username}: {s:?}"))
+    }
+
+    pub async fn try_register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                username: username.into(),
+                password: password.into(),
+                avatar: None,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn login(&self, username: &str) -> pb::TokenPair {
+        self.try_login(username, PASSWORD)
+            .await
+            .unwrap_or_else(|s| panic!("login {username}: {s:?}"))
+    }
+
+    pub async fn try_login(&self, username: &str, password: &str) -> Result<pb::TokenPair, Status> {
+        self.auth
+            .clone()
+            .obtain_token_pair(pb::ObtainTokenPairRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn refresh(&self, refresh: &str) -> Result<pb::TokenPair, Status> {
+        self.auth
+            .clone()
+            .refresh_token(pb::RefreshTokenRequest {
+                refresh: refresh.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get_me(&self, access: &str) -> Result<pb::User, Status> {
+        self.users
+            .clone()
+            .get_me(bearer(pb::GetMeRequest {}, access))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Registers `username` and logs in.
+    pub async fn signed_up(&self, username: &str) -> (pb::User, pb::TokenPair) {
+        let user = self.register(username).await;
+        let tokens = self.login(username).await;
+        (user, tokens)
+    }
+
+    pub async fn set_active(&self, user_id: i64, active: bool) {
+        self.db
+            .execute_unprepared(&format!(
+                "UPDATE users SET is_active = {} WHERE id = {user_id}",
+                if active { "TRUE" } else { "FALSE" }
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub async fn delete_user(&self, user_id: i64) {
+        self.db
+            .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// `message` with `authorization: Bearer <token>` metadata.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    with_authorization(message, &format!("Bearer {token}"))
+}
+
+pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = value
+        .parse()
+        .unwrap_or_else(|e| panic!("metadata {value:?}: {e}"));
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// Asserts `result` failed with `code`, returning the status.
+#[track_caller]
+pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// The JSON payload of a JWT, decoded without any checks.
+pub fn claims(token: &str) -> serde_json::Value {
+    part(token, 1)
+}
+
+pub fn header(token: &str) -> serde_json::Value {
+    part(token, 0)
+}
+
+fn part(token: &str, index: usize) -> serde_json::Value {
+    let segment = token
+        .split('.')
+        .nth(index)
+        .unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap_or_else(|e| panic!("base64: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("json: {e}"))
+}
+
+/// Signs `header.payload` with HMAC-SHA256 by hand, as PyJWT does: tokens
+/// made here do not depend on the service's JWT library.
+pub fn forge(header: &str, payload: &serde_json::Value, key: &str) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    format!("{signing_input}.{}", hs256_signature(&signing_input, key))
+}
+
+/// The base64url HMAC-SHA256 of `signing_input` (`header.payload`).
+pub fn hs256_signature(signing_input: &str, key: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    mac.update(signing_input.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// PyJWT's header for HS256.
+pub const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// simplejwt 5.5.1 claims for `user_id`, valid for `ttl` seconds from now.
+pub fn simplejwt_claims(token_type: &str, user_id: i64, ttl: i64) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::json!({
+        "token_type": token_type,
+        "exp": now + ttl,
+        "iat": now,
+        "jti": uuid::Uuid::new_v4().simple().to_string(),
+        "user_id": user_id.to_string(),
+    })
+}

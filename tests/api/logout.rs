@@ -1,0 +1,98 @@
+use auth_service::{pb, persistence::token_blacklist};
+use tonic::Code;
+
+use crate::helpers::{TestApp, expect_code, on_every_backend};
+
+async fn logout(app: &TestApp, refresh: &str) -> Result<pb::LogoutResponse, tonic::Status> {
+    app.auth
+        .clone()
+        .logout(pb::LogoutRequest {
+            refresh: refresh.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn logout_blacklists_the_refresh_token() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("uma").await;
+        logout(&app, &pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+
+        let status = expect_code(app.refresh(&pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        let status = expect_code(logout(&app, &pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+
+        // Other sessions of the same user are untouched.
+        let second = app.login("uma").await;
+        app.refresh(&second.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_survives_a_restart() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("victor").await;
+        logout(&app, &pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        // A second server on the same database: another replica, or a restart.
+        let url = app.database_url().to_owned();
+        let replica = TestApp::spawn_on(&url).await;
+        let status = expect_code(replica.refresh(&pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        replica.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_takes_refresh_tokens_only() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("wendy").await;
+        let status = expect_code(logout(&app, &pair.access).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token has wrong type");
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flushing_deletes_expired_tokens_and_their_blacklist_rows() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, first) = app.signed_up("xavier").await;
+        app.login("xavier").await;
+        logout(&app, &first.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+
+        let now = chrono::Utc::now().naive_utc();
+        let deleted = token_blacklist::flush_expired(&app.db, now)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(deleted, 0, "nothing has expired yet");
+
+        // 31 days on, both refresh tokens (30-day lifetime) have expired.
+        let later = now + chrono::Duration::days(31);
+        let deleted = token_blacklist::flush_expired(&app.db, later)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(deleted, 2);
+        let rows = app.count("blacklisted_tokens").await;
+        assert_eq!(rows, 0, "blacklist rows go with their tokens");
+        app.stop().await;
+    })
+    .await;
+}

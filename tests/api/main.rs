@@ -1,0 +1,13 @@
+//! Integration tests: the real server on port 0, called with the generated
+//! tonic clients, on every configured database (see `helpers`).
+
+mod bearer;
+mod cli;
+mod helpers;
+mod login;
+mod logout;
+mod refresh;
+mod register;
+mod service;
+mod users;
+mod verify;

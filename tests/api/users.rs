@@ -1,0 +1,225 @@
+use auth_service::{
+    domain::{Email, Username},
+    pb,
+    persistence::users::{self, NewUser},
+};
+use sea_orm::TransactionTrait;
+use tonic::Code;
+
+use crate::helpers::{TestApp, bearer, expect_code, on_every_backend};
+
+async fn update_avatar(
+    app: &TestApp,
+    access: &str,
+    avatar: &str,
+) -> Result<pb::User, tonic::Status> {
+    app.users
+        .clone()
+        .update_avatar(bearer(
+            pb::UpdateAvatarRequest {
+                avatar: avatar.into(),
+            },
+            access,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list(
+    app: &TestApp,
+    access: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<pb::ListUsersResponse, tonic::Status> {
+    app.users
+        .clone()
+        .list_users(bearer(
+            pb::ListUsersRequest {
+                page_size,
+                page_token: page_token.into(),
+            },
+            access,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Inserts `n` users straight into the database, in one transaction and
+/// without hashing: fast.
+async fn seed(app: &TestApp, n: usize) {
+    let txn = app.db.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..n {
+        let new = NewUser {
+            email: Email::parse(&format!("seed{i}@example.com")).unwrap_or_else(|e| panic!("{e}")),
+            username: Username::parse(&format!("seed{i}")).unwrap_or_else(|e| panic!("{e}")),
+            password_hash: "!unusable".into(),
+            avatar: None,
+            is_staff: false,
+            is_superuser: false,
+        };
+        users::insert(&txn, new, chrono::Utc::now().naive_utc())
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    txn.commit().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn get_me_returns_the_caller() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (dan, dan_tokens) = app.signed_up("dan").await;
+        app.signed_up("eve").await;
+        let me = app
+            .get_me(&dan_tokens.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(me, dan);
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn update_avatar_sets_clears_and_validates() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("fay").await;
+        let url = "https://cdn.example.com/fay.png";
+        let user = update_avatar(&app, &pair.access, url)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(user.avatar.as_deref(), Some(url));
+        // Setting the same value again is fine (MySQL reports 0 changed rows).
+        update_avatar(&app, &pair.access, url)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(
+            app.get_me(&pair.access)
+                .await
+                .ok()
+                .and_then(|u| u.avatar)
+                .as_deref(),
+            Some(url)
+        );
+
+        let user = update_avatar(&app, &pair.access, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(user.avatar, None);
+
+        for bad in [
+            "not a url",
+            "ftp://example.com/a.png",
+            &format!("https://example.com/{}", "a".repeat(200)),
+        ] {
+            let status = expect_code(
+                update_avatar(&app, &pair.access, bad).await,
+                Code::InvalidArgument,
+            );
+            assert!(
+                status.message().starts_with("avatar:"),
+                "{}",
+                status.message()
+            );
+        }
+        expect_code(
+            update_avatar(&app, "garbage", url).await,
+            Code::Unauthenticated,
+        );
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_users_pages_through_everyone_once_in_id_order() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("gus").await;
+        seed(&app, 119).await; // 120 users in all
+
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = list(&app, &pair.access, 50, &token)
+                .await
+                .unwrap_or_else(|s| panic!("{s:?}"));
+            pages += 1;
+            assert!(page.users.len() <= 50);
+            seen.extend(page.users.iter().map(|u| u.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen.len(), 120);
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "ordered by id, no duplicates"
+        );
+
+        // An exact multiple of the page size ends without an empty extra page.
+        let page = list(&app, &pair.access, 120, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(page.users.len(), 120);
+        assert!(page.next_page_token.is_empty());
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_users_page_size_defaults_clamps_and_validates() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("hal").await;
+        seed(&app, 1004).await; // 1005 users
+
+        let page = list(&app, &pair.access, 0, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(page.users.len(), 50, "0 means the default");
+        let page = list(&app, &pair.access, 5000, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(page.users.len(), 1000, "clamped to 1000");
+        let rest = list(&app, &pair.access, 5000, &page.next_page_token)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(rest.users.len(), 5);
+
+        let status = expect_code(
+            list(&app, &pair.access, -1, "").await,
+            Code::InvalidArgument,
+        );
+        assert!(
+            status.message().starts_with("page_size:"),
+            "{}",
+            status.message()
+        );
+        let mut tampered = page.next_page_token.clone();
+        let last = tampered
+            .pop()
+            .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
+        tampered.push(last);
+        let status = expect_code(
+            list(&app, &pair.access, 10, &tampered).await,
+            Code::InvalidArgument,
+        );
+        assert!(
+            status.message().starts_with("page_token:"),
+            "{}",
+            status.message()
+        );
+        expect_code(
+            list(&app, &pair.access, 10, "not-a-token").await,
+            Code::InvalidArgument,
+        );
+        app.stop().await;
+    })
+    .await;
+}
