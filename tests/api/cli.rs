@@ -131,6 +131,29 @@ async fn create_superuser_then_log_in() {
 }
 
 #[tokio::test]
+async fn migrate_creates_the_schema() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let output = run(auth_service(&["migrate"])
+        .env("AUTH_DATABASE_URL", &database.url)
+        .env("RUST_LOG", "off"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let db = sea_orm::Database::connect(database.url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for table in ["users", "outstanding_tokens", "blacklisted_tokens"] {
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared(&format!("SELECT COUNT(*) FROM {table}"))
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    // Idempotent: a second run has nothing to do and succeeds.
+    let output = run(auth_service(&["migrate"])
+        .env("AUTH_DATABASE_URL", &database.url)
+        .env("RUST_LOG", "off"));
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[tokio::test]
 async fn flush_expired_tokens_runs() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
     let output = run(auth_service(&["flush-expired-tokens"])

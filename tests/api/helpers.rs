@@ -319,6 +319,14 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    pub async fn stored_password_hash(&self, user_id: i64) -> String {
+        auth_service::persistence::users::find_by_id(&self.db, user_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .map(|u| u.password)
+            .unwrap_or_else(|| panic!("no user {user_id}"))
+    }
+
     pub async fn delete_user(&self, user_id: i64) {
         self.db
             .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
