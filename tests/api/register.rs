@@ -35,6 +35,11 @@ async fn register_returns_the_user_without_secrets() {
             (chrono::Utc::now().timestamp() - joined).abs() < 60,
             "date_joined {joined}"
         );
+
+        // Stored as an argon2id PHC string at the OWASP parameters, never in clear.
+        let stored = app.stored_password_hash(user.id).await;
+        assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
+        assert!(!stored.contains(PASSWORD));
         app.stop().await;
     })
     .await;
