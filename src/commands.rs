@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use crate::{
     config::{Cli, Command, Settings},
-    domain::{Email, Password, Username},
+    domain::{Email, Password, UserAttributes, Username},
     error::Error,
     passwords::Hasher,
     persistence::{self, db_now, token_blacklist, users},
@@ -59,7 +59,12 @@ async fn create_superuser(settings: &Settings, username: &str, email: &str) -> a
         Ok(password) => password,
         Err(_) => rpassword::prompt_password("Password: ").context("cannot read the password")?,
     };
-    let password = Password::parse(password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+    let attributes = UserAttributes {
+        username: username.as_str(),
+        email: email.as_str(),
+    };
+    let password = Password::parse(password, attributes)
+        .map_err(|errors| anyhow::anyhow!("password: {}", errors.join(" ")))?;
 
     let db = persistence::connect(settings)
         .await

@@ -138,6 +138,20 @@ pub struct Argon2Settings {
         global = true
     )]
     pub max_concurrent: Option<NonZeroUsize>,
+
+    /// Calls that may wait for a hashing slot; past it, RESOURCE_EXHAUSTED at once.
+    #[arg(
+        long = "password-hash-queue",
+        env = "AUTH_PASSWORD_HASH_QUEUE",
+        default_value_t = 64,
+        global = true
+    )]
+    pub queue_limit: usize,
+
+    /// How long a call waits for a hashing slot before RESOURCE_EXHAUSTED.
+    #[arg(long = "password-hash-queue-timeout", env = "AUTH_PASSWORD_HASH_QUEUE_TIMEOUT",
+          default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub queue_timeout: Duration,
 }
 
 impl Default for Argon2Settings {
@@ -147,6 +161,8 @@ impl Default for Argon2Settings {
             iterations: 2,
             parallelism: 1,
             max_concurrent: None,
+            queue_limit: 64,
+            queue_timeout: Duration::from_secs(2),
         }
     }
 }

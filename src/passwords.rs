@@ -4,9 +4,18 @@
 //! defaults). Running it on a tokio worker would stall every other call on
 //! that thread, and running an unbounded number at once would let a login
 //! flood exhaust memory. So every hash runs on the blocking pool behind a
-//! semaphore with one permit per allowed concurrent hash.
+//! semaphore with one permit per allowed concurrent hash, and the queue in
+//! front of it is bounded in length and in waiting time: past either, the
+//! call is shed with RESOURCE_EXHAUSTED instead of piling up latency.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
@@ -21,6 +30,10 @@ pub struct Hasher {
 struct Inner {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// Calls waiting for a permit now, and how many may.
+    waiting: AtomicUsize,
+    queue_limit: usize,
+    queue_timeout: Duration,
     /// Verified against when the username is unknown, so that answer takes
     /// as long as a wrong password (no user enumeration by timing).
     dummy_hash: String,
@@ -65,6 +78,9 @@ impl Hasher {
             inner: Arc::new(Inner {
                 argon2,
                 permits: Arc::new(Semaphore::new(permits)),
+                waiting: AtomicUsize::new(0),
+                queue_limit: settings.queue_limit,
+                queue_timeout: settings.queue_timeout,
                 dummy_hash,
             }),
         })
@@ -117,10 +133,7 @@ impl Hasher {
         &self,
         work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal(anyhow::anyhow!("password hasher closed")))?;
+        let permit = self.acquire().await?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -129,25 +142,67 @@ impl Hasher {
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing task failed: {e}")))
     }
+
+    async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        let inner = &self.inner;
+        if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        let overloaded = Error::Overloaded {
+            message: "Too many password checks in progress; retry shortly",
+            retry_after: Duration::from_secs(1),
+        };
+        // Count ourselves in the queue, or leave at once if it is full.
+        let queued = inner
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.queue_limit).then_some(n + 1)
+            });
+        if queued.is_err() {
+            return Err(overloaded);
+        }
+        let _leave_queue = LeaveQueue(&inner.waiting);
+        let permit = Arc::clone(&inner.permits).acquire_owned();
+        match tokio::time::timeout(inner.queue_timeout, permit).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::Internal(anyhow::anyhow!("password hasher closed"))),
+            Err(_) => Err(overloaded),
+        }
+    }
+}
+
+/// Takes a caller out of the queue count however its wait ends (permit,
+/// timeout, or the call being dropped).
+struct LeaveQueue<'a>(&'a AtomicUsize);
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserAttributes;
 
     fn cheap() -> Argon2Settings {
         Argon2Settings {
             memory_kib: 64,
             iterations: 1,
-            parallelism: 1,
-            max_concurrent: None,
+            ..Argon2Settings::default()
         }
     }
 
     #[tokio::test]
     async fn hashes_verify_and_use_argon2id_phc_format() {
         let hasher = Hasher::new(cheap()).await.unwrap_or_else(|e| panic!("{e}"));
-        let password = Password::parse("correct horse".into()).unwrap_or_else(|e| panic!("{e}"));
+        let user = UserAttributes {
+            username: "u",
+            email: "u@example.com",
+        };
+        let password =
+            Password::parse("correct horse".into(), user).unwrap_or_else(|e| panic!("{e:?}"));
         let hash = hasher
             .hash(&password)
             .await
@@ -172,5 +227,64 @@ mod tests {
             hasher.verify(dummy, Some("!unusable".into())).await,
             Ok(false)
         ));
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use crate::domain::UserAttributes;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_sheds_load_at_once() {
+        // One slow hash at a time, one caller allowed to wait.
+        let settings = Argon2Settings {
+            memory_kib: 8 * 1024,
+            iterations: 30,
+            max_concurrent: std::num::NonZeroUsize::new(1),
+            queue_limit: 1,
+            queue_timeout: Duration::from_secs(60),
+            ..Argon2Settings::default()
+        };
+        let hasher = Hasher::new(settings)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let user = UserAttributes {
+            username: "u",
+            email: "u@example.com",
+        };
+        let password =
+            Password::parse("correct horse".into(), user).unwrap_or_else(|e| panic!("{e:?}"));
+        let calls = (0..6).map(|_| hasher.hash(&password));
+        let results = futures::future::join_all(calls).await;
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        let shed = results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::Overloaded { .. })))
+            .count();
+        // One runs, one waits; the other four are refused without waiting.
+        assert_eq!((done, shed), (2, 4), "{results:?}");
+        assert_eq!(hasher.inner.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_wait_times_out() {
+        let settings = Argon2Settings {
+            memory_kib: 8 * 1024,
+            iterations: 200,
+            max_concurrent: std::num::NonZeroUsize::new(1),
+            queue_limit: 10,
+            queue_timeout: Duration::from_millis(1),
+            ..Argon2Settings::default()
+        };
+        let hasher = Hasher::new(settings)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let results = futures::future::join_all((0..3).map(|_| hasher.verify("pw", None))).await;
+        let shed = results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::Overloaded { .. })))
+            .count();
+        assert_eq!(shed, 2, "{results:?}");
     }
 }

@@ -19,7 +19,10 @@ use std::{
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -30,6 +33,12 @@ use crate::{
     persistence,
     tokens::TokenCodec,
 };
+
+/// The largest request message accepted (64 KiB): far above any valid one.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Metadata (headers) per call: room for a bearer token, not for abuse.
+const MAX_METADATA_BYTES: u32 = 16 * 1024;
 
 pub struct Application {
     listener: TcpListener,
@@ -106,9 +115,13 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let auth = AuthServiceServer::new(AuthApi::new(self.state.clone()));
-        let users = UserServiceServer::with_interceptor(
-            UserApi::new(self.state.clone()),
+        // Every request of ours is small; a bigger one is refused before it
+        // is buffered, let alone parsed.
+        let auth = AuthServiceServer::new(AuthApi::new(self.state.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let users = InterceptedService::new(
+            UserServiceServer::new(UserApi::new(self.state.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
             BearerAuth::new(Arc::clone(&self.state.tokens)),
         );
 
@@ -116,6 +129,14 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let (signalled, on_signal) = oneshot::channel::<()>();
         let server = Server::builder()
+            // One client cannot hog the server: bounded streams per
+            // connection, and dead peers are noticed and dropped.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
             .layer(CallLogLayer)
             .add_service(health_service)
             .add_service(reflection_v1)

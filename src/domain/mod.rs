@@ -12,5 +12,5 @@ mod username;
 
 pub use avatar::Avatar;
 pub use email::Email;
-pub use password::{MAX_PASSWORD_BYTES, Password};
+pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
 pub use username::Username;

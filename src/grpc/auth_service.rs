@@ -7,7 +7,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::{AppState, record_user, violations};
 use crate::{
-    domain::{Avatar, Email, MAX_PASSWORD_BYTES, Password, Username},
+    domain::{Avatar, Email, MAX_PASSWORD_BYTES, Password, UserAttributes, Username},
     error::Error,
     pb::{self, auth_service_server::AuthService},
     persistence::{
@@ -35,17 +35,23 @@ impl AuthApi {
         let parsed = (
             Email::parse(&req.email),
             Username::parse(&req.username),
-            Password::parse(req.password),
+            Password::parse(
+                req.password,
+                UserAttributes {
+                    username: &req.username,
+                    email: &req.email,
+                },
+            ),
             avatar,
         );
         let (email, username, password, avatar) = match parsed {
             (Ok(e), Ok(u), Ok(p), Ok(a)) => (e, u, p, a),
             (e, u, p, a) => {
                 return Err(violations([
-                    ("email", e.err()),
-                    ("username", u.err()),
-                    ("password", p.err()),
-                    ("avatar", a.err()),
+                    ("email", e.err().into_iter().collect()),
+                    ("username", u.err().into_iter().collect()),
+                    ("password", p.err().unwrap_or_default()),
+                    ("avatar", a.err().into_iter().collect()),
                 ]));
             }
         };
@@ -79,8 +85,11 @@ impl AuthApi {
             .then(|| format!("Ensure this field has no more than {MAX_PASSWORD_BYTES} bytes."));
         if blank(&req.username).is_some() || blank(&req.password).is_some() || too_long.is_some() {
             return Err(violations([
-                ("username", blank(&req.username)),
-                ("password", blank(&req.password).or(too_long)),
+                ("username", blank(&req.username).into_iter().collect()),
+                (
+                    "password",
+                    blank(&req.password).or(too_long).into_iter().collect(),
+                ),
             ]));
         }
 

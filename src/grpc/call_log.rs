@@ -1,6 +1,8 @@
-//! One log line per call: method, gRPC status code, latency and, where the
-//! handler knows it, the user id. Never request or response bodies, so no
-//! password or token can reach the log through it.
+//! The layer every call goes through: it brings codec errors in line with
+//! the API's conventions (`codec_status`) and writes one log line per call:
+//! method, gRPC status code, latency and, where the handler knows it, the
+//! user id. Never request or response bodies, so no password or token can
+//! reach the log through it.
 
 use std::{
     future::Future,
@@ -53,13 +55,14 @@ where
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
-                let result = response.await;
+                let mut result = response.await;
                 let latency_us = started.elapsed().as_micros();
-                match &result {
+                match &mut result {
                     // A failed unary call is "trailers-only": grpc-status is a
                     // header. A successful one sends it in the trailers, which
                     // only ever say OK for our unary handlers.
                     Ok(response) => {
+                        super::codec_status::normalize(response.headers_mut());
                         let code = response
                             .headers()
                             .get("grpc-status")

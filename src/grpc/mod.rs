@@ -9,6 +9,7 @@
 mod auth_service;
 mod bearer;
 mod call_log;
+mod codec_status;
 mod page_token;
 mod user_service;
 
@@ -66,12 +67,16 @@ impl AppState {
 }
 
 /// Collects the field violations of several parse results, so one answer
-/// lists every bad field.
-fn violations<const N: usize>(results: [(&str, Option<String>); N]) -> Error {
+/// lists every bad field (and every broken rule of a field).
+fn violations<const N: usize>(results: [(&str, Vec<String>); N]) -> Error {
     Error::InvalidArgument(
         results
             .into_iter()
-            .filter_map(|(field, error)| error.map(|e| FieldViolation::new(field, e)))
+            .flat_map(|(field, errors)| {
+                errors
+                    .into_iter()
+                    .map(move |e| FieldViolation::new(field, e))
+            })
             .collect(),
     )
 }

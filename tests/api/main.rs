@@ -3,6 +3,7 @@
 
 mod bearer;
 mod cli;
+mod hardening;
 mod helpers;
 mod login;
 mod logout;

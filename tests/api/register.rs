@@ -38,7 +38,10 @@ async fn register_returns_the_user_without_secrets() {
 
         // Stored as an argon2id PHC string at the OWASP parameters, never in clear.
         let stored = app.stored_password_hash(user.id).await;
-        assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
         assert!(!stored.contains(PASSWORD));
         app.stop().await;
     })
@@ -167,6 +170,46 @@ async fn concurrent_registrations_of_one_username_exactly_one_wins() {
         for result in results.into_iter().filter_map(Result::err) {
             assert_eq!(result.code(), Code::AlreadyExists, "{result:?}");
             assert!(result.message().contains("username"), "{result:?}");
+        }
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn register_applies_djangos_password_validators() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let cases = [
+            ("password", "This password is too common."),
+            ("alice1234", "The password is too similar to the username."),
+            ("58203948571", "This password is entirely numeric."),
+            (
+                "Xy7$",
+                "This password is too short. It must contain at least 8 characters.",
+            ),
+        ];
+        for (password, message) in cases {
+            let status = expect_code(
+                app.try_register("alice", "alice@example.com", password)
+                    .await,
+                Code::InvalidArgument,
+            );
+            let details = status.get_error_details();
+            let violations: Vec<(String, String)> = details
+                .bad_request()
+                .map(|b| {
+                    b.field_violations
+                        .iter()
+                        .map(|v| (v.field.clone(), v.description.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(
+                violations,
+                [("password".to_owned(), message.to_owned())],
+                "{password:?}"
+            );
         }
         app.stop().await;
     })
