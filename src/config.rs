@@ -84,6 +84,11 @@ pub struct Settings {
     #[command(flatten)]
     pub argon2: Argon2Settings,
 
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
+    #[arg(long, env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub token_leeway: Duration,
+
     /// Database connections per replica.
     #[arg(
         long,
@@ -181,6 +186,7 @@ impl Default for Settings {
             rotate_refresh_tokens: false,
             blacklist_after_rotation: true,
             update_last_login: false,
+            token_leeway: Duration::ZERO,
             argon2: Argon2Settings::default(),
             database_max_connections: 10,
             shutdown_grace: Duration::from_secs(20),

@@ -89,9 +89,42 @@ impl Hasher {
     /// The PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) for `password`.
     ///
     /// # Errors
-    /// Internal only: argon2 does not fail for valid parameters.
+    /// Overloaded when the hashing queue is full; otherwise internal only.
     pub async fn hash(&self, password: &Password) -> Result<String, Error> {
-        let password = password.expose().to_owned();
+        self.hash_str(password.expose()).await
+    }
+
+    /// A new hash of `password` if `stored` was made with an older algorithm
+    /// or weaker parameters than the configured ones (Django's
+    /// `must_update`): called after a successful login, so stored hashes
+    /// follow the configuration up.
+    ///
+    /// # Errors
+    /// As [`Hasher::hash`].
+    pub async fn upgrade(&self, password: &str, stored: &str) -> Result<Option<String>, Error> {
+        if !self.is_weaker(stored) {
+            return Ok(None);
+        }
+        self.hash_str(password).await.map(Some)
+    }
+
+    fn is_weaker(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        let current = self.inner.argon2.params();
+        match Params::try_from(&parsed) {
+            Ok(params) if parsed.algorithm == argon2::ARGON2ID_IDENT => {
+                params.m_cost() < current.m_cost()
+                    || params.t_cost() < current.t_cost()
+                    || params.p_cost() < current.p_cost()
+            }
+            _ => true,
+        }
+    }
+
+    async fn hash_str(&self, password: &str) -> Result<String, Error> {
+        let password = password.to_owned();
         self.run(move |argon2| {
             argon2
                 .hash_password(password.as_bytes())
@@ -286,5 +319,52 @@ mod queue_tests {
             .filter(|r| matches!(r, Err(Error::Overloaded { .. })))
             .count();
         assert_eq!(shed, 2, "{results:?}");
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upgrades_hashes_weaker_than_configured() {
+        let weak = Hasher::new(Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            ..Argon2Settings::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let strong = Hasher::new(Argon2Settings {
+            memory_kib: 128,
+            iterations: 2,
+            ..Argon2Settings::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let old = weak
+            .hash_str("pw")
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let new = strong
+            .upgrade("pw", &old)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let new = new.unwrap_or_else(|| panic!("no upgrade"));
+        assert!(new.starts_with("$argon2id$v=19$m=128,t=2,p=1$"), "{new}");
+        assert!(
+            matches!(strong.upgrade("pw", &new).await, Ok(None)),
+            "already current"
+        );
+        assert!(
+            matches!(weak.upgrade("pw", &new).await, Ok(None)),
+            "stronger is kept"
+        );
+        let argon2i =
+            "$argon2i$v=19$m=4096,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A";
+        assert!(
+            matches!(strong.upgrade("pw", argon2i).await, Ok(Some(_))),
+            "argon2i is upgraded to argon2id"
+        );
     }
 }

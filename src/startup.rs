@@ -66,7 +66,8 @@ impl Application {
             &secret,
             settings.access_token_lifetime,
             settings.refresh_token_lifetime,
-        )?;
+        )?
+        .with_leeway(settings.token_leeway);
         let state = AppState {
             db,
             tokens: Arc::new(tokens),

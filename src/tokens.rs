@@ -116,6 +116,8 @@ pub struct TokenCodec {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Seconds of clock skew tolerated.
+    leeway: i64,
     access_lifetime: i64,
     refresh_lifetime: i64,
 }
@@ -156,9 +158,19 @@ impl TokenCodec {
             encoding,
             decoding,
             validation,
+            leeway: 0,
             access_lifetime: seconds(access_lifetime)?,
             refresh_lifetime: seconds(refresh_lifetime)?,
         })
+    }
+
+    /// Tolerates `leeway` of clock skew between this service and whoever
+    /// issued or checks a token (default none, as simplejwt).
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self.leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
+        self
     }
 
     /// A refresh token for `user_id`, as `RefreshToken.for_user`.
@@ -242,7 +254,7 @@ impl TokenCodec {
             None => 0,
             Some(value) => value.as_i64().ok_or(TokenError::Invalid)?,
         };
-        if iat > now {
+        if iat > now.saturating_add(self.leeway) {
             return Err(TokenError::Invalid);
         }
         let jti = match raw.jti {
@@ -363,6 +375,33 @@ mod tests {
         assert_eq!(
             codec.decode(&refresh.token, Some(TokenType::Access), now),
             Err(TokenError::WrongType)
+        );
+    }
+
+    #[test]
+    fn leeway_tolerates_that_much_clock_skew_and_no_more() {
+        let now = unix_now();
+        let claims = |exp: i64, iat: i64| {
+            sign(json!({"token_type": "access", "exp": exp, "iat": iat,
+                        "jti": "0123456789abcdef0123456789abcdef", "user_id": "5"}))
+        };
+        let strict = codec();
+        let lenient = codec().with_leeway(Duration::from_secs(30));
+        let expired_10s_ago = claims(now - 10, now - 100);
+        let issued_10s_ahead = claims(now + 100, now + 10);
+        assert_eq!(
+            strict.decode(&expired_10s_ago, None, now),
+            Err(TokenError::Expired)
+        );
+        assert!(lenient.decode(&expired_10s_ago, None, now).is_ok());
+        assert_eq!(
+            strict.decode(&issued_10s_ahead, None, now),
+            Err(TokenError::Invalid)
+        );
+        assert!(lenient.decode(&issued_10s_ahead, None, now).is_ok());
+        assert_eq!(
+            lenient.decode(&claims(now - 40, now - 100), None, now),
+            Err(TokenError::Expired)
         );
     }
 

@@ -14,7 +14,7 @@ use crate::{
         db_now, token_blacklist,
         users::{self, NewUser},
     },
-    tokens::{Claims, TokenType, unix_now},
+    tokens::{Claims, TokenError, TokenType, unix_now},
 };
 
 #[derive(Debug, Clone)]
@@ -114,6 +114,7 @@ impl AuthApi {
             _ => return Err(Error::InvalidCredentials),
         };
         record_user(user.id);
+        self.upgrade_hash(&user, &req.password).await?;
 
         if self.state.policy.update_last_login {
             users::record_login(&self.state.db, user.id, db_now()).await?;
@@ -131,6 +132,24 @@ impl AuthApi {
         })
     }
 
+    /// Rehashes a correct password whose stored hash is weaker than the
+    /// configuration. Best effort: under hashing overload the login still
+    /// succeeds and the upgrade waits for the next one.
+    async fn upgrade_hash(&self, user: &users::User, password: &str) -> Result<(), Error> {
+        match self.state.hasher.upgrade(password, &user.password).await {
+            Ok(Some(new_hash)) => {
+                users::set_password_hash(&self.state.db, user.id, new_hash).await?;
+                tracing::info!(
+                    user_id = user.id,
+                    "password hash upgraded to the current parameters"
+                );
+                Ok(())
+            }
+            Ok(None) | Err(Error::Overloaded { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn refresh_token(&self, req: pb::RefreshTokenRequest) -> Result<pb::TokenPair, Error> {
         let now = unix_now();
         let claims = self
@@ -139,7 +158,10 @@ impl AuthApi {
             .decode(&req.refresh, Some(TokenType::Refresh), now)?;
         record_user(claims.user_id);
         if token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await? {
-            return Err(crate::tokens::TokenError::Blacklisted.into());
+            if self.state.policy.rotate_refresh_tokens {
+                self.revoke_after_reuse(&claims).await?;
+            }
+            return Err(TokenError::Blacklisted.into());
         }
         // A deleted or deactivated user's refresh token yields nothing
         // (CVE-2024-22513 class; simplejwt ≥ 5.4 behaves the same).
@@ -162,6 +184,25 @@ impl AuthApi {
             access: access.token,
             refresh,
         })
+    }
+
+    /// Refresh-token reuse detection (OAuth 2.0 Security BCP, beyond
+    /// simplejwt): with rotation, a refresh token is used once; seeing a
+    /// rotated-out one again means two parties hold the token family, so
+    /// every refresh token of the user is revoked. (Losing a race against a
+    /// concurrent rotation of the same token does not land here: that call
+    /// fails on the blacklist's unique index, not on this check.)
+    async fn revoke_after_reuse(&self, claims: &Claims) -> Result<(), Error> {
+        let revoked =
+            token_blacklist::blacklist_all_of_user(&self.state.db, claims.user_id, db_now())
+                .await?;
+        tracing::warn!(
+            security_event = "refresh_token_reuse",
+            user_id = claims.user_id,
+            revoked,
+            "a blacklisted refresh token was presented again; revoked every refresh token of the user"
+        );
+        Ok(())
     }
 
     /// Issues the successor of `old`, blacklisting `old` first when
@@ -194,7 +235,7 @@ impl AuthApi {
         if claims.token_type == TokenType::Refresh
             && token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await?
         {
-            return Err(crate::tokens::TokenError::Blacklisted.into());
+            return Err(TokenError::Blacklisted.into());
         }
         self.state.active_user(claims.user_id).await?;
         Ok(pb::VerifyTokenResponse {

@@ -109,6 +109,38 @@ pub async fn blacklist(
     }
 }
 
+/// Blacklists every unexpired refresh token of `user_id` not blacklisted
+/// yet ("log out everywhere"). Returns how many were blacklisted.
+pub async fn blacklist_all_of_user(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+    now: NaiveDateTime,
+) -> Result<u64, Error> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let already = Query::select()
+        .column(blacklisted_token::Column::TokenId)
+        .from(blacklisted_token::Entity)
+        .to_owned();
+    let live = Query::select()
+        .column(outstanding_token::Column::Id)
+        .expr(Expr::val(now))
+        .from(outstanding_token::Entity)
+        .and_where(outstanding_token::Column::UserId.eq(user_id))
+        .and_where(outstanding_token::Column::ExpiresAt.gt(now))
+        .and_where(Expr::col(outstanding_token::Column::Id).not_in_subquery(already))
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(blacklisted_token::Entity)
+        .columns([
+            blacklisted_token::Column::TokenId,
+            blacklisted_token::Column::BlacklistedAt,
+        ])
+        .select_from(live)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("building the revoke-all query: {e}")))?
+        .to_owned();
+    Ok(db.execute(&insert).await?.rows_affected())
+}
+
 /// Deletes expired outstanding tokens; their blacklist rows go with them
 /// (ON DELETE CASCADE). Returns how many outstanding tokens were deleted.
 pub async fn flush_expired(db: &impl ConnectionTrait, now: NaiveDateTime) -> Result<u64, Error> {

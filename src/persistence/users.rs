@@ -128,6 +128,20 @@ pub async fn set_avatar(
     find_by_id(db, id).await
 }
 
+/// Replaces the stored password hash (after a parameter upgrade).
+pub async fn set_password_hash(
+    db: &impl ConnectionTrait,
+    id: i64,
+    password_hash: String,
+) -> Result<(), Error> {
+    Users::update_many()
+        .col_expr(user::Column::Password, Expr::value(password_hash))
+        .filter(user::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn record_login(
     db: &impl ConnectionTrait,
     id: i64,

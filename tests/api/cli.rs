@@ -220,3 +220,159 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
         "the key must not be logged"
     );
 }
+
+/// Serves `database_url` from the binary on a free port with `RUST_LOG`;
+/// returns the child and the address once it answers health checks.
+async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = auth_service(&["serve", "--listen-addr", &addr]);
+    command
+        .env("AUTH_DATABASE_URL", database_url)
+        .env("AUTH_JWT_SECRET", LOG_TEST_KEY)
+        .env("RUST_LOG", rust_log)
+        .stderr(Stdio::piped());
+    let child = tokio::process::Command::from(command)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    for _ in 0..200 {
+        if health.check(HealthCheckRequest::default()).await.is_ok() {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server never answered");
+}
+
+const LOG_TEST_KEY: &str = "log-test-signing-key-that-must-never-be-logged";
+
+#[tokio::test]
+async fn logs_hold_no_password_hash_token_or_key() {
+    use auth_service::pb::{
+        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+    };
+
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    // debug: everything our code and the libraries log short of wire traces.
+    let (child, addr) = serve_child(&database.url, "debug").await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect_lazy();
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let mut users = UserServiceClient::new(channel);
+    let password = "Secret-Passphrase-4-Logs";
+    let user = auth
+        .register(pb::RegisterRequest {
+            email: "logs@example.com".into(),
+            username: "logs".into(),
+            password: password.into(),
+            avatar: None,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .unwrap_or_else(|s| panic!("{s:?}"));
+    let login = |password: &str| pb::ObtainTokenPairRequest {
+        username: "logs".into(),
+        password: password.into(),
+    };
+    let _ = auth
+        .obtain_token_pair(login("Wrong-Passphrase-4-Logs"))
+        .await;
+    let pair = auth
+        .obtain_token_pair(login(password))
+        .await
+        .map(tonic::Response::into_inner)
+        .unwrap_or_else(|s| panic!("{s:?}"));
+    let refreshed = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh: pair.refresh.clone(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .unwrap_or_else(|s| panic!("{s:?}"));
+    let _ = auth
+        .verify_token(pb::VerifyTokenRequest {
+            token: pair.access.clone(),
+        })
+        .await;
+    let _ = users
+        .get_me(crate::helpers::bearer(pb::GetMeRequest {}, &pair.access))
+        .await;
+    let _ = users
+        .get_me(crate::helpers::bearer(
+            pb::GetMeRequest {},
+            "garbage.token.value",
+        ))
+        .await;
+    let _ = users
+        .update_avatar(crate::helpers::bearer(
+            pb::UpdateAvatarRequest {
+                avatar: "https://example.com/a.png".into(),
+            },
+            &pair.access,
+        ))
+        .await;
+    let _ = users
+        .list_users(crate::helpers::bearer(
+            pb::ListUsersRequest::default(),
+            &pair.access,
+        ))
+        .await;
+    let _ = auth
+        .logout(pb::LogoutRequest {
+            refresh: pair.refresh.clone(),
+        })
+        .await;
+    let _ = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh: pair.refresh.clone(),
+        })
+        .await;
+
+    let db = sea_orm::Database::connect(database.url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hash = auth_service::persistence::users::find_by_id(&db, user.id)
+        .await
+        .ok()
+        .flatten()
+        .map(|u| u.password)
+        .unwrap_or_else(|| panic!("no user"));
+    let hash_digest = hash.rsplit('$').next().unwrap_or_default().to_owned();
+
+    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = stderr(&output);
+    assert!(log.contains("grpc call"), "the call log is missing: {log}");
+    let secrets = [
+        ("password", password),
+        ("wrong password", "Wrong-Passphrase-4-Logs"),
+        ("password hash", hash_digest.as_str()),
+        ("access token", pair.access.as_str()),
+        ("refresh token", pair.refresh.as_str()),
+        ("refreshed access token", refreshed.access.as_str()),
+        ("signing key", LOG_TEST_KEY),
+    ];
+    for (what, secret) in secrets {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(secret), "the {what} reached the log");
+        // Nor its signature part alone (tokens) or a prefix long enough to use.
+        if let Some((_, signature)) = secret.rsplit_once('.') {
+            assert!(
+                !log.contains(signature),
+                "the {what}'s signature reached the log"
+            );
+        }
+    }
+}

@@ -388,3 +388,76 @@ async fn unknown_usernames_cost_as_much_as_wrong_passwords() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn login_upgrades_hashes_weaker_than_the_configuration() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.argon2.memory_kib = 1024;
+            s.argon2.iterations = 1;
+        })
+        .await;
+        let user = app.register("legacy").await;
+        assert!(
+            app.stored_password_hash(user.id)
+                .await
+                .starts_with("$argon2id$v=19$m=1024,t=1,p=1$")
+        );
+
+        // The same database under the default (OWASP) parameters.
+        let upgraded = TestApp::spawn_on(app.database_url()).await;
+        expect_code(
+            upgraded.try_login("legacy", "wrong password").await,
+            Code::Unauthenticated,
+        );
+        assert!(
+            upgraded
+                .stored_password_hash(user.id)
+                .await
+                .contains("m=1024,t=1"),
+            "a failed login must not touch the hash"
+        );
+        upgraded.login("legacy").await;
+        let stored = upgraded.stored_password_hash(user.id).await;
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        upgraded.login("legacy").await; // the new hash verifies
+        upgraded.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let (_, first) = app.signed_up("victim").await;
+        let rotated = app
+            .refresh(&first.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let other_device = app.login("victim").await;
+        let (_, bystander) = app.signed_up("bystander").await;
+
+        // The rotated-out token shows up again: stolen, or replayed.
+        let status = expect_code(app.refresh(&first.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        for refresh in [&rotated.refresh, &other_device.refresh] {
+            let status = expect_code(app.refresh(refresh).await, Code::Unauthenticated);
+            assert_eq!(status.message(), "Token is blacklisted");
+        }
+        // Other users are untouched, and the victim can log in again.
+        app.refresh(&bystander.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let fresh = app.login("victim").await;
+        app.refresh(&fresh.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.stop().await;
+    })
+    .await;
+}
