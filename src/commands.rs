@@ -7,6 +7,7 @@ use crate::{
     config::{Cli, Command, Settings},
     domain::{Email, Password, UserAttributes, Username},
     error::Error,
+    login_throttle::LoginThrottle,
     passwords::Hasher,
     persistence::{self, db_now, token_blacklist, users},
     startup::{Application, shutdown_signal},
@@ -46,7 +47,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let deleted = token_blacklist::flush_expired(&db, db_now())
                 .await
                 .map_err(describe)?;
-            println!("deleted {deleted} expired outstanding tokens");
+            let stale = LoginThrottle::new(settings.throttle.clone())
+                .flush_stale(&db)
+                .await
+                .map_err(describe)?;
+            println!(
+                "deleted {deleted} expired outstanding tokens and {stale} stale login counters"
+            );
             Ok(())
         }
     }

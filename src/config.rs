@@ -80,6 +80,10 @@ pub struct Settings {
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub update_last_login: bool,
 
+    /// Failed-login throttling.
+    #[command(flatten)]
+    pub throttle: ThrottleSettings,
+
     /// argon2id parameters for new hashes (OWASP defaults).
     #[command(flatten)]
     pub argon2: Argon2Settings,
@@ -108,6 +112,53 @@ pub struct Settings {
     #[arg(long, env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
           value_parser = humantime::parse_duration, global = true)]
     pub database_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ThrottleSettings {
+    /// Failed logins per username per window before further attempts for
+    /// that username are refused (RESOURCE_EXHAUSTED) without hashing. 0: off.
+    #[arg(
+        long = "login-failure-limit",
+        env = "AUTH_LOGIN_FAILURE_LIMIT",
+        default_value_t = 5,
+        global = true
+    )]
+    pub failure_limit: u32,
+
+    #[arg(long = "login-failure-window", env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m",
+          value_parser = humantime::parse_duration, global = true)]
+    pub window: Duration,
+
+    /// Failed logins per client address per window. 0 (default): off, since
+    /// callers are often gateways speaking for many end users.
+    #[arg(
+        long = "login-address-failure-limit",
+        env = "AUTH_LOGIN_ADDRESS_FAILURE_LIMIT",
+        default_value_t = 0,
+        global = true
+    )]
+    pub address_failure_limit: u32,
+
+    /// Trusted metadata header carrying the end user's address (first entry
+    /// of e.g. `x-forwarded-for`); without it, the peer address is used.
+    #[arg(
+        long = "client-address-header",
+        env = "AUTH_CLIENT_ADDRESS_HEADER",
+        global = true
+    )]
+    pub address_header: Option<String>,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            failure_limit: 5,
+            window: Duration::from_secs(15 * 60),
+            address_failure_limit: 0,
+            address_header: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -187,6 +238,7 @@ impl Default for Settings {
             blacklist_after_rotation: true,
             update_last_login: false,
             token_leeway: Duration::ZERO,
+            throttle: ThrottleSettings::default(),
             argon2: Argon2Settings::default(),
             database_max_connections: 10,
             shutdown_grace: Duration::from_secs(20),

@@ -8,6 +8,7 @@
 //!   interceptor and the per-call log line.
 //! - [`tokens`]: simplejwt-compatible access/refresh tokens.
 //! - [`passwords`]: argon2id hashing on the blocking pool, bounded.
+//! - [`login_throttle`]: failed-login limits per username (and address).
 //! - [`domain`]: validated types; a value that exists is valid.
 //! - [`persistence`]: SeaORM entities and the queries the handlers use.
 //! - [`error`]: the one error type and its mapping to `tonic::Status`.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod login_throttle;
 pub mod passwords;
 pub mod persistence;
 pub mod startup;

@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 use crate::{
     config::Settings,
     grpc::{AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, TokenPolicy, UserApi},
+    login_throttle::LoginThrottle,
     passwords::Hasher,
     pb::{self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
     persistence,
@@ -73,6 +74,7 @@ impl Application {
             tokens: Arc::new(tokens),
             hasher: Hasher::new(settings.argon2).await?,
             page_tokens: PageTokenCodec::new(&secret)?,
+            throttle: LoginThrottle::new(settings.throttle.clone()),
             policy: TokenPolicy {
                 rotate_refresh_tokens: settings.rotate_refresh_tokens,
                 blacklist_after_rotation: settings.blacklist_after_rotation,

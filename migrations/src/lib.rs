@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_create_users;
 mod m20261129_000002_create_token_blacklist;
+mod m20261129_000003_create_login_attempts;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_create_users::Migration),
             Box::new(m20261129_000002_create_token_blacklist::Migration),
+            Box::new(m20261129_000003_create_login_attempts::Migration),
         ]
     }
 }

@@ -75,6 +75,7 @@ impl AuthApi {
     async fn obtain_token_pair(
         &self,
         req: pb::ObtainTokenPairRequest,
+        client_address: Option<String>,
     ) -> Result<pb::TokenPair, Error> {
         let blank = |s: &str| {
             s.trim()
@@ -105,6 +106,13 @@ impl AuthApi {
             },
             |u| u.key(),
         );
+        // Counted before any hashing; unknown names too, or the throttle
+        // itself would tell which names exist.
+        let reservation = self
+            .state
+            .throttle
+            .admit(&self.state.db, &key, client_address.as_deref())
+            .await?;
         let user = users::find_by_username(&self.state.db, &key).await?;
         let stored_hash = user.as_ref().map(|u| u.password.clone());
         let password_ok = self.state.hasher.verify(&req.password, stored_hash).await?;
@@ -113,6 +121,10 @@ impl AuthApi {
             Some(user) if password_ok && user.is_active => user,
             _ => return Err(Error::InvalidCredentials),
         };
+        self.state
+            .throttle
+            .succeeded(&self.state.db, reservation)
+            .await?;
         record_user(user.id);
         self.upgrade_hash(&user, &req.password).await?;
 
@@ -130,6 +142,26 @@ impl AuthApi {
             access: access.token,
             refresh: refresh.token,
         })
+    }
+
+    /// The end user's address, when the per-address login limit is on: the
+    /// first entry of the trusted header if configured and present, else
+    /// the peer's IP.
+    fn client_address<T>(&self, request: &Request<T>) -> Option<String> {
+        if !self.state.throttle.address_limit_on() {
+            return None;
+        }
+        let forwarded = self
+            .state
+            .throttle
+            .address_header()
+            .and_then(|header| request.metadata().get(header))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned);
+        forwarded.or_else(|| request.remote_addr().map(|peer| peer.ip().to_string()))
     }
 
     /// Rehashes a correct password whose stored hash is weaker than the
@@ -279,8 +311,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ObtainTokenPairRequest>,
     ) -> Result<Response<pb::TokenPair>, Status> {
+        let address = self.client_address(&request);
         Ok(Response::new(
-            self.obtain_token_pair(request.into_inner()).await?,
+            self.obtain_token_pair(request.into_inner(), address)
+                .await?,
         ))
     }
 

@@ -27,6 +27,7 @@ pub use user_service::UserApi;
 
 use crate::{
     error::Error,
+    login_throttle::LoginThrottle,
     passwords::Hasher,
     pb,
     persistence::users::{self, User},
@@ -41,6 +42,7 @@ pub struct AppState {
     pub hasher: Hasher,
     pub page_tokens: PageTokenCodec,
     pub policy: TokenPolicy,
+    pub throttle: LoginThrottle,
 }
 
 /// simplejwt's behaviour switches.

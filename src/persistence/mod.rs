@@ -2,6 +2,7 @@
 //! handlers use. Nothing outside this module writes SQL or builds queries.
 
 pub mod entities;
+pub mod login_attempts;
 pub mod token_blacklist;
 pub mod users;
 

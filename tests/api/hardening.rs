@@ -319,6 +319,7 @@ async fn a_login_flood_is_shed_with_retry_info() {
     let app = TestApp::spawn_with(&Backend::Sqlite, |s| {
         s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
         s.argon2.queue_limit = 2;
+        s.throttle.failure_limit = 0; // the hashing queue is under test, not the throttle
     })
     .await;
     app.register("flooded").await;
@@ -366,7 +367,8 @@ async fn median_login_time(
 
 #[tokio::test]
 async fn unknown_usernames_cost_as_much_as_wrong_passwords() {
-    let app = TestApp::spawn(&Backend::Sqlite).await;
+    // Throttling off: it would cut the measurement short.
+    let app = TestApp::spawn_with(&Backend::Sqlite, |s| s.throttle.failure_limit = 0).await;
     app.register("known").await;
 
     // Interleaved rounds, so machine noise hits all kinds alike.

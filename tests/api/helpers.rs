@@ -186,6 +186,10 @@ impl TestApp {
         Self::start(url, |_| {}).await
     }
 
+    pub async fn spawn_on_with(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::start(url, configure).await
+    }
+
     async fn start(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings(url);
         configure(&mut settings);

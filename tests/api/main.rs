@@ -10,5 +10,6 @@ mod logout;
 mod refresh;
 mod register;
 mod service;
+mod throttle;
 mod users;
 mod verify;

@@ -1,5 +1,6 @@
 //! SeaORM entities, one per table created in `migrations/`.
 
 pub mod blacklisted_token;
+pub mod login_attempt;
 pub mod outstanding_token;
 pub mod user;
