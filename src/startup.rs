@@ -46,6 +46,7 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     shutdown_grace: Duration,
+    database_timeout: Duration,
 }
 
 impl Application {
@@ -90,6 +91,7 @@ impl Application {
             local_addr,
             state,
             shutdown_grace: settings.shutdown_grace,
+            database_timeout: settings.database_timeout,
         })
     }
 
@@ -109,11 +111,12 @@ impl Application {
     /// The server failed (not a single call: those become statuses).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        for service in ["auth.v1.AuthService", "auth.v1.UserService"] {
-            health
-                .set_service_status(service, ServingStatus::Serving)
-                .await;
-        }
+        set_health(&health, ServingStatus::Serving).await;
+        let watcher = tokio::spawn(watch_database(
+            health.clone(),
+            self.state.db.clone(),
+            self.database_timeout,
+        ));
         // grpcurl speaks v1alpha, newer clients v1: serve both.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -163,9 +166,49 @@ impl Application {
             result = server => result?,
             () = grace_over => tracing::warn!(?grace, "shutdown grace period over, closing remaining connections"),
         }
+        watcher.abort();
         tracing::info!("server stopped");
         self.state.db.close().await?;
         Ok(())
+    }
+}
+
+/// Every service this server reports on: the whole server ("") and each API.
+const HEALTH_SERVICES: [&str; 3] = ["", "auth.v1.AuthService", "auth.v1.UserService"];
+/// How often readiness re-checks the database.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Keeps health in step with the database: NOT_SERVING while it cannot be
+/// reached (so load balancers route around this replica), SERVING again as
+/// soon as it answers. The pool reconnects by itself; nothing restarts.
+async fn watch_database(
+    health: tonic_health::server::HealthReporter,
+    db: DatabaseConnection,
+    timeout: Duration,
+) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let reachable = matches!(
+            tokio::time::timeout(timeout, persistence::ping(&db)).await,
+            Ok(Ok(()))
+        );
+        if reachable != serving {
+            serving = reachable;
+            if serving {
+                tracing::info!("database reachable again: SERVING");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod hardening;
 mod helpers;
 mod login;
 mod logout;
+mod outage;
 mod refresh;
 mod register;
 mod service;
