@@ -13,4 +13,4 @@ mod username;
 pub use avatar::Avatar;
 pub use email::Email;
 pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
-pub use username::Username;
+pub use username::{MAX_USERNAME_CHARS, Username};

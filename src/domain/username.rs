@@ -1,6 +1,7 @@
 use unicode_normalization::UnicodeNormalization;
 
-const MAX_CHARS: usize = 150;
+/// Django's `AbstractUser.username` max_length.
+pub const MAX_USERNAME_CHARS: usize = 150;
 
 /// A username as Django's `AbstractUser` accepts it: NFKC-normalised, 1–150
 /// letters, digits and `@ . + - _`.
@@ -13,9 +14,9 @@ impl Username {
         if normalized.is_empty() {
             return Err("This field may not be blank.".into());
         }
-        if normalized.chars().count() > MAX_CHARS {
+        if normalized.chars().count() > MAX_USERNAME_CHARS {
             return Err(format!(
-                "Ensure this field has no more than {MAX_CHARS} characters."
+                "Ensure this field has no more than {MAX_USERNAME_CHARS} characters."
             ));
         }
         // Python's `\w` in Django's `^[\w.@+-]+\Z`: letters, digits, marks and `_`.

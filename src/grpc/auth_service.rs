@@ -7,7 +7,9 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::{AppState, record_user, violations};
 use crate::{
-    domain::{Avatar, Email, MAX_PASSWORD_BYTES, Password, UserAttributes, Username},
+    domain::{
+        Avatar, Email, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, Password, UserAttributes, Username,
+    },
     error::Error,
     pb::{self, auth_service_server::AuthService},
     persistence::{
@@ -82,15 +84,19 @@ impl AuthApi {
                 .is_empty()
                 .then(|| "This field may not be blank.".to_owned())
         };
-        let too_long = (req.password.len() > MAX_PASSWORD_BYTES)
+        // Bounded before any work: no name this long exists, and no
+        // password this long is hashed.
+        let long_name = (req.username.chars().count() > MAX_USERNAME_CHARS).then(|| {
+            format!("Ensure this field has no more than {MAX_USERNAME_CHARS} characters.")
+        });
+        let long_password = (req.password.len() > MAX_PASSWORD_BYTES)
             .then(|| format!("Ensure this field has no more than {MAX_PASSWORD_BYTES} bytes."));
-        if blank(&req.username).is_some() || blank(&req.password).is_some() || too_long.is_some() {
+        let username_error = blank(&req.username).or(long_name);
+        let password_error = blank(&req.password).or(long_password);
+        if username_error.is_some() || password_error.is_some() {
             return Err(violations([
-                ("username", blank(&req.username).into_iter().collect()),
-                (
-                    "password",
-                    blank(&req.password).or(too_long).into_iter().collect(),
-                ),
+                ("username", username_error.into_iter().collect()),
+                ("password", password_error.into_iter().collect()),
             ]));
         }
 
@@ -158,10 +164,11 @@ impl AuthApi {
             .and_then(|header| request.metadata().get(header))
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split(',').next())
-            .map(str::trim)
-            .filter(|address| !address.is_empty())
-            .map(str::to_owned);
-        forwarded.or_else(|| request.remote_addr().map(|peer| peer.ip().to_string()))
+            // Only a real IP address becomes a counter key: bounded, canonical.
+            .and_then(|address| address.trim().parse::<std::net::IpAddr>().ok());
+        forwarded
+            .or_else(|| request.remote_addr().map(|peer| peer.ip()))
+            .map(|ip| ip.to_string())
     }
 
     /// Rehashes a correct password whose stored hash is weaker than the

@@ -142,3 +142,27 @@ async fn last_login_is_recorded_only_when_configured() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn oversized_credentials_are_refused_before_any_work() {
+    let app = TestApp::spawn(&crate::helpers::Backend::Sqlite).await;
+    let status = expect_code(
+        app.try_login(&"a".repeat(151), PASSWORD).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().starts_with("username:"),
+        "{}",
+        status.message()
+    );
+    let status = expect_code(
+        app.try_login("someone", &"p".repeat(4097)).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().starts_with("password:"),
+        "{}",
+        status.message()
+    );
+    app.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod bearer;
 mod cli;
+mod crash;
 mod hardening;
 mod helpers;
 mod login;

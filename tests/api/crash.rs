@@ -1,0 +1,762 @@
+//! The real binary crashed and stopped under load: SIGKILL loses no
+//! acknowledged write and leaves nothing half-written; SIGTERM lets the
+//! calls in flight finish, refuses new connections and exits 0.
+//!
+//! These tests run `auth-service serve` as a child process, so a SIGKILL is
+//! a real crash: no destructor, no pool close, no flush.
+
+use std::{
+    net::SocketAddr,
+    os::unix::process::ExitStatusExt,
+    process::{Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use auth_service::pb::{self, auth_service_client::AuthServiceClient};
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tokio::process::{Child, Command};
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::{
+    Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, simplejwt_claims,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
+
+/// How long the server may take to start serving (migrations on a fresh
+/// database, on a loaded machine).
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Longest any single call may take on a loaded machine before the test
+/// gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Cheap argon2 for the crash test: the load is then bound by database
+/// writes, so the kill lands in them rather than in hashing.
+const CHEAP_HASHING: [(&str, &str); 2] = [
+    ("AUTH_ARGON2_MEMORY_KIB", "1024"),
+    ("AUTH_ARGON2_ITERATIONS", "1"),
+];
+
+/// `auth-service serve`, running as a child process of the test.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the binary on `database_url` with `env` added, and waits until
+    /// its health service answers SERVING.
+    async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let addr = free_addr();
+            let mut child = serve_command(database_url, addr, env)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
+            if wait_until_serving(&mut child, addr).await {
+                return Server { child, addr };
+            }
+            // It exited. The free port may have been taken between our probe
+            // and its bind (other tests run in parallel): try another one.
+            let output = output_of(child).await;
+            let err = String::from_utf8_lossy(&output.stderr).into_owned();
+            if attempt < ATTEMPTS && err.contains("cannot listen") {
+                eprintln!("port {} was taken, retrying: {err}", addr.port());
+                continue;
+            }
+            panic!(
+                "the server exited before serving ({}): {err}",
+                output.status
+            );
+        }
+        panic!("the server never started");
+    }
+
+    fn pid(&self) -> String {
+        self.child
+            .id()
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| panic!("the server has already been reaped"))
+    }
+
+    fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client on a connection of its own, opened on first use.
+    fn auth_client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(lazy_channel(&self.uri()))
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …) with kill(1), as an operator would.
+    fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+        assert!(sent.success(), "kill -{signal} {pid} failed: {sent}");
+    }
+
+    /// SIGTERM, then the exit status and output, failing after `within`.
+    async fn terminate(self, within: Duration) -> Output {
+        self.signal("TERM");
+        tokio::time::timeout(within, output_of(self.child))
+            .await
+            .unwrap_or_else(|_| panic!("the server did not exit within {within:?} of SIGTERM"))
+    }
+}
+
+/// The command line for `serve`: a clean `AUTH_*` environment, a fixed key.
+fn serve_command(database_url: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUTH_") {
+            command.env_remove(key);
+        }
+    }
+    // The server's log, for debugging a failure: TEST_LOG=1 cargo test.
+    let logging = std::env::var_os("TEST_LOG").is_some();
+    command
+        .arg("serve")
+        .env("AUTH_DATABASE_URL", database_url)
+        .env("AUTH_JWT_SECRET", SECRET)
+        .env("AUTH_LISTEN_ADDR", addr.to_string())
+        .env("RUST_LOG", if logging { "info" } else { "off" })
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if logging {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
+        // A failing test must not leave a server behind.
+        .kill_on_drop(true);
+    command
+}
+
+/// A port nobody listens on right now.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn lazy_channel(uri: &str) -> Channel {
+    Channel::from_shared(uri.to_owned())
+        .unwrap_or_else(|e| panic!("{uri}: {e}"))
+        .connect_timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// Polls the health service until `auth.v1.AuthService` is SERVING (true)
+/// or the process exits (false).
+async fn wait_until_serving(child: &mut Child, addr: SocketAddr) -> bool {
+    let mut health = HealthClient::new(lazy_channel(&format!("http://{addr}")));
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let check = health.check(HealthCheckRequest {
+            service: "auth.v1.AuthService".into(),
+        });
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), check).await
+            && response.into_inner().status() == ServingStatus::Serving
+        {
+            return true;
+        }
+        assert!(
+            started.elapsed() < START_DEADLINE,
+            "the server did not serve on {addr} within {START_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for `child` to exit and collects its stderr.
+async fn output_of(child: Child) -> Output {
+    child
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("waiting for the server: {e}"))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn register_request(username: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        email: format!("{username}@example.com"),
+        username: username.into(),
+        password: PASSWORD.into(),
+        avatar: None,
+    }
+}
+
+async fn register(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+) -> Result<pb::User, Status> {
+    call(auth.register(register_request(username))).await
+}
+
+async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+) -> Result<pb::TokenPair, Status> {
+    call(auth.obtain_token_pair(pb::ObtainTokenPairRequest {
+        username: username.into(),
+        password: PASSWORD.into(),
+    }))
+    .await
+}
+
+/// A unary call, its answer unwrapped; a call that hangs fails the test.
+async fn call<T>(
+    request: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(CALL_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| panic!("a call took longer than {CALL_TIMEOUT:?}"))
+        .map(tonic::Response::into_inner)
+}
+
+/// The `user_id` claim of `token` (a decimal string, as simplejwt writes it).
+fn user_id(token: &str) -> Option<i64> {
+    claims(token)["user_id"].as_str()?.parse().ok()
+}
+
+/// `(username, password)` of every row of `users`, read straight from the
+/// database.
+async fn stored_users(url: &str) -> Vec<(String, String)> {
+    let db = Database::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT username, password FROM users ORDER BY id",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("SELECT FROM users: {e}"));
+    let users = rows
+        .iter()
+        .map(|row| {
+            let get = |column| {
+                row.try_get::<String>("", column)
+                    .unwrap_or_else(|e| panic!("users.{column}: {e}"))
+            };
+            (get("username"), get("password"))
+        })
+        .collect();
+    db.close().await.ok();
+    users
+}
+
+/// What the load saw: the calls the server acknowledged, and those that failed.
+#[derive(Default)]
+struct Tally {
+    /// Username and id of every Register answered OK.
+    registered: Mutex<Vec<(String, i64)>>,
+    /// Every refresh token whose Logout was answered OK.
+    logged_out: Mutex<Vec<String>>,
+    /// Failures seen before the kill: the server misbehaved under load.
+    failed_before_kill: Mutex<Vec<String>>,
+    /// Calls started before the kill and cut off by it.
+    cut_off: AtomicUsize,
+    /// Set just before SIGKILL: failures from then on are the kill's doing.
+    killing: AtomicBool,
+    /// Set once the process is reaped: the load stops.
+    dead: AtomicBool,
+}
+
+impl Tally {
+    fn registered(&self) -> usize {
+        self.registered.lock().map(|v| v.len()).unwrap_or_default()
+    }
+
+    fn logged_out(&self) -> usize {
+        self.logged_out.lock().map(|v| v.len()).unwrap_or_default()
+    }
+
+    fn failed_before_kill(&self) -> Vec<String> {
+        self.failed_before_kill
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn killing(&self) -> bool {
+        self.killing.load(Ordering::SeqCst)
+    }
+
+    fn dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Records a failed call that started before the kill if `started_alive`;
+    /// true once the kill has been sent (stop looping).
+    fn failed(&self, started_alive: bool, what: String) -> bool {
+        if self.killing() {
+            if started_alive {
+                self.cut_off.fetch_add(1, Ordering::SeqCst);
+            }
+            true
+        } else {
+            if let Ok(mut failures) = self.failed_before_kill.lock() {
+                failures.push(what);
+            }
+            false
+        }
+    }
+}
+
+const REGISTER_TASKS: usize = 4;
+const LOGOUT_TASKS: usize = 4;
+const PREPARED_USERS: usize = 4;
+const SESSIONS_PER_USER: usize = 32;
+/// More refresh tokens than the logout tasks can get through before the
+/// kill, so they are still at it when it lands.
+const FORGED_TOKENS: usize = 4000;
+/// Acknowledged calls of each kind required before the kill.
+const MIN_ACKNOWLEDGED: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_register_or_logout() {
+    for backend in Backend::configured() {
+        eprintln!("--- on {backend}");
+        sigkill_under_load(&backend).await;
+    }
+}
+
+async fn sigkill_under_load(backend: &Backend) {
+    let database = TestDatabase::create(backend).await;
+    let server = Server::start(&database.url, &CHEAP_HASHING).await;
+    let mut auth = server.auth_client();
+
+    // Users with sessions to log out of: refresh tokens the server issued,
+    // interleaved with tokens it never saw (as from a Django service sharing
+    // the key), whose Logout must also record the outstanding token.
+    let mut tokens = Vec::new();
+    let mut owners = Vec::new();
+    for i in 0..PREPARED_USERS {
+        let username = format!("prepared{i}");
+        let user = register(&mut auth, &username)
+            .await
+            .unwrap_or_else(|s| panic!("register {username}: {s:?}"));
+        owners.push(user.id);
+        for _ in 0..SESSIONS_PER_USER {
+            let pair = login(&mut auth, &username)
+                .await
+                .unwrap_or_else(|s| panic!("login {username}: {s:?}"));
+            tokens.push(pair.refresh);
+        }
+    }
+    let issued = tokens.len();
+    let forged = (0..FORGED_TOKENS).map(|i| {
+        let owner = owners[i % owners.len()];
+        forge(
+            HS256_HEADER,
+            &simplejwt_claims("refresh", owner, 3600),
+            SECRET,
+        )
+    });
+    let mut interleaved = Vec::with_capacity(issued + FORGED_TOKENS);
+    let mut issued_tokens = tokens.into_iter();
+    for forged_token in forged {
+        interleaved.extend(issued_tokens.next());
+        interleaved.push(forged_token);
+    }
+    let tokens = Arc::new(interleaved);
+    let next_token = Arc::new(AtomicUsize::new(0));
+
+    let tally = Arc::new(Tally::default());
+    let mut load = tokio::task::JoinSet::new();
+    for task in 0..REGISTER_TASKS {
+        // A connection per task.
+        let mut auth = server.auth_client();
+        let tally = Arc::clone(&tally);
+        load.spawn(async move {
+            for n in 0.. {
+                if tally.dead() {
+                    break;
+                }
+                let username = format!("load{task}n{n}");
+                let started_alive = !tally.killing();
+                match register(&mut auth, &username).await {
+                    Ok(user) => {
+                        if let Ok(mut registered) = tally.registered.lock() {
+                            registered.push((username, user.id));
+                        }
+                    }
+                    Err(status) => {
+                        let what = format!("Register {username}: {status:?}");
+                        if tally.failed(started_alive, what) {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    for _ in 0..LOGOUT_TASKS {
+        let mut auth = server.auth_client();
+        let tally = Arc::clone(&tally);
+        let (tokens, next_token) = (Arc::clone(&tokens), Arc::clone(&next_token));
+        load.spawn(async move {
+            while !tally.dead() {
+                let Some(token) = tokens.get(next_token.fetch_add(1, Ordering::SeqCst)) else {
+                    break;
+                };
+                let started_alive = !tally.killing();
+                let logout = auth.logout(pb::LogoutRequest {
+                    refresh: token.clone(),
+                });
+                match call(logout).await {
+                    Ok(_) => {
+                        if let Ok(mut logged_out) = tally.logged_out.lock() {
+                            logged_out.push(token.clone());
+                        }
+                    }
+                    Err(status) => {
+                        if tally.failed(started_alive, format!("Logout: {status:?}")) {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // Kill once enough calls were acknowledged, at least 300 ms in, plus a
+    // random 0–500 ms so the kill lands at a different point every run.
+    let load_started = Instant::now();
+    loop {
+        let failures = tally.failed_before_kill();
+        assert!(
+            failures.is_empty(),
+            "calls failed under load: {failures:#?}"
+        );
+        if tally.registered() >= MIN_ACKNOWLEDGED
+            && tally.logged_out() >= MIN_ACKNOWLEDGED
+            && load_started.elapsed() >= Duration::from_millis(300)
+        {
+            break;
+        }
+        assert!(
+            load_started.elapsed() < Duration::from_secs(120),
+            "too few calls acknowledged in 120 s: {} Register, {} Logout",
+            tally.registered(),
+            tally.logged_out()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 500)).await;
+    let (registered_at_kill, logged_out_at_kill) = (tally.registered(), tally.logged_out());
+    let tokens_taken = next_token.load(Ordering::SeqCst);
+    let killed_after = load_started.elapsed();
+    // The load goes on until the process is gone, so calls are in flight
+    // when it dies.
+    tally.killing.store(true, Ordering::SeqCst);
+    let mut child = server.child;
+    child
+        .start_kill()
+        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+    let output = output_of(child).await;
+    tally.dead.store(true, Ordering::SeqCst);
+    assert_eq!(
+        output.status.signal(),
+        Some(9),
+        "the server was not killed by SIGKILL but ended with {}: {}",
+        output.status,
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(task) = load.join_next().await {
+            task.unwrap_or_else(|e| panic!("load task: {e}"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the load did not stop after the kill"));
+
+    let failures = tally.failed_before_kill();
+    assert!(
+        failures.is_empty(),
+        "calls failed under load: {failures:#?}"
+    );
+    let registered = tally
+        .registered
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let logged_out = tally
+        .logged_out
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let cut_off = tally.cut_off.load(Ordering::SeqCst);
+    eprintln!(
+        "killed after {killed_after:?}: {registered_at_kill} Register and \
+         {logged_out_at_kill} Logout acknowledged at the kill, {} and {} in all; \
+         {cut_off} calls cut off; {tokens_taken} of {} refresh tokens taken",
+        registered.len(),
+        logged_out.len(),
+        tokens.len(),
+    );
+    assert!(registered.len() >= MIN_ACKNOWLEDGED && logged_out.len() >= MIN_ACKNOWLEDGED);
+    assert!(
+        tokens_taken < tokens.len(),
+        "the logout tasks ran out of tokens before the kill"
+    );
+    assert!(
+        cut_off > 0,
+        "no call was in flight when the server was killed"
+    );
+
+    // The same database, a new process.
+    let server = Server::start(&database.url, &CHEAP_HASHING).await;
+    let auth = server.auth_client();
+
+    // Every acknowledged Register: the user logs in, with the id it was given.
+    let lost: Vec<String> = futures::stream::iter(registered.iter().cloned())
+        .map(|(username, id)| {
+            let mut auth = auth.clone();
+            async move {
+                match login(&mut auth, &username).await {
+                    Ok(pair) if user_id(&pair.access) == Some(id) => None,
+                    Ok(pair) => Some(format!(
+                        "{username} (id {id}) logs in as user {}",
+                        claims(&pair.access)["user_id"]
+                    )),
+                    Err(status) => Some(format!("{username} (id {id}): {status:?}")),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    assert!(lost.is_empty(), "acknowledged Register lost: {lost:#?}");
+
+    // Every acknowledged Logout: the token is refused as blacklisted.
+    let lost: Vec<String> = futures::stream::iter(logged_out.iter().cloned())
+        .map(|token| {
+            let mut auth = auth.clone();
+            async move {
+                let refresh = auth.refresh_token(pb::RefreshTokenRequest {
+                    refresh: token.clone(),
+                });
+                match call(refresh).await {
+                    Err(status)
+                        if status.code() == Code::Unauthenticated
+                            && status.message() == "Token is blacklisted" =>
+                    {
+                        None
+                    }
+                    other => Some(format!(
+                        "jti {}: {:?}",
+                        claims(&token)["jti"],
+                        other.map(|_| "refreshed: the token still works")
+                    )),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    assert!(lost.is_empty(), "acknowledged Logout lost: {lost:#?}");
+
+    // Nothing half-written: every user in the database, acknowledged or not,
+    // has a usable argon2id hash and logs in with the password it registered.
+    let users = stored_users(&database.url).await;
+    assert!(
+        users.len() >= PREPARED_USERS + registered.len(),
+        "{} users stored, {} acknowledged",
+        users.len(),
+        PREPARED_USERS + registered.len()
+    );
+    let unusable: Vec<&String> = users
+        .iter()
+        .filter(|(_, hash)| !hash.starts_with("$argon2id$"))
+        .map(|(username, _)| username)
+        .collect();
+    assert!(unusable.is_empty(), "users without a hash: {unusable:?}");
+    let broken: Vec<String> = futures::stream::iter(users.iter().map(|(u, _)| u.clone()))
+        .map(|username| {
+            let mut auth = auth.clone();
+            async move {
+                login(&mut auth, &username)
+                    .await
+                    .err()
+                    .map(|status| format!("{username}: {status:?}"))
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    assert!(broken.is_empty(), "stored users cannot log in: {broken:#?}");
+    eprintln!(
+        "{} users stored ({} acknowledged, {} written but unacknowledged)",
+        users.len(),
+        PREPARED_USERS + registered.len(),
+        users.len() - PREPARED_USERS - registered.len()
+    );
+
+    // The restarted server writes, and stops cleanly.
+    register(&mut auth.clone(), "after_restart")
+        .await
+        .unwrap_or_else(|s| panic!("register after the restart: {s:?}"));
+    let output = server.terminate(Duration::from_secs(60)).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+const SLOW_REGISTERS: usize = 16;
+/// Draining the 16 slow calls takes 2–8 s on a loaded 2-core machine: the
+/// grace period leaves room for worse, and still fails the test if the
+/// server waits for it to run out.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_calls_and_exits_zero() {
+    for backend in Backend::configured() {
+        eprintln!("--- on {backend}");
+        sigterm_under_load(&backend).await;
+    }
+}
+
+async fn sigterm_under_load(backend: &Backend) {
+    let database = TestDatabase::create(backend).await;
+    let grace = humantime::format_duration(SHUTDOWN_GRACE).to_string();
+    let mut server = Server::start(
+        &database.url,
+        &[
+            // Slow hashing: every Register takes a while.
+            ("AUTH_ARGON2_ITERATIONS", "10"),
+            // Calls wait for a hashing slot for as long as it takes: what is
+            // tested is the shutdown, not the shedding of a full hash queue
+            // (past its default 2 s wait, RESOURCE_EXHAUSTED).
+            ("AUTH_PASSWORD_HASH_QUEUE_TIMEOUT", "120s"),
+            ("AUTH_SHUTDOWN_GRACE", &grace),
+        ],
+    )
+    .await;
+
+    // One established connection carries every call.
+    let channel = Channel::from_shared(server.uri())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
+    let auth = AuthServiceClient::new(channel);
+
+    let started_calls = Arc::new(AtomicUsize::new(0));
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..SLOW_REGISTERS {
+        let mut auth = auth.clone();
+        let started_calls = Arc::clone(&started_calls);
+        calls.spawn(async move {
+            let username = format!("slow{i}");
+            let request = auth.register(register_request(&username));
+            started_calls.fetch_add(1, Ordering::SeqCst);
+            let result = call(request).await;
+            (username, result, Instant::now())
+        });
+    }
+    // Every call on the wire, then SIGTERM while they are being served.
+    while started_calls.load(Ordering::SeqCst) < SLOW_REGISTERS {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sigterm_at = Instant::now();
+    server.signal("TERM");
+
+    // A new connection once the server has had time to see the signal
+    // (the calls above keep it busy for a while yet).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alive_at_probe = matches!(server.child.try_wait(), Ok(None));
+    let late = register(&mut server.auth_client(), "late").await;
+    let alive_after_probe = matches!(server.child.try_wait(), Ok(None));
+
+    let output = tokio::time::timeout(
+        SHUTDOWN_GRACE + Duration::from_secs(30),
+        output_of(server.child),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the server did not exit within the grace period + 30 s"));
+    let stopped_after = sigterm_at.elapsed();
+
+    let mut in_flight = 0;
+    let mut failed = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        let (username, result, finished_at) = joined.unwrap_or_else(|e| panic!("call: {e}"));
+        if finished_at > sigterm_at {
+            in_flight += 1;
+        }
+        if let Err(status) = result {
+            failed.push(format!("{username}: {status:?}"));
+        }
+    }
+    eprintln!(
+        "{in_flight} of {SLOW_REGISTERS} calls in flight at SIGTERM; exited {} after \
+         {stopped_after:?}; new connection at +300 ms (server {}): {late:?}",
+        output.status,
+        if alive_at_probe && alive_after_probe {
+            "still running"
+        } else {
+            "already gone"
+        },
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    assert!(
+        stopped_after < SHUTDOWN_GRACE,
+        "stopping took {stopped_after:?}, the whole grace period: calls were cut off"
+    );
+    assert!(
+        failed.is_empty(),
+        "calls in flight at SIGTERM failed: {failed:#?}"
+    );
+    assert!(
+        in_flight >= SLOW_REGISTERS / 2,
+        "only {in_flight} calls were in flight at SIGTERM: the test proves little"
+    );
+    let status = late
+        .err()
+        .unwrap_or_else(|| panic!("a call on a new connection after SIGTERM was served"));
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        alive_at_probe && alive_after_probe,
+        "the server had already exited: the new connection was not refused by a stopping server"
+    );
+
+    // Every finished call is in the database, with the slow hash; the late one is not.
+    let users = stored_users(&database.url).await;
+    let mut usernames: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+    usernames.sort_unstable();
+    let mut expected: Vec<String> = (0..SLOW_REGISTERS).map(|i| format!("slow{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(usernames, expected);
+    for (username, hash) in &users {
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=10,p=1$"),
+            "{username}: {hash}"
+        );
+    }
+}
