@@ -164,7 +164,11 @@ impl Application {
         };
         tokio::select! {
             result = server => result?,
-            () = grace_over => tracing::warn!(?grace, "shutdown grace period over, closing remaining connections"),
+            () = grace_over => {
+                // Calls were cut off: say so in the exit status, not only in a log line.
+                watcher.abort();
+                anyhow::bail!("shutdown grace period ({grace:?}) over with calls still in flight; they were cut off");
+            }
         }
         watcher.abort();
         tracing::info!("server stopped");

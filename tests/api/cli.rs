@@ -224,6 +224,14 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
 /// Serves `database_url` from the binary on a free port with `RUST_LOG`;
 /// returns the child and the address once it answers health checks.
 async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Child, String) {
+    serve_child_with(database_url, rust_log, &[]).await
+}
+
+async fn serve_child_with(
+    database_url: &str,
+    rust_log: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -234,6 +242,7 @@ async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Chi
         .env("AUTH_DATABASE_URL", database_url)
         .env("AUTH_JWT_SECRET", LOG_TEST_KEY)
         .env("RUST_LOG", rust_log)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped());
     let child = tokio::process::Command::from(command)
         .spawn()
@@ -375,4 +384,57 @@ async fn logs_hold_no_password_hash_token_or_key() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
+    use auth_service::pb::{self, auth_service_client::AuthServiceClient};
+
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let slow = [
+        ("AUTH_SHUTDOWN_GRACE", "1s"),
+        ("AUTH_ARGON2_ITERATIONS", "60"),
+        ("AUTH_PASSWORD_HASH_QUEUE_TIMEOUT", "120s"),
+    ];
+    let (child, addr) = serve_child_with(&database.url, "warn", &slow).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect_lazy();
+    // Eight slow registrations on two hashing slots: seconds of work.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let mut auth = AuthServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                auth.register(pb::RegisterRequest {
+                    email: format!("slow{i}@example.com"),
+                    username: format!("slow{i}"),
+                    password: "correct horse battery".into(),
+                    avatar: None,
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("grace period"),
+        "{}",
+        stderr(&output)
+    );
+    let cut_off = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter(|r| !matches!(r, Ok(Ok(_))))
+        .count();
+    assert!(
+        cut_off > 0,
+        "every call finished within the grace period: the test proves nothing"
+    );
 }
