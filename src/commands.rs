@@ -25,12 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate => {
-            let db = persistence::connect(&settings)
-                .await
-                .context("cannot connect to the database")?;
-            persistence::migrate(&db)
-                .await
-                .context("cannot apply database migrations")?;
+            persistence::open(&settings).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -38,12 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             create_superuser(&settings, &username, &email).await
         }
         Command::FlushExpiredTokens => {
-            let db = persistence::connect(&settings)
-                .await
-                .context("cannot connect to the database")?;
-            persistence::migrate(&db)
-                .await
-                .context("cannot apply database migrations")?;
+            let db = persistence::open(&settings).await?;
             let deleted = token_blacklist::flush_expired(&db, db_now())
                 .await
                 .map_err(describe)?;
@@ -73,12 +63,7 @@ async fn create_superuser(settings: &Settings, username: &str, email: &str) -> a
     let password = Password::parse(password, attributes)
         .map_err(|errors| anyhow::anyhow!("password: {}", errors.join(" ")))?;
 
-    let db = persistence::connect(settings)
-        .await
-        .context("cannot connect to the database")?;
-    persistence::migrate(&db)
-        .await
-        .context("cannot apply database migrations")?;
+    let db = persistence::open(settings).await?;
     let hasher = Hasher::new(settings.argon2).await?;
     let password_hash = hasher.hash(&password).await.map_err(describe)?;
     let new = users::NewUser {

@@ -58,12 +58,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The key first: a missing one is a configuration error, whatever the database.
         let secret = signing_key(&settings)?;
-        let db = persistence::connect(&settings)
-            .await
-            .context("cannot connect to the database")?;
-        persistence::migrate(&db)
-            .await
-            .context("cannot apply database migrations")?;
+        let db = persistence::open(&settings).await?;
         let tokens = TokenCodec::new(
             &secret,
             settings.access_token_lifetime,

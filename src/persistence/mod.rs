@@ -45,6 +45,22 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
+/// Connects and applies pending migrations: what every command that uses
+/// the database does first.
+///
+/// # Errors
+/// As [`connect`] and [`migrate`], with the step that failed named.
+pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    use anyhow::Context;
+    let db = connect(settings)
+        .await
+        .context("cannot connect to the database")?;
+    migrate(&db)
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(db)
+}
+
 /// Applies pending migrations.
 ///
 /// # Errors

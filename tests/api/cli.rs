@@ -166,34 +166,7 @@ async fn flush_expired_tokens_runs() {
 #[tokio::test]
 async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = format!("127.0.0.1:{port}");
-    let mut command = auth_service(&["serve", "--listen-addr", &addr]);
-    command
-        .env("AUTH_DATABASE_URL", &database.url)
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped());
-    let child = tokio::process::Command::from(command)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-
-    // Serving once a health check answers.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect_lazy();
-    let mut health = HealthClient::new(channel);
-    let mut serving = false;
-    for _ in 0..200 {
-        if health.check(HealthCheckRequest::default()).await.is_ok() {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(serving, "the server never answered");
+    let (child, _addr) = serve_child_with(&database.url, "debug", &[]).await;
 
     // The key file sits beside the database, readable by its owner only.
     let key_file = database
@@ -203,8 +176,6 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     let mode = std::fs::metadata(&key_file).map(|m| m.permissions().mode() & 0o777);
     assert_eq!(mode.ok(), Some(0o600));
 
-    // Our connection stays open: the server sends GOAWAY and the client,
-    // still running, closes it.
     let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(killed.map(|s| s.success()).unwrap_or(false));
@@ -212,7 +183,6 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap_or_else(|_| panic!("the server did not stop within 30 s of SIGTERM"))
         .unwrap_or_else(|e| panic!("{e}"));
-    drop(health);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let key = std::fs::read_to_string(&key_file).unwrap_or_default();
     assert!(
@@ -224,7 +194,7 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
 /// Serves `database_url` from the binary on a free port with `RUST_LOG`;
 /// returns the child and the address once it answers health checks.
 async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Child, String) {
-    serve_child_with(database_url, rust_log, &[]).await
+    serve_child_with(database_url, rust_log, &[("AUTH_JWT_SECRET", LOG_TEST_KEY)]).await
 }
 
 async fn serve_child_with(
@@ -240,7 +210,6 @@ async fn serve_child_with(
     let mut command = auth_service(&["serve", "--listen-addr", &addr]);
     command
         .env("AUTH_DATABASE_URL", database_url)
-        .env("AUTH_JWT_SECRET", LOG_TEST_KEY)
         .env("RUST_LOG", rust_log)
         .envs(env.iter().copied())
         .stderr(Stdio::piped());
