@@ -1,0 +1,77 @@
+//! argon2id at the configured defaults (`Argon2Settings::default()`, OWASP:
+//! 19 MiB, t=2, p=1): the raw CPU cost of one hash and one verify, and the
+//! same through `Hasher`, which adds the hop to tokio's blocking pool and
+//! the semaphore. Every Register and login pays one of these, so they bound
+//! those calls' throughput at about `cores / cost`.
+//!
+//! Each iteration takes tens of milliseconds: few samples, short windows.
+
+use std::time::Duration;
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use auth_service::{
+    config::Argon2Settings,
+    domain::{Password, UserAttributes},
+    passwords::Hasher,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn raw_argon2() -> Argon2<'static> {
+    let settings = Argon2Settings::default();
+    let params = Params::new(
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn argon2id(c: &mut Criterion) {
+    let argon2 = raw_argon2();
+    let stored = argon2
+        .hash_password(PASSWORD.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let parsed = PasswordHash::new(&stored).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut group = c.benchmark_group("argon2id_default_params");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("hash", |b| {
+        b.iter(|| argon2.hash_password(PASSWORD.as_bytes()));
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| argon2.verify_password(PASSWORD.as_bytes(), &parsed));
+    });
+
+    // The service's path: same work, plus spawn_blocking and the permit.
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let hasher = runtime
+        .block_on(Hasher::new(Argon2Settings::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let password = Password::parse(
+        PASSWORD.to_owned(),
+        UserAttributes {
+            username: "bench",
+            email: "bench@example.com",
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    group.bench_function("hasher_hash", |b| {
+        b.to_async(&runtime).iter(|| hasher.hash(&password));
+    });
+    group.bench_function("hasher_verify", |b| {
+        b.to_async(&runtime)
+            .iter(|| hasher.verify(PASSWORD, Some(stored.clone())));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, argon2id);
+criterion_main!(benches);

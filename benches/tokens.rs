@@ -1,0 +1,88 @@
+//! JWT work on every authenticated call: signing (login, refresh), decoding
+//! (VerifyToken, RefreshToken) and the bearer interceptor in front of
+//! UserService, which decodes the access token from the metadata.
+
+use std::{sync::Arc, time::Duration};
+
+use auth_service::{
+    grpc::BearerAuth,
+    tokens::{TokenCodec, TokenType, unix_now},
+};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use tonic::{Request, service::Interceptor};
+
+const SECRET: &[u8] = b"benchmark-signing-key-0123456789abcdef";
+
+fn codec() -> TokenCodec {
+    // The configured default lifetimes: 1 day access, 30 days refresh.
+    TokenCodec::new(
+        SECRET,
+        Duration::from_secs(86_400),
+        Duration::from_secs(30 * 86_400),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn jwt(c: &mut Criterion) {
+    let codec = codec();
+    let now = unix_now();
+    let refresh = codec
+        .issue_refresh(42, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let access = codec
+        .access_from_refresh(&refresh.claims, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut group = c.benchmark_group("jwt");
+    group.bench_function("issue_refresh", |b| {
+        b.iter(|| codec.issue_refresh(42, now));
+    });
+    group.bench_function("access_from_refresh", |b| {
+        b.iter(|| codec.access_from_refresh(&refresh.claims, now));
+    });
+    group.bench_function("decode_access", |b| {
+        b.iter(|| codec.decode(&access.token, Some(TokenType::Access), now));
+    });
+    group.bench_function("decode_refresh", |b| {
+        b.iter(|| codec.decode(&refresh.token, Some(TokenType::Refresh), now));
+    });
+    group.finish();
+}
+
+fn bearer(c: &mut Criterion) {
+    let codec = Arc::new(codec());
+    let now = unix_now();
+    let refresh = codec
+        .issue_refresh(42, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let access = codec
+        .access_from_refresh(&refresh.claims, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", access.token)
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut auth = BearerAuth::new(codec);
+
+    // Building the request is the transport's work, not the interceptor's:
+    // it is done in the untimed setup.
+    let request = || {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", header.clone());
+        request
+    };
+    c.bench_function("bearer_interceptor", |b| {
+        b.iter_batched(
+            request,
+            |request| {
+                auth.call(request)
+                    .unwrap_or_else(|e| panic!("refused: {e:?}"))
+            },
+            BatchSize::SmallInput,
+        );
+    });
+}
+
+criterion_group!(benches, jwt, bearer);
+criterion_main!(benches);

@@ -1,0 +1,432 @@
+//! The scenarios: what is prepared before the clock starts, what one call
+//! is, and the closed loop that counts calls by status and times the OK ones.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use auth_service::pb::{
+    self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+};
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    transport::Channel,
+};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// Valid under the service's password rules (length, common list, similarity).
+const PASSWORD: &str = "auth-bench loadgen passphrase 7f3k";
+/// Registrations and logins in flight while preparing: enough to keep the
+/// server's hashing pool busy, far below its hash queue limit (64).
+const PREPARE_PARALLELISM: usize = 8;
+/// Calls still running this long after the end are abandoned (not counted).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// grpc.health.v1.Health/Check: transport, HTTP/2 and tonic only; the ceiling.
+    Health,
+    /// UserService/GetMe: bearer check plus one user row.
+    GetMe,
+    /// AuthService/VerifyToken with access tokens.
+    Verify,
+    /// AuthService/RefreshToken (rotation per the server's settings).
+    Refresh,
+    /// AuthService/ObtainTokenPair with the right password: one argon2 verify.
+    Login,
+    /// AuthService/Register of a new user: one argon2 hash and an insert.
+    Register,
+    /// UserService/ListUsers, paging through from the start.
+    ListUsers,
+}
+
+pub struct Options {
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub users: usize,
+    pub page_size: i32,
+}
+
+/// One prepared user and the tokens it got at login.
+struct Account {
+    username: String,
+    access: String,
+    /// `authorization` metadata, parsed once rather than on every call.
+    bearer: AsciiMetadataValue,
+}
+
+pub struct Prepared {
+    /// Makes this run's usernames unique, so runs can share a database.
+    run_id: String,
+    accounts: Vec<Account>,
+    /// One refresh token per worker: with rotation and blacklisting, two
+    /// workers sharing a token would make one of them fail.
+    refresh: Vec<String>,
+}
+
+impl Prepared {
+    pub fn accounts(&self) -> usize {
+        self.accounts.len()
+    }
+}
+
+/// Registers and logs in `options.users` users (and, for `refresh`, logs in
+/// again until every worker has a refresh token of its own).
+pub async fn prepare(channel: &Channel, options: &Options) -> anyhow::Result<Prepared> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut prepared = Prepared {
+        run_id,
+        accounts: Vec::new(),
+        refresh: Vec::new(),
+    };
+    // The ceiling and Register need no accounts; skip the argon2 work.
+    if matches!(options.scenario, Scenario::Health | Scenario::Register) {
+        return Ok(prepared);
+    }
+    let usernames: Vec<String> = (0..options.users)
+        .map(|i| format!("bench-{}-u{i}", prepared.run_id))
+        .collect();
+    let extra_logins = match options.scenario {
+        Scenario::Refresh => options.concurrency.saturating_sub(options.users),
+        _ => 0,
+    };
+    let registered = in_parallel(
+        usernames.clone(),
+        channel,
+        |mut auth, username| async move {
+            auth.register(register_request(&username)).await?;
+            let pair = login(&mut auth, &username).await?;
+            Ok((username, pair))
+        },
+    )
+    .await
+    .context("preparing users")?;
+    let extra = (0..extra_logins)
+        .map(|i| usernames[i % usernames.len()].clone())
+        .collect();
+    let extra = in_parallel(extra, channel, |mut auth, username| async move {
+        login(&mut auth, &username).await
+    })
+    .await
+    .context("preparing refresh tokens")?;
+
+    for (username, pair) in registered {
+        let bearer = MetadataValue::try_from(format!("Bearer {}", pair.access))?;
+        prepared.refresh.push(pair.refresh);
+        prepared.accounts.push(Account {
+            username,
+            access: pair.access,
+            bearer,
+        });
+    }
+    prepared
+        .refresh
+        .extend(extra.into_iter().map(|p| p.refresh));
+    Ok(prepared)
+}
+
+/// Runs `call` for every input, `PREPARE_PARALLELISM` at a time, keeping the
+/// inputs' order in the results.
+async fn in_parallel<T, F, Fut>(
+    inputs: Vec<String>,
+    channel: &Channel,
+    call: F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(AuthServiceClient<Channel>, String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, Status>> + Send,
+{
+    let inputs = Arc::new(inputs);
+    let mut tasks = JoinSet::new();
+    for lane in 0..PREPARE_PARALLELISM {
+        let (inputs, call) = (Arc::clone(&inputs), call.clone());
+        let auth = AuthServiceClient::new(channel.clone());
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            for i in (lane..inputs.len()).step_by(PREPARE_PARALLELISM) {
+                let value = call(auth.clone(), inputs[i].clone()).await.map_err(|s| {
+                    anyhow::anyhow!("{}: {:?} {}", inputs[i], s.code(), s.message())
+                })?;
+                done.push((i, value));
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut results = Vec::with_capacity(inputs.len());
+    while let Some(lane) = tasks.join_next().await {
+        results.extend(lane??);
+    }
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, value)| value).collect())
+}
+
+fn register_request(username: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        email: format!("{username}@bench.example.com"),
+        username: username.to_owned(),
+        password: PASSWORD.to_owned(),
+        avatar: None,
+    }
+}
+
+async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    username: &str,
+) -> Result<pb::TokenPair, Status> {
+    let request = pb::ObtainTokenPairRequest {
+        username: username.to_owned(),
+        password: PASSWORD.to_owned(),
+    };
+    Ok(auth.obtain_token_pair(request).await?.into_inner())
+}
+
+/// One worker: its clients and where it is in the prepared data.
+struct Worker {
+    id: usize,
+    scenario: Scenario,
+    prepared: Arc<Prepared>,
+    health: HealthClient<Channel>,
+    auth: AuthServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    /// Round-robin position; workers start apart and step by the worker
+    /// count, so together they cycle through every account evenly.
+    next: usize,
+    step: usize,
+    /// `refresh`: the token to send next (the rotated one, when rotation is on).
+    refresh: String,
+    /// `list-users`: the next page; empty means the first.
+    page_token: String,
+    page_size: i32,
+    /// `register`: this worker's registrations so far.
+    registered: u64,
+}
+
+impl Worker {
+    fn account(&mut self) -> &Account {
+        let accounts = &self.prepared.accounts;
+        let account = &accounts[self.next % accounts.len()];
+        self.next = self.next.wrapping_add(self.step);
+        account
+    }
+
+    fn bearer<T>(&mut self, message: T) -> Request<T> {
+        let bearer = self.account().bearer.clone();
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    }
+
+    async fn call(&mut self) -> Result<(), Status> {
+        match self.scenario {
+            Scenario::Health => {
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                self.health.check(request).await?;
+            }
+            Scenario::GetMe => {
+                let request = self.bearer(pb::GetMeRequest {});
+                self.users.get_me(request).await?;
+            }
+            Scenario::Verify => {
+                let token = self.account().access.clone();
+                let request = pb::VerifyTokenRequest { token };
+                self.auth.verify_token(request).await?;
+            }
+            Scenario::Refresh => {
+                let request = pb::RefreshTokenRequest {
+                    refresh: self.refresh.clone(),
+                };
+                let pair = self.auth.refresh_token(request).await?.into_inner();
+                // Empty unless the server rotates; then the old one is spent.
+                if !pair.refresh.is_empty() {
+                    self.refresh = pair.refresh;
+                }
+            }
+            Scenario::Login => {
+                let username = self.account().username.clone();
+                login(&mut self.auth, &username).await?;
+            }
+            Scenario::Register => {
+                self.registered += 1;
+                let username = format!(
+                    "bench-{}-w{}-n{}",
+                    self.prepared.run_id, self.id, self.registered
+                );
+                self.auth.register(register_request(&username)).await?;
+            }
+            Scenario::ListUsers => {
+                let page = pb::ListUsersRequest {
+                    page_size: self.page_size,
+                    page_token: std::mem::take(&mut self.page_token),
+                };
+                let request = self.bearer(page);
+                // The last page answers an empty token: start again.
+                self.page_token = self
+                    .users
+                    .list_users(request)
+                    .await?
+                    .into_inner()
+                    .next_page_token;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one worker saw inside the measured window.
+struct Tally {
+    latency_us: Histogram<u64>,
+    /// Indexed by gRPC code (0..=16).
+    codes: [u64; 17],
+}
+
+impl Tally {
+    fn new(histogram: &Histogram<u64>) -> Self {
+        Self {
+            latency_us: histogram.clone(),
+            codes: [0; 17],
+        }
+    }
+}
+
+pub struct Outcome {
+    pub elapsed: Duration,
+    /// Latency of the OK calls only, in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// (canonical code name, calls), in code order, only codes seen.
+    pub codes: Vec<(&'static str, u64)>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> u64 {
+        self.codes
+            .iter()
+            .find(|(code, _)| *code == "OK")
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.codes.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.ok() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The closed loop: every worker calls back to back until `warmup +
+/// duration`; a call counts if it completes inside the measured window.
+pub async fn run(
+    channels: &[Channel],
+    options: &Options,
+    prepared: Prepared,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    // 1 µs to 1 h at 3 significant digits; recorded saturating, so a
+    // longer call cannot fail the run.
+    let empty = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+    let prepared = Arc::new(prepared);
+    let measure_from = Instant::now() + warmup;
+    let until = measure_from + duration;
+    let mut workers = JoinSet::new();
+    for id in 0..options.concurrency {
+        let channel = channels[id % channels.len()].clone();
+        let mut worker = Worker {
+            id,
+            scenario: options.scenario,
+            refresh: prepared.refresh.get(id).cloned().unwrap_or_default(),
+            prepared: Arc::clone(&prepared),
+            health: HealthClient::new(channel.clone()),
+            auth: AuthServiceClient::new(channel.clone()),
+            users: UserServiceClient::new(channel),
+            next: id,
+            step: options.concurrency,
+            page_token: String::new(),
+            page_size: options.page_size,
+            registered: 0,
+        };
+        let mut tally = Tally::new(&empty);
+        workers.spawn(async move {
+            while Instant::now() < until {
+                let began = Instant::now();
+                let result = worker.call().await;
+                let ended = Instant::now();
+                if ended < measure_from || ended >= until {
+                    continue;
+                }
+                let code = result.err().map_or(Code::Ok, |status| status.code());
+                tally.codes[code as usize] += 1;
+                if code == Code::Ok {
+                    let us = u64::try_from((ended - began).as_micros()).unwrap_or(u64::MAX);
+                    tally.latency_us.saturating_record(us.max(1));
+                }
+            }
+            tally
+        });
+    }
+
+    let mut total = Tally::new(&empty);
+    let drained = tokio::time::timeout_at((until + DRAIN_TIMEOUT).into(), async {
+        while let Some(joined) = workers.join_next().await {
+            // A worker that panicked lost its tally; the others still count.
+            if let Ok(tally) = joined {
+                let _ = total.latency_us.add(&tally.latency_us);
+                for (sum, n) in total.codes.iter_mut().zip(tally.codes) {
+                    *sum += n;
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "auth-bench: {} workers still in a call {DRAIN_TIMEOUT:?} after the end; abandoned",
+            workers.len()
+        );
+    }
+    let codes = total
+        .codes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(code, n)| (code_name(code), *n))
+        .collect();
+    Ok(Outcome {
+        elapsed: duration,
+        latency_us: total.latency_us,
+        codes,
+    })
+}
+
+/// The canonical names, as grpcurl and the gRPC docs print them.
+fn code_name(code: usize) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code).copied().unwrap_or("UNKNOWN")
+}
