@@ -53,7 +53,12 @@ impl PageTokenCodec {
         }
         let invalid = || Error::invalid("page_token", "Invalid page token.");
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let (id, tag) = bytes.split_at_checked(8).ok_or_else(invalid)?;
+        // Exactly the tag `encode` writes: a shorter truncated tag would be
+        // forgeable by guessing (1 byte: 256 tries). Found in review for the fuzzer.
+        if bytes.len() != 8 + TAG_LEN {
+            return Err(invalid());
+        }
+        let (id, tag) = bytes.split_at(8);
         let mut mac = self.mac.clone();
         mac.update(id);
         mac.verify_truncated_left(tag).map_err(|_| invalid())?;
@@ -97,5 +102,15 @@ mod tests {
                 .is_err()
         );
         assert!(codec(b"other").decode(&token).is_err());
+        // A prefix of the right tag, or the whole 32-byte MAC, is not a token we made.
+        let honest = URL_SAFE_NO_PAD.decode(&token).unwrap_or_default();
+        for len in 9..8 + TAG_LEN {
+            assert!(
+                tokens
+                    .decode(&URL_SAFE_NO_PAD.encode(&honest[..len]))
+                    .is_err(),
+                "{len}"
+            );
+        }
     }
 }
