@@ -21,7 +21,7 @@ mod load;
 #[path = "auth_bench/server.rs"]
 mod server;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -100,9 +100,22 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // One line with the causes, as auth-service prints its errors.
+        Err(e) => {
+            eprintln!("auth-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // A typo must not turn into an hour-long load on a shared machine.
     anyhow::ensure!(
         !cli.duration.is_zero() && cli.duration + cli.warmup <= MAX_RUN,
