@@ -111,12 +111,15 @@ pub async fn blacklist(
 
 /// Blacklists every unexpired refresh token of `user_id` not blacklisted
 /// yet ("log out everywhere"). Returns how many were blacklisted.
+///
+/// Concurrent calls for one user (several replays of a stolen token arrive
+/// at once) insert overlapping rows: the loser skips them rather than fail.
 pub async fn blacklist_all_of_user(
     db: &impl ConnectionTrait,
     user_id: i64,
     now: NaiveDateTime,
 ) -> Result<u64, Error> {
-    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
     let already = Query::select()
         .column(blacklisted_token::Column::TokenId)
         .from(blacklisted_token::Entity)
@@ -137,6 +140,11 @@ pub async fn blacklist_all_of_user(
         ])
         .select_from(live)
         .map_err(|e| Error::Internal(anyhow::anyhow!("building the revoke-all query: {e}")))?
+        .on_conflict(
+            OnConflict::column(blacklisted_token::Column::TokenId)
+                .do_nothing_on([blacklisted_token::Column::TokenId])
+                .to_owned(),
+        )
         .to_owned();
     Ok(db.execute(&insert).await?.rows_affected())
 }

@@ -432,6 +432,32 @@ async fn login_upgrades_hashes_weaker_than_the_configuration() {
     .await;
 }
 
+/// Replays arriving together each revoke the family at once; the inserts
+/// overlap and must not turn into INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_of_a_rotated_token_are_all_refused_cleanly() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let (_, first) = app.signed_up("replayed").await;
+        let rotated = app
+            .refresh(&first.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        for _ in 0..3 {
+            app.login("replayed").await;
+        }
+        let replays = (0..8).map(|_| app.refresh(&first.refresh));
+        for result in futures::future::join_all(replays).await {
+            let status = expect_code(result, Code::Unauthenticated);
+            assert_eq!(status.message(), "Token is blacklisted");
+        }
+        let status = expect_code(app.refresh(&rotated.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        app.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     on_every_backend(async |backend| {
