@@ -88,6 +88,10 @@ pub struct Settings {
     #[command(flatten)]
     pub argon2: Argon2Settings,
 
+    /// The cache of user profiles behind authenticated calls.
+    #[command(flatten)]
+    pub user_cache: UserCacheSettings,
+
     /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
     #[arg(long, env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
           value_parser = humantime::parse_duration, global = true)]
@@ -157,6 +161,33 @@ impl Default for ThrottleSettings {
             window: Duration::from_secs(15 * 60),
             address_failure_limit: 0,
             address_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct UserCacheSettings {
+    /// Longest time a cached profile is used: the bound within which a user
+    /// deactivated or deleted outside this replica loses access. 0s: no cache.
+    #[arg(long = "user-cache-ttl", env = "AUTH_USER_CACHE_TTL", default_value = "1s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub ttl: Duration,
+
+    /// Profiles kept at most (each well under 1 KiB).
+    #[arg(
+        long = "user-cache-capacity",
+        env = "AUTH_USER_CACHE_CAPACITY",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub capacity: usize,
+}
+
+impl Default for UserCacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(1),
+            capacity: 10_000,
         }
     }
 }
@@ -240,6 +271,7 @@ impl Default for Settings {
             token_leeway: Duration::ZERO,
             throttle: ThrottleSettings::default(),
             argon2: Argon2Settings::default(),
+            user_cache: UserCacheSettings::default(),
             database_max_connections: 10,
             shutdown_grace: Duration::from_secs(20),
             database_timeout: Duration::from_secs(5),

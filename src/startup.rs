@@ -27,7 +27,10 @@ use tonic_health::ServingStatus;
 
 use crate::{
     config::Settings,
-    grpc::{AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, TokenPolicy, UserApi},
+    grpc::{
+        ActiveUsers, AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, TokenPolicy,
+        UserApi,
+    },
     login_throttle::LoginThrottle,
     passwords::Hasher,
     pb::{self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
@@ -66,6 +69,7 @@ impl Application {
         )?
         .with_leeway(settings.token_leeway);
         let state = AppState {
+            active_users: ActiveUsers::new(db.clone(), settings.user_cache),
             db,
             tokens: Arc::new(tokens),
             hasher: Hasher::new(settings.argon2).await?,

@@ -135,7 +135,8 @@ impl AuthApi {
         self.upgrade_hash(&user, &req.password).await?;
 
         if self.state.policy.update_last_login {
-            users::record_login(&self.state.db, user.id, db_now()).await?;
+            let recorded = users::record_login(&self.state.db, user.id, db_now());
+            self.state.active_users.write(user.id, recorded).await?;
         }
         let now = unix_now();
         let refresh = self.state.tokens.issue_refresh(user.id, now)?;
@@ -177,7 +178,8 @@ impl AuthApi {
     async fn upgrade_hash(&self, user: &users::User, password: &str) -> Result<(), Error> {
         match self.state.hasher.upgrade(password, &user.password).await {
             Ok(Some(new_hash)) => {
-                users::set_password_hash(&self.state.db, user.id, new_hash).await?;
+                let stored = users::set_password_hash(&self.state.db, user.id, new_hash);
+                self.state.active_users.write(user.id, stored).await?;
                 tracing::info!(
                     user_id = user.id,
                     "password hash upgraded to the current parameters"
@@ -204,14 +206,15 @@ impl AuthApi {
         }
         // A deleted or deactivated user's refresh token yields nothing
         // (CVE-2024-22513 class; simplejwt ≥ 5.4 behaves the same).
-        match users::find_by_id(&self.state.db, claims.user_id).await? {
-            Some(user) if user.is_active => {}
-            _ => {
+        match self.state.active_users.get(claims.user_id).await {
+            Ok(_) => {}
+            Err(Error::Unauthenticated { .. }) => {
                 return Err(Error::Unauthenticated {
                     message: "No active account found for the given token.",
                     reason: "no_active_account",
                 });
             }
+            Err(e) => return Err(e),
         }
         let access = self.state.tokens.access_from_refresh(&claims, now)?;
         let refresh = if self.state.policy.rotate_refresh_tokens {
@@ -276,7 +279,7 @@ impl AuthApi {
         {
             return Err(TokenError::Blacklisted.into());
         }
-        self.state.active_user(claims.user_id).await?;
+        self.state.active_users.get(claims.user_id).await?;
         Ok(pb::VerifyTokenResponse {
             token_type: claims.token_type.as_str().to_owned(),
             user_id: claims.user_id,

@@ -6,6 +6,7 @@
 //! passwords, and return `Result<_, Error>`; `Status` is made in one place
 //! (`crate::error`).
 
+mod active_users;
 mod auth_service;
 mod bearer;
 mod call_log;
@@ -19,6 +20,7 @@ use chrono::NaiveDateTime;
 use sea_orm::DatabaseConnection;
 use tonic_types::FieldViolation;
 
+pub use active_users::ActiveUsers;
 pub use auth_service::AuthApi;
 pub use bearer::BearerAuth;
 pub use call_log::CallLogLayer;
@@ -26,11 +28,7 @@ pub use page_token::PageTokenCodec;
 pub use user_service::UserApi;
 
 use crate::{
-    error::Error,
-    login_throttle::LoginThrottle,
-    passwords::Hasher,
-    pb,
-    persistence::users::{self, User},
+    error::Error, login_throttle::LoginThrottle, passwords::Hasher, pb, persistence::users::User,
     tokens::TokenCodec,
 };
 
@@ -43,6 +41,8 @@ pub struct AppState {
     pub page_tokens: PageTokenCodec,
     pub policy: TokenPolicy,
     pub throttle: LoginThrottle,
+    /// The token's user, if it still exists and is active.
+    pub active_users: ActiveUsers,
 }
 
 /// simplejwt's behaviour switches.
@@ -51,21 +51,6 @@ pub struct TokenPolicy {
     pub rotate_refresh_tokens: bool,
     pub blacklist_after_rotation: bool,
     pub update_last_login: bool,
-}
-
-impl AppState {
-    /// The token's user, if it still exists and is active (simplejwt's
-    /// `JWTAuthentication.get_user`): a deleted or deactivated user's
-    /// tokens stop working at once.
-    async fn active_user(&self, user_id: i64) -> Result<User, Error> {
-        let user = users::find_by_id(&self.db, user_id)
-            .await?
-            .ok_or_else(Error::user_not_found)?;
-        if !user.is_active {
-            return Err(Error::user_inactive());
-        }
-        Ok(user)
-    }
 }
 
 /// Collects the field violations of several parse results, so one answer

@@ -35,8 +35,12 @@ impl UserApi {
             "" => None,
             url => Some(Avatar::parse(url).map_err(|e| Error::invalid("avatar", e))?),
         };
-        self.state.active_user(user_id).await?;
-        let user = users::set_avatar(&self.state.db, user_id, avatar)
+        self.state.active_users.get(user_id).await?;
+        let stored = users::set_avatar(&self.state.db, user_id, avatar);
+        let user = self
+            .state
+            .active_users
+            .write(user_id, stored)
             .await?
             .ok_or_else(Error::user_not_found)?;
         Ok(user.into())
@@ -53,7 +57,7 @@ impl UserApi {
             Ok(n) => n.min(MAX_PAGE_SIZE),
         };
         let after_id = self.state.page_tokens.decode(&req.page_token)?;
-        self.state.active_user(user_id).await?;
+        self.state.active_users.get(user_id).await?;
 
         // One extra row tells whether another page follows.
         let mut page = users::list_after(&self.state.db, after_id, page_size + 1).await?;
@@ -88,8 +92,7 @@ impl UserService for UserApi {
         request: Request<pb::GetMeRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let user_id = caller(&request)?;
-        let user = self.state.active_user(user_id).await?;
-        Ok(Response::new(user.into()))
+        Ok(Response::new(self.state.active_users.get(user_id).await?))
     }
 
     async fn update_avatar(

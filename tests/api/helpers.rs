@@ -148,6 +148,8 @@ pub struct TestApp {
     pub users: UserServiceClient<Channel>,
     /// The server's own pool, for arranging state the API cannot (deactivating a user).
     pub db: DatabaseConnection,
+    /// How long a change made behind the server's back may go unseen.
+    pub user_cache_ttl: std::time::Duration,
     url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -193,6 +195,7 @@ impl TestApp {
     async fn start(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings(url);
         configure(&mut settings);
+        let user_cache_ttl = settings.user_cache.ttl;
         let app = Application::build(settings)
             .await
             .unwrap_or_else(|e| panic!("server failed to start: {e:#}"));
@@ -210,6 +213,7 @@ impl TestApp {
             auth: AuthServiceClient::new(channel.clone()),
             users: UserServiceClient::new(channel),
             db,
+            user_cache_ttl,
             url: url.to_owned(),
             shutdown: Some(shutdown),
             server: Some(server),
@@ -313,6 +317,9 @@ impl TestApp {
         (user, tokens)
     }
 
+    /// Deactivates or reactivates in the database, as an admin would, and
+    /// waits out the user cache: the bound the service documents for
+    /// changes made outside it.
     pub async fn set_active(&self, user_id: i64, active: bool) {
         self.db
             .execute_unprepared(&format!(
@@ -321,6 +328,7 @@ impl TestApp {
             ))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(self.user_cache_ttl).await;
     }
 
     pub async fn stored_password_hash(&self, user_id: i64) -> String {
@@ -331,11 +339,13 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no user {user_id}"))
     }
 
+    /// Deletes in the database, as an admin would; waits like [`Self::set_active`].
     pub async fn delete_user(&self, user_id: i64) {
         self.db
             .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(self.user_cache_ttl).await;
     }
 }
 

@@ -1,0 +1,263 @@
+//! "Who is the active user behind this token?" — the one database read that
+//! GetMe, UpdateAvatar, ListUsers, VerifyToken and RefreshToken all make,
+//! answered from a small bounded cache of user profiles.
+//!
+//! Why a cache: on two cores that read was most of a GetMe's cost (the
+//! SQLite driver hands every query to a connection thread and back; the
+//! PostgreSQL one makes a network round trip). Why this is safe:
+//! - every write this replica makes to a user row goes through
+//!   [`ActiveUsers::write`], which drops the entry, so this replica never
+//!   answers from a row older than its own last write;
+//! - a change made elsewhere (another replica, an admin deactivating or
+//!   deleting a user in the database) is seen within `ttl`: an entry is never
+//!   used after `ttl`. `ttl = 0` turns the cache off;
+//! - only the public profile is kept (no password hash), at most `capacity`
+//!   of them.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sea_orm::DatabaseConnection;
+
+use crate::{config::UserCacheSettings, error::Error, pb, persistence::users};
+
+#[derive(Debug, Clone)]
+pub struct ActiveUsers {
+    db: DatabaseConnection,
+    /// `None` when the cache is off.
+    cache: Option<Arc<Cache>>,
+}
+
+#[derive(Debug)]
+struct Cache {
+    profiles: quick_cache::sync::Cache<i64, Entry>,
+    ttl: Duration,
+    /// Bumped after every write. A read that saw another value before its
+    /// query started may have fetched a row that a concurrent write has
+    /// since replaced, so it does not store what it fetched.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    fetched_at: Instant,
+    profile: pb::User,
+}
+
+impl ActiveUsers {
+    pub fn new(db: DatabaseConnection, settings: UserCacheSettings) -> Self {
+        let cache = (!settings.ttl.is_zero() && settings.capacity > 0).then(|| {
+            Arc::new(Cache {
+                profiles: quick_cache::sync::Cache::new(settings.capacity),
+                ttl: settings.ttl,
+                generation: AtomicU64::new(0),
+            })
+        });
+        Self { db, cache }
+    }
+
+    /// The user's profile, if the user still exists and is active
+    /// (simplejwt's `JWTAuthentication.get_user`).
+    ///
+    /// # Errors
+    /// NOT_FOUND-like `user_not_found`, `user_inactive`, or the database's error.
+    pub async fn get(&self, user_id: i64) -> Result<pb::User, Error> {
+        let profile = match &self.cache {
+            None => self.fetch(user_id).await?,
+            Some(cache) => match cache.fresh(user_id) {
+                Some(profile) => profile,
+                None => {
+                    let generation = cache.generation();
+                    let profile = self.fetch(user_id).await?;
+                    cache.store(user_id, generation, &profile);
+                    profile
+                }
+            },
+        };
+        if !profile.is_active {
+            return Err(Error::user_inactive());
+        }
+        Ok(profile)
+    }
+
+    /// Runs `write`, a change to user `user_id`'s row, then forgets the
+    /// cached profile, whatever the outcome (a failed call may still have
+    /// committed).
+    pub async fn write<T>(
+        &self,
+        user_id: i64,
+        write: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let result = write.await;
+        if let Some(cache) = &self.cache {
+            cache.forget(user_id);
+        }
+        result
+    }
+
+    async fn fetch(&self, user_id: i64) -> Result<pb::User, Error> {
+        users::find_by_id(&self.db, user_id)
+            .await?
+            .map(pb::User::from)
+            .ok_or_else(Error::user_not_found)
+    }
+}
+
+impl Cache {
+    fn fresh(&self, user_id: i64) -> Option<pb::User> {
+        self.profiles
+            .get(&user_id)
+            .filter(|entry| entry.fetched_at.elapsed() < self.ttl)
+            .map(|entry| entry.profile)
+    }
+
+    /// Read before a fetch, and handed to [`Cache::store`] after it.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps `profile` unless a write happened since `generation` was read.
+    fn store(&self, user_id: i64, generation: u64, profile: &pb::User) {
+        if self.generation() == generation {
+            let entry = Entry {
+                fetched_at: Instant::now(),
+                profile: profile.clone(),
+            };
+            self.profiles.insert(user_id, entry);
+        }
+    }
+
+    fn forget(&self, user_id: i64) {
+        // Bumped first: a read storing concurrently either sees the new
+        // generation and skips, or stored before the remove below.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.profiles.remove(&user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (DatabaseConnection, i64) {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        crate::persistence::migrate(&db)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        db.execute_unprepared(
+            "INSERT INTO users (email, email_key, username, username_key, password, is_active, \
+             is_staff, is_superuser, date_joined) \
+             VALUES ('a@example.com', 'a@example.com', 'amy', 'amy', 'x', TRUE, FALSE, FALSE, \
+             '2026-01-01 00:00:00')",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        (db, 1)
+    }
+
+    fn settings(ttl: Duration) -> UserCacheSettings {
+        UserCacheSettings { ttl, capacity: 16 }
+    }
+
+    async fn set_avatar(db: &DatabaseConnection, id: i64, avatar: &str) -> Result<(), Error> {
+        let avatar = crate::domain::Avatar::parse(avatar).unwrap_or_else(|e| panic!("{e}"));
+        users::set_avatar(db, id, Some(avatar)).await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_cache_is_seen_at_once() {
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
+        users
+            .write(id, set_avatar(&db, id, "https://example.com/a.png"))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/a.png"));
+    }
+
+    #[tokio::test]
+    async fn a_write_elsewhere_is_seen_after_the_ttl_and_not_before() {
+        let (db, id) = sqlite().await;
+        let ttl = Duration::from_millis(200);
+        let users = ActiveUsers::new(db.clone(), settings(ttl));
+        assert!(users.get(id).await.is_ok());
+        // Behind the cache's back, as another replica or an admin would.
+        set_avatar(&db, id, "https://example.com/b.png")
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
+        tokio::time::sleep(ttl).await;
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/b.png"));
+    }
+
+    #[tokio::test]
+    async fn with_a_zero_ttl_every_read_goes_to_the_database() {
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::ZERO));
+        assert!(users.get(id).await.is_ok());
+        set_avatar(&db, id, "https://example.com/c.png")
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/c.png"));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_overlaps_a_write_is_not_stored() {
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        let cache = users.cache.clone().unwrap_or_else(|| panic!("cache on"));
+        // get()'s steps, with a write committing between the fetch and the store.
+        let generation = cache.generation();
+        let old = users.fetch(id).await.unwrap_or_else(|e| panic!("{e:?}"));
+        users
+            .write(id, set_avatar(&db, id, "https://example.com/d.png"))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        cache.store(id, generation, &old);
+        assert!(cache.fresh(id).is_none(), "the overlapping read was stored");
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/d.png"));
+        // Without a write in between, the read is stored.
+        let generation = cache.generation();
+        let current = users.fetch(id).await.unwrap_or_else(|e| panic!("{e:?}"));
+        cache.store(id, generation, &current);
+        assert!(cache.fresh(id).is_some());
+    }
+
+    #[tokio::test]
+    async fn inactive_and_missing_users_are_refused_also_from_the_cache() {
+        use sea_orm::ConnectionTrait;
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        users
+            .write(id, async {
+                db.execute_unprepared("UPDATE users SET is_active = FALSE")
+                    .await?;
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for _ in 0..2 {
+            assert!(matches!(
+                users.get(id).await,
+                Err(Error::Unauthenticated { .. })
+            ));
+        }
+        assert!(matches!(
+            users.get(99).await,
+            Err(Error::Unauthenticated { .. })
+        ));
+    }
+}
