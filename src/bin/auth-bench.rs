@@ -16,8 +16,12 @@
 //! target/release/auth-bench --scenario login --concurrency 8 --json
 //! ```
 
+#[path = "auth_bench/connection.rs"]
+mod connection;
 #[path = "auth_bench/load.rs"]
 mod load;
+#[path = "auth_bench/seed.rs"]
+mod seed;
 #[path = "auth_bench/server.rs"]
 mod server;
 
@@ -25,9 +29,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::{
+    connection::Connection,
     load::{Outcome, Scenario},
     server::{Memory, ServerProcess},
 };
@@ -82,6 +86,11 @@ struct Cli {
     #[arg(long, conflicts_with = "addr")]
     database_url: Option<String>,
 
+    /// Before starting the server, insert this many users straight into its
+    /// database (one shared password hash), e.g. 1000000 for list-users at scale.
+    #[arg(long, default_value_t = 0, conflicts_with = "addr")]
+    seed_users: u64,
+
     /// Extra environment for the started server, e.g. AUTH_ROTATE_REFRESH_TOKENS=true.
     #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_key_value,
           conflicts_with = "addr")]
@@ -129,8 +138,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(bin) => bin.clone(),
                 None => std::env::current_exe()?.with_file_name("auth-service"),
             };
-            let started =
-                ServerProcess::start(&bin, cli.database_url.as_deref(), &cli.server_env).await?;
+            let started = ServerProcess::start(
+                &bin,
+                cli.database_url.as_deref(),
+                &cli.server_env,
+                cli.seed_users,
+            )
+            .await?;
             eprintln!(
                 "auth-bench: started {} on {} (pid {}) in {:.0?}",
                 bin.display(),
@@ -167,19 +181,10 @@ async fn bench(
     addr: SocketAddr,
     server: Option<&ServerProcess>,
 ) -> anyhow::Result<Report> {
-    // One Channel per connection: a tonic Channel is one HTTP/2 connection,
-    // and every clone of it multiplexes onto that same connection.
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
-    let mut channels: Vec<Channel> = Vec::new();
+    // Every clone of a Connection multiplexes onto that same HTTP/2 connection.
+    let mut connections = Vec::new();
     for _ in 0..cli.connections {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {addr}"))?,
-        );
+        connections.push(Connection::open(addr).await?);
     }
     let idle = server.map(ServerProcess::memory).transpose()?;
 
@@ -190,7 +195,7 @@ async fn bench(
         page_size: cli.page_size,
     };
     let started = std::time::Instant::now();
-    let prepared = load::prepare(&channels[0], &options).await?;
+    let prepared = load::prepare(&connections[0], &options).await?;
     let prepare_time = started.elapsed();
     let accounts = prepared.accounts();
     eprintln!(
@@ -203,9 +208,9 @@ async fn bench(
     // reset the peak so it reflects the scenario, not the preparation.
     let peak_reset = server.is_some_and(ServerProcess::reset_peak_memory);
 
-    let outcome = load::run(&channels, &options, prepared, cli.warmup, cli.duration).await?;
+    let outcome = load::run(&connections, &options, prepared, cli.warmup, cli.duration).await?;
     let after = server.map(ServerProcess::memory).transpose()?;
-    drop(channels);
+    drop(connections);
 
     Ok(Report {
         scenario: cli.scenario,

@@ -64,7 +64,32 @@ pub async fn insert(
     new: NewUser,
     now: NaiveDateTime,
 ) -> Result<User, Error> {
-    let row = user::ActiveModel {
+    new_row(new, now)
+        .insert(db)
+        .await
+        .map_err(already_exists_or)
+}
+
+/// Inserts all of `users` in one statement (bulk loading: seeding a
+/// benchmark database, imports). Keep batches to about a thousand rows,
+/// under every backend's limit on bound parameters.
+pub async fn insert_many(
+    db: &impl ConnectionTrait,
+    users: Vec<NewUser>,
+    now: NaiveDateTime,
+) -> Result<(), Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    Users::insert_many(users.into_iter().map(|new| new_row(new, now)))
+        .exec_without_returning(db)
+        .await
+        .map_err(already_exists_or)?;
+    Ok(())
+}
+
+fn new_row(new: NewUser, now: NaiveDateTime) -> user::ActiveModel {
+    user::ActiveModel {
         email_key: Set(new.email.key()),
         email: Set(new.email.as_str().to_owned()),
         username_key: Set(new.username.key()),
@@ -77,8 +102,7 @@ pub async fn insert(
         last_login: Set(None),
         date_joined: Set(now),
         ..Default::default()
-    };
-    row.insert(db).await.map_err(already_exists_or)
+    }
 }
 
 /// Names the field behind a unique-index violation; other errors pass through.

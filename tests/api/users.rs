@@ -3,7 +3,9 @@ use auth_service::{
     pb,
     persistence::users::{self, NewUser},
 };
-use sea_orm::TransactionTrait;
+use std::time::Duration;
+
+use auth_service::config::Settings;
 use tonic::Code;
 
 use crate::helpers::{TestApp, bearer, expect_code, on_every_backend};
@@ -44,24 +46,27 @@ async fn list(
         .map(tonic::Response::into_inner)
 }
 
-/// Inserts `n` users straight into the database, in one transaction and
-/// without hashing: fast.
+/// Inserts `n` users straight into the database, in batches and without
+/// hashing: fast (and exercises `users::insert_many` on every backend).
 async fn seed(app: &TestApp, n: usize) {
-    let txn = app.db.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    for i in 0..n {
-        let new = NewUser {
+    let now = chrono::Utc::now().naive_utc();
+    let new_users: Vec<NewUser> = (0..n)
+        .map(|i| NewUser {
             email: Email::parse(&format!("seed{i}@example.com")).unwrap_or_else(|e| panic!("{e}")),
             username: Username::parse(&format!("seed{i}")).unwrap_or_else(|e| panic!("{e}")),
             password_hash: "!unusable".into(),
             avatar: None,
             is_staff: false,
             is_superuser: false,
-        };
-        users::insert(&txn, new, chrono::Utc::now().naive_utc())
+        })
+        .collect();
+    let mut batches = new_users.into_iter().peekable();
+    while batches.peek().is_some() {
+        let batch: Vec<NewUser> = batches.by_ref().take(400).collect();
+        users::insert_many(&app.db, batch, now)
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
     }
-    txn.commit().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]
@@ -127,6 +132,82 @@ async fn update_avatar_sets_clears_and_validates() {
             update_avatar(&app, "garbage", url).await,
             Code::Unauthenticated,
         );
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The user cache (`AUTH_USER_CACHE_TTL`): this replica's own writes are
+/// seen at once even with a long TTL; another replica's writes and changes
+/// made in the database within the TTL.
+#[tokio::test]
+async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
+    on_every_backend(async |backend| {
+        let hour = |s: &mut Settings| s.user_cache.ttl = Duration::from_secs(3600);
+        let app = TestApp::spawn_with(&backend, hour).await;
+        let (_, pair) = app.signed_up("gil").await;
+        app.get_me(&pair.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let url = "https://cdn.example.com/gil.png";
+        update_avatar(&app, &pair.access, url)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let me = app
+            .get_me(&pair.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(
+            me.avatar.as_deref(),
+            Some(url),
+            "own write not seen at once"
+        );
+        app.stop().await;
+
+        let short = |s: &mut Settings| s.user_cache.ttl = Duration::from_millis(300);
+        let app = TestApp::spawn_with(&backend, short).await;
+        let replica = TestApp::spawn_on_with(app.database_url(), short).await;
+        let (hal, pair) = app.signed_up("hal").await;
+        app.get_me(&pair.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        update_avatar(&replica, &pair.access, url)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        tokio::time::sleep(app.user_cache_ttl).await;
+        let me = app
+            .get_me(&pair.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(
+            me.avatar.as_deref(),
+            Some(url),
+            "other replica's write not seen"
+        );
+        // Deactivated in the database (set_active waits out the TTL).
+        app.set_active(hal.id, false).await;
+        for server in [&app, &replica] {
+            expect_code(server.get_me(&pair.access).await, Code::Unauthenticated);
+            expect_code(server.refresh(&pair.refresh).await, Code::Unauthenticated);
+        }
+        replica.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_user_cache_off_deactivation_is_seen_at_once() {
+    on_every_backend(async |backend| {
+        let off = |s: &mut Settings| s.user_cache.ttl = Duration::ZERO;
+        let app = TestApp::spawn_with(&backend, off).await;
+        assert!(app.user_cache_ttl.is_zero());
+        let (ida, pair) = app.signed_up("ida").await;
+        app.get_me(&pair.access)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.set_active(ida.id, false).await;
+        expect_code(app.get_me(&pair.access).await, Code::Unauthenticated);
         app.stop().await;
     })
     .await;

@@ -16,12 +16,13 @@ use tokio::task::JoinSet;
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
-    transport::Channel,
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::connection::Connection;
+
 /// Valid under the service's password rules (length, common list, similarity).
-const PASSWORD: &str = "auth-bench loadgen passphrase 7f3k";
+pub const PASSWORD: &str = "auth-bench loadgen passphrase 7f3k";
 /// Registrations and logins in flight while preparing: enough to keep the
 /// server's hashing pool busy, far below its hash queue limit (64).
 const PREPARE_PARALLELISM: usize = 8;
@@ -78,7 +79,7 @@ impl Prepared {
 
 /// Registers and logs in `options.users` users (and, for `refresh`, logs in
 /// again until every worker has a refresh token of its own).
-pub async fn prepare(channel: &Channel, options: &Options) -> anyhow::Result<Prepared> {
+pub async fn prepare(connection: &Connection, options: &Options) -> anyhow::Result<Prepared> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut prepared = Prepared {
         run_id,
@@ -98,7 +99,7 @@ pub async fn prepare(channel: &Channel, options: &Options) -> anyhow::Result<Pre
     };
     let registered = in_parallel(
         usernames.clone(),
-        channel,
+        connection,
         |mut auth, username| async move {
             auth.register(register_request(&username)).await?;
             let pair = login(&mut auth, &username).await?;
@@ -110,7 +111,7 @@ pub async fn prepare(channel: &Channel, options: &Options) -> anyhow::Result<Pre
     let extra = (0..extra_logins)
         .map(|i| usernames[i % usernames.len()].clone())
         .collect();
-    let extra = in_parallel(extra, channel, |mut auth, username| async move {
+    let extra = in_parallel(extra, connection, |mut auth, username| async move {
         login(&mut auth, &username).await
     })
     .await
@@ -135,19 +136,19 @@ pub async fn prepare(channel: &Channel, options: &Options) -> anyhow::Result<Pre
 /// inputs' order in the results.
 async fn in_parallel<T, F, Fut>(
     inputs: Vec<String>,
-    channel: &Channel,
+    connection: &Connection,
     call: F,
 ) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
-    F: Fn(AuthServiceClient<Channel>, String) -> Fut + Clone + Send + 'static,
+    F: Fn(AuthServiceClient<Connection>, String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<T, Status>> + Send,
 {
     let inputs = Arc::new(inputs);
     let mut tasks = JoinSet::new();
     for lane in 0..PREPARE_PARALLELISM {
         let (inputs, call) = (Arc::clone(&inputs), call.clone());
-        let auth = AuthServiceClient::new(channel.clone());
+        let auth = connection.auth();
         tasks.spawn(async move {
             let mut done = Vec::new();
             for i in (lane..inputs.len()).step_by(PREPARE_PARALLELISM) {
@@ -177,7 +178,7 @@ fn register_request(username: &str) -> pb::RegisterRequest {
 }
 
 async fn login(
-    auth: &mut AuthServiceClient<Channel>,
+    auth: &mut AuthServiceClient<Connection>,
     username: &str,
 ) -> Result<pb::TokenPair, Status> {
     let request = pb::ObtainTokenPairRequest {
@@ -192,9 +193,9 @@ struct Worker {
     id: usize,
     scenario: Scenario,
     prepared: Arc<Prepared>,
-    health: HealthClient<Channel>,
-    auth: AuthServiceClient<Channel>,
-    users: UserServiceClient<Channel>,
+    health: HealthClient<Connection>,
+    auth: AuthServiceClient<Connection>,
+    users: UserServiceClient<Connection>,
     /// Round-robin position; workers start apart and step by the worker
     /// count, so together they cycle through every account evenly.
     next: usize,
@@ -325,7 +326,7 @@ impl Outcome {
 /// The closed loop: every worker calls back to back until `warmup +
 /// duration`; a call counts if it completes inside the measured window.
 pub async fn run(
-    channels: &[Channel],
+    connections: &[Connection],
     options: &Options,
     prepared: Prepared,
     warmup: Duration,
@@ -339,15 +340,15 @@ pub async fn run(
     let until = measure_from + duration;
     let mut workers = JoinSet::new();
     for id in 0..options.concurrency {
-        let channel = channels[id % channels.len()].clone();
+        let connection = &connections[id % connections.len()];
         let mut worker = Worker {
             id,
             scenario: options.scenario,
             refresh: prepared.refresh.get(id).cloned().unwrap_or_default(),
             prepared: Arc::clone(&prepared),
-            health: HealthClient::new(channel.clone()),
-            auth: AuthServiceClient::new(channel.clone()),
-            users: UserServiceClient::new(channel),
+            health: connection.health(),
+            auth: connection.auth(),
+            users: connection.users(),
             next: id,
             step: options.concurrency,
             page_token: String::new(),

@@ -44,6 +44,7 @@ impl ServerProcess {
         bin: &Path,
         database_url: Option<&str>,
         extra_env: &[(String, String)],
+        seed_users: u64,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             bin.is_file(),
@@ -67,6 +68,13 @@ impl ServerProcess {
                 format!("sqlite://{}?mode=rwc", dir.join("auth.db").display())
             }
         };
+        if seed_users > 0 {
+            let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            let took = crate::seed::seed(&database_url, run_id, seed_users, crate::load::PASSWORD)
+                .await
+                .context("seeding users")?;
+            eprintln!("auth-bench: seeded {seed_users} users in {took:.1?}");
+        }
         // Server log lines go to our stderr so that stdout stays pure JSON with --json.
         let log = std::io::stderr().as_fd().try_clone_to_owned()?;
         let began = Instant::now();
