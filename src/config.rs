@@ -88,9 +88,9 @@ pub struct Settings {
     #[command(flatten)]
     pub argon2: Argon2Settings,
 
-    /// The cache of user profiles behind authenticated calls.
+    /// The caches in front of the database.
     #[command(flatten)]
-    pub user_cache: UserCacheSettings,
+    pub cache: CacheSettings,
 
     /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
     #[arg(long, env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
@@ -166,24 +166,26 @@ impl Default for ThrottleSettings {
 }
 
 #[derive(Debug, Clone, Copy, Args)]
-pub struct UserCacheSettings {
-    /// Longest time a cached profile is used: the bound within which a user
-    /// deactivated or deleted outside this replica loses access. 0s: no cache.
-    #[arg(long = "user-cache-ttl", env = "AUTH_USER_CACHE_TTL", default_value = "1s",
+pub struct CacheSettings {
+    /// Longest time this replica answers from memory what is stored in the
+    /// database (user profiles; refresh tokens found not blacklisted): the
+    /// bound within which a change made elsewhere (an admin deactivating a
+    /// user, a Logout on another replica) takes effect here. 0s: no cache.
+    #[arg(long = "cache-ttl", env = "AUTH_CACHE_TTL", default_value = "1s",
           value_parser = humantime::parse_duration, global = true)]
     pub ttl: Duration,
 
-    /// Profiles kept at most (each well under 1 KiB).
+    /// Entries per cache at most (a user profile is well under 1 KiB).
     #[arg(
-        long = "user-cache-capacity",
-        env = "AUTH_USER_CACHE_CAPACITY",
+        long = "cache-capacity",
+        env = "AUTH_CACHE_CAPACITY",
         default_value_t = 10_000,
         global = true
     )]
     pub capacity: usize,
 }
 
-impl Default for UserCacheSettings {
+impl Default for CacheSettings {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(1),
@@ -271,7 +273,7 @@ impl Default for Settings {
             token_leeway: Duration::ZERO,
             throttle: ThrottleSettings::default(),
             argon2: Argon2Settings::default(),
-            user_cache: UserCacheSettings::default(),
+            cache: CacheSettings::default(),
             database_max_connections: 10,
             shutdown_grace: Duration::from_secs(20),
             database_timeout: Duration::from_secs(5),

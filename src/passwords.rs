@@ -1,6 +1,7 @@
 //! argon2id password hashing, off the async workers.
 //!
-//! A hash costs ~20 ms of CPU and `memory_kib` of RAM (19 MiB at the OWASP
+//! A hash costs tens of milliseconds of CPU (~31 ms on the 2-core bench
+//! machine, BENCHMARKS.md) and `memory_kib` of RAM (19 MiB at the OWASP
 //! defaults). Running it on a tokio worker would stall every other call on
 //! that thread, and running an unbounded number at once would let a login
 //! flood exhaust memory. So every hash runs on the blocking pool behind a

@@ -28,8 +28,8 @@ use tonic_health::ServingStatus;
 use crate::{
     config::Settings,
     grpc::{
-        ActiveUsers, AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, TokenPolicy,
-        UserApi,
+        ActiveUsers, AppState, AuthApi, BearerAuth, CallLogLayer, PageTokenCodec, RefreshBlacklist,
+        TokenPolicy, UserApi,
     },
     login_throttle::LoginThrottle,
     passwords::Hasher,
@@ -69,7 +69,12 @@ impl Application {
         )?
         .with_leeway(settings.token_leeway);
         let state = AppState {
-            active_users: ActiveUsers::new(db.clone(), settings.user_cache),
+            active_users: ActiveUsers::new(db.clone(), settings.cache),
+            refresh_blacklist: RefreshBlacklist::new(
+                db.clone(),
+                settings.cache,
+                settings.rotate_refresh_tokens,
+            ),
             db,
             tokens: Arc::new(tokens),
             hasher: Hasher::new(settings.argon2).await?,

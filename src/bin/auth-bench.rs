@@ -16,6 +16,8 @@
 //! target/release/auth-bench --scenario login --concurrency 8 --json
 //! ```
 
+#[path = "auth_bench/argon2_bound.rs"]
+mod argon2_bound;
 #[path = "auth_bench/connection.rs"]
 mod connection;
 #[path = "auth_bench/load.rs"]
@@ -31,6 +33,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use crate::{
+    argon2_bound::Argon2Bound,
     connection::Connection,
     load::{Outcome, Scenario},
     server::{Memory, ServerProcess},
@@ -45,9 +48,24 @@ const MAX_RUN: Duration = Duration::from_secs(30 * 60);
     about = "Closed-loop gRPC load generator for auth-service"
 )]
 struct Cli {
-    /// What every call does.
+    /// What every call does. Several (comma-separated) run one after the
+    /// other on the same server, and a summary compares their medians.
+    #[arg(long, value_enum, value_delimiter = ',', required = true)]
+    scenario: Vec<Scenario>,
+
+    /// Times to run the list of scenarios, interleaved, for medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+
+    /// A second load running during each measurement, on its own
+    /// connections and not counted, e.g. `login` to see GetMe during a
+    /// login flood.
     #[arg(long, value_enum)]
-    scenario: Scenario,
+    alongside: Option<Scenario>,
+
+    /// Calls in flight of the `--alongside` load.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    alongside_concurrency: u32,
 
     /// Calls in flight at once (one per worker).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -164,14 +182,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(server) => server.stop().await,
         None => Ok(()),
     };
-    let report = result?;
+    let reports = result?;
     stopped?;
 
+    let summary = (reports.len() > 1).then(|| Summary::of(&reports));
     if cli.json {
-        eprintln!("{}", report.text());
-        println!("{}", report.json());
-    } else {
-        println!("{}", report.text());
+        let reports: Vec<_> = reports.iter().map(Report::json).collect();
+        let json = match &summary {
+            None => reports.into_iter().next().unwrap_or_default(),
+            Some(summary) => serde_json::json!({ "runs": reports, "summary": summary.json() }),
+        };
+        println!("{json}");
+    }
+    if let Some(summary) = summary {
+        let text = summary.text();
+        if cli.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
     }
     Ok(())
 }
@@ -180,27 +209,78 @@ async fn bench(
     cli: &Cli,
     addr: SocketAddr,
     server: Option<&ServerProcess>,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Vec<Report>> {
     // Every clone of a Connection multiplexes onto that same HTTP/2 connection.
     let mut connections = Vec::new();
+    let mut alongside = Vec::new();
     for _ in 0..cli.connections {
         connections.push(Connection::open(addr).await?);
+        if cli.alongside.is_some() {
+            alongside.push(Connection::open(addr).await?);
+        }
     }
     let idle = server.map(ServerProcess::memory).transpose()?;
+    let mut reports = Vec::new();
+    for round in 1..=cli.rounds {
+        for &scenario in &cli.scenario {
+            if cli.rounds > 1 {
+                eprintln!("auth-bench: round {round} of {}", cli.rounds);
+            }
+            let report = measure(cli, scenario, addr, &connections, &alongside, server, idle)
+                .await
+                .with_context(|| format!("{} (round {round})", scenario.name()))?;
+            // Each run as it ends; stdout stays for the JSON or the summary.
+            if cli.json || cli.scenario.len() * cli.rounds as usize > 1 {
+                eprintln!("{}", report.text());
+            } else {
+                println!("{}", report.text());
+            }
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
 
+/// One measured run of `scenario`, with the `--alongside` load around it.
+async fn measure(
+    cli: &Cli,
+    scenario: Scenario,
+    addr: SocketAddr,
+    connections: &[Connection],
+    alongside_connections: &[Connection],
+    server: Option<&ServerProcess>,
+    idle: Option<Memory>,
+) -> anyhow::Result<Report> {
     let options = load::Options {
-        scenario: cli.scenario,
+        scenario,
         concurrency: cli.concurrency as usize,
         users: cli.users as usize,
         page_size: cli.page_size,
+    };
+    // Measured while the server is idle, right before the run it bounds.
+    let argon2_bound = match scenario {
+        Scenario::Login => Some(Argon2Bound::measure().await?),
+        _ => None,
     };
     let started = std::time::Instant::now();
     let prepared = load::prepare(&connections[0], &options).await?;
     let prepare_time = started.elapsed();
     let accounts = prepared.accounts();
+    let alongside = match cli.alongside {
+        None => None,
+        Some(scenario) => {
+            let options = load::Options {
+                scenario,
+                concurrency: cli.alongside_concurrency as usize,
+                ..options
+            };
+            let prepared = load::prepare(&alongside_connections[0], &options).await?;
+            Some((options, prepared))
+        }
+    };
     eprintln!(
         "auth-bench: prepared {accounts} users in {prepare_time:.1?}; {} for {:?} after {:?} of warm-up",
-        cli.scenario.name(),
+        scenario.name(),
         cli.duration,
         cli.warmup
     );
@@ -208,12 +288,28 @@ async fn bench(
     // reset the peak so it reflects the scenario, not the preparation.
     let peak_reset = server.is_some_and(ServerProcess::reset_peak_memory);
 
-    let outcome = load::run(&connections, &options, prepared, cli.warmup, cli.duration).await?;
+    let measured = load::run(connections, &options, prepared, cli.warmup, cli.duration);
+    let (outcome, alongside) = match alongside {
+        None => (measured.await?, None),
+        Some((options, prepared)) => {
+            let background = load::run(
+                alongside_connections,
+                &options,
+                prepared,
+                cli.warmup,
+                cli.duration,
+            );
+            let (outcome, background) = tokio::join!(measured, background);
+            (
+                outcome?,
+                Some((options.scenario, options.concurrency, background?)),
+            )
+        }
+    };
     let after = server.map(ServerProcess::memory).transpose()?;
-    drop(connections);
 
     Ok(Report {
-        scenario: cli.scenario,
+        scenario,
         addr,
         concurrency: cli.concurrency,
         connections: cli.connections,
@@ -222,6 +318,8 @@ async fn bench(
         warmup: cli.warmup,
         prepare_time,
         outcome,
+        alongside,
+        argon2_bound,
         server: server.map(|s| ServerFigures {
             startup: s.startup,
             idle,
@@ -265,6 +363,10 @@ struct Report {
     warmup: Duration,
     prepare_time: Duration,
     outcome: Outcome,
+    /// The `--alongside` load: scenario, concurrency, what it got.
+    alongside: Option<(Scenario, usize, Outcome)>,
+    /// `login` only: what argon2 alone allows on this machine.
+    argon2_bound: Option<Argon2Bound>,
     server: Option<ServerFigures>,
 }
 
@@ -319,6 +421,28 @@ impl Report {
             .map(|(code, n)| format!("{code} {n}"))
             .collect();
         lines.push(format!("codes      {}", codes.join("  ")));
+        if let Some(bound) = &self.argon2_bound {
+            lines.push(format!(
+                "argon2     {} cores ÷ {:.1?} a verify = {:.1} logins/s at most; this run: {:.1} % of it",
+                bound.cores,
+                bound.verify,
+                bound.per_second(),
+                100.0 * o.throughput() / bound.per_second()
+            ));
+        }
+        if let Some((scenario, concurrency, outcome)) = &self.alongside {
+            lines.push(format!(
+                "alongside  {} at concurrency {concurrency}: {:.1} OK calls/s, codes {}",
+                scenario.name(),
+                outcome.throughput(),
+                outcome
+                    .codes
+                    .iter()
+                    .map(|(code, n)| format!("{code} {n}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            ));
+        }
         if let Some(s) = &self.server {
             let kib = |m: Option<&Memory>, f: fn(&Memory) -> u64| {
                 m.map_or_else(
@@ -384,6 +508,21 @@ impl Report {
             "throughput_ok_per_s": o.throughput(),
             "latency_ms": latency,
             "codes": codes,
+            "argon2_bound": self.argon2_bound.as_ref().map(|b| serde_json::json!({
+                "cores": b.cores,
+                "verify_ms": b.verify.as_secs_f64() * 1000.0,
+                "logins_per_s": b.per_second(),
+                "share": o.throughput() / b.per_second(),
+            })),
+            "alongside": self.alongside.as_ref().map(|(scenario, concurrency, outcome)| {
+                serde_json::json!({
+                    "scenario": scenario.name(),
+                    "concurrency": concurrency,
+                    "throughput_ok_per_s": outcome.throughput(),
+                    "calls": outcome.total(),
+                    "ok": outcome.ok(),
+                })
+            }),
             "server": server,
         })
     }
@@ -393,5 +532,141 @@ impl Scenario {
     fn name(self) -> String {
         self.to_possible_value()
             .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+}
+
+/// Medians per scenario over the rounds, and each as a share of `health`.
+struct Summary {
+    /// (scenario, runs, median OK calls/s, median p50 ms, median p99 ms).
+    rows: Vec<(Scenario, usize, f64, f64, f64)>,
+    /// `login` runs: median argon2 bound (logins/s) and median share of it.
+    login_bound: Option<(f64, f64)>,
+}
+
+impl Summary {
+    fn of(reports: &[Report]) -> Self {
+        let mut scenarios: Vec<Scenario> = Vec::new();
+        for report in reports {
+            if !scenarios.contains(&report.scenario) {
+                scenarios.push(report.scenario);
+            }
+        }
+        let rows = scenarios
+            .into_iter()
+            .map(|scenario| {
+                let runs: Vec<&Report> =
+                    reports.iter().filter(|r| r.scenario == scenario).collect();
+                let quantile = |q: f64| {
+                    median(runs.iter().map(|r| {
+                        let h = &r.outcome.latency_us;
+                        if h.is_empty() {
+                            f64::NAN
+                        } else {
+                            ms(h.value_at_quantile(q))
+                        }
+                    }))
+                };
+                (
+                    scenario,
+                    runs.len(),
+                    median(runs.iter().map(|r| r.outcome.throughput())),
+                    quantile(0.50),
+                    quantile(0.99),
+                )
+            })
+            .collect();
+        let bounded: Vec<(f64, f64)> = reports
+            .iter()
+            .filter_map(|r| {
+                let bound = r.argon2_bound.as_ref()?.per_second();
+                Some((bound, r.outcome.throughput() / bound))
+            })
+            .collect();
+        let login_bound = (!bounded.is_empty()).then(|| {
+            (
+                median(bounded.iter().map(|b| b.0)),
+                median(bounded.iter().map(|b| b.1)),
+            )
+        });
+        Self { rows, login_bound }
+    }
+
+    fn health(&self) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.0 == Scenario::Health)
+            .map(|row| row.2)
+    }
+
+    fn text(&self) -> String {
+        let mut lines = vec![format!(
+            "{:<12} {:>5} {:>14} {:>9} {:>9} {:>10}",
+            "median of", "runs", "OK calls/s", "p50 ms", "p99 ms", "÷ health"
+        )];
+        for (scenario, runs, throughput, p50, p99) in &self.rows {
+            let ratio = self.health().map_or_else(
+                || "-".to_owned(),
+                |h| format!("{:.1} %", 100.0 * throughput / h),
+            );
+            lines.push(format!(
+                "{:<12} {runs:>5} {throughput:>14.1} {p50:>9.3} {p99:>9.3} {ratio:>10}",
+                scenario.name()
+            ));
+        }
+        if let Some((bound, share)) = self.login_bound {
+            lines.push(format!(
+                "login: {:.1} % of the argon2 bound (median bound {bound:.1} logins/s)",
+                100.0 * share
+            ));
+        }
+        lines.join("\n")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let health = self.health();
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|(scenario, runs, throughput, p50, p99)| {
+                serde_json::json!({
+                    "scenario": scenario.name(),
+                    "runs": runs,
+                    "throughput_ok_per_s": throughput,
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "ratio_to_health": health.map(|h| throughput / h),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "scenarios": rows,
+            "login_argon2_bound": self.login_bound.map(|(bound, share)| serde_json::json!({
+                "logins_per_s": bound,
+                "share": share,
+            })),
+        })
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert!(median(std::iter::empty()).is_nan());
     }
 }

@@ -14,51 +14,26 @@
 //! - only the public profile is kept (no password hash), at most `capacity`
 //!   of them.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{config::UserCacheSettings, error::Error, pb, persistence::users};
+use super::fresh_cache::FreshCache;
+use crate::{config::CacheSettings, error::Error, pb, persistence::users};
 
 #[derive(Debug, Clone)]
 pub struct ActiveUsers {
     db: DatabaseConnection,
     /// `None` when the cache is off.
-    cache: Option<Arc<Cache>>,
-}
-
-#[derive(Debug)]
-struct Cache {
-    profiles: quick_cache::sync::Cache<i64, Entry>,
-    ttl: Duration,
-    /// Bumped after every write. A read that saw another value before its
-    /// query started may have fetched a row that a concurrent write has
-    /// since replaced, so it does not store what it fetched.
-    generation: AtomicU64,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    fetched_at: Instant,
-    profile: pb::User,
+    cache: Option<Arc<FreshCache<i64, pb::User>>>,
 }
 
 impl ActiveUsers {
-    pub fn new(db: DatabaseConnection, settings: UserCacheSettings) -> Self {
-        let cache = (!settings.ttl.is_zero() && settings.capacity > 0).then(|| {
-            Arc::new(Cache {
-                profiles: quick_cache::sync::Cache::new(settings.capacity),
-                ttl: settings.ttl,
-                generation: AtomicU64::new(0),
-            })
-        });
-        Self { db, cache }
+    pub fn new(db: DatabaseConnection, settings: CacheSettings) -> Self {
+        Self {
+            db,
+            cache: FreshCache::new(settings).map(Arc::new),
+        }
     }
 
     /// The user's profile, if the user still exists and is active
@@ -69,12 +44,12 @@ impl ActiveUsers {
     pub async fn get(&self, user_id: i64) -> Result<pb::User, Error> {
         let profile = match &self.cache {
             None => self.fetch(user_id).await?,
-            Some(cache) => match cache.fresh(user_id) {
+            Some(cache) => match cache.fresh(&user_id) {
                 Some(profile) => profile,
                 None => {
                     let generation = cache.generation();
                     let profile = self.fetch(user_id).await?;
-                    cache.store(user_id, generation, &profile);
+                    cache.store(user_id, generation, profile.clone());
                     profile
                 }
             },
@@ -95,7 +70,7 @@ impl ActiveUsers {
     ) -> Result<T, Error> {
         let result = write.await;
         if let Some(cache) = &self.cache {
-            cache.forget(user_id);
+            cache.forget(&user_id);
         }
         result
     }
@@ -108,40 +83,10 @@ impl ActiveUsers {
     }
 }
 
-impl Cache {
-    fn fresh(&self, user_id: i64) -> Option<pb::User> {
-        self.profiles
-            .get(&user_id)
-            .filter(|entry| entry.fetched_at.elapsed() < self.ttl)
-            .map(|entry| entry.profile)
-    }
-
-    /// Read before a fetch, and handed to [`Cache::store`] after it.
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Keeps `profile` unless a write happened since `generation` was read.
-    fn store(&self, user_id: i64, generation: u64, profile: &pb::User) {
-        if self.generation() == generation {
-            let entry = Entry {
-                fetched_at: Instant::now(),
-                profile: profile.clone(),
-            };
-            self.profiles.insert(user_id, entry);
-        }
-    }
-
-    fn forget(&self, user_id: i64) {
-        // Bumped first: a read storing concurrently either sees the new
-        // generation and skips, or stored before the remove below.
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.profiles.remove(&user_id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     async fn sqlite() -> (DatabaseConnection, i64) {
@@ -163,8 +108,8 @@ mod tests {
         (db, 1)
     }
 
-    fn settings(ttl: Duration) -> UserCacheSettings {
-        UserCacheSettings { ttl, capacity: 16 }
+    fn settings(ttl: Duration) -> CacheSettings {
+        CacheSettings { ttl, capacity: 16 }
     }
 
     async fn set_avatar(db: &DatabaseConnection, id: i64, avatar: &str) -> Result<(), Error> {
@@ -211,29 +156,6 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}"));
         let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
         assert_eq!(avatar.as_deref(), Some("https://example.com/c.png"));
-    }
-
-    #[tokio::test]
-    async fn a_read_that_overlaps_a_write_is_not_stored() {
-        let (db, id) = sqlite().await;
-        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
-        let cache = users.cache.clone().unwrap_or_else(|| panic!("cache on"));
-        // get()'s steps, with a write committing between the fetch and the store.
-        let generation = cache.generation();
-        let old = users.fetch(id).await.unwrap_or_else(|e| panic!("{e:?}"));
-        users
-            .write(id, set_avatar(&db, id, "https://example.com/d.png"))
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        cache.store(id, generation, &old);
-        assert!(cache.fresh(id).is_none(), "the overlapping read was stored");
-        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
-        assert_eq!(avatar.as_deref(), Some("https://example.com/d.png"));
-        // Without a write in between, the read is stored.
-        let generation = cache.generation();
-        let current = users.fetch(id).await.unwrap_or_else(|e| panic!("{e:?}"));
-        cache.store(id, generation, &current);
-        assert!(cache.fresh(id).is_some());
     }
 
     #[tokio::test]

@@ -198,7 +198,7 @@ impl AuthApi {
             .tokens
             .decode(&req.refresh, Some(TokenType::Refresh), now)?;
         record_user(claims.user_id);
-        if token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await? {
+        if self.state.refresh_blacklist.contains(&claims.jti).await? {
             if self.state.policy.rotate_refresh_tokens {
                 self.revoke_after_reuse(&claims).await?;
             }
@@ -275,7 +275,7 @@ impl AuthApi {
         let claims = self.state.tokens.decode(&req.token, None, unix_now())?;
         record_user(claims.user_id);
         if claims.token_type == TokenType::Refresh
-            && token_blacklist::is_blacklisted(&self.state.db, &claims.jti).await?
+            && self.state.refresh_blacklist.contains(&claims.jti).await?
         {
             return Err(TokenError::Blacklisted.into());
         }
@@ -303,7 +303,11 @@ impl AuthApi {
             .then_some(claims.user_id);
         let token_id =
             token_blacklist::outstanding_id(&self.state.db, &claims, owner, db_now()).await?;
-        token_blacklist::blacklist(&self.state.db, token_id, db_now()).await?;
+        let blacklisted = token_blacklist::blacklist(&self.state.db, token_id, db_now());
+        self.state
+            .refresh_blacklist
+            .write(&claims.jti, blacklisted)
+            .await?;
         Ok(pb::LogoutResponse {})
     }
 }

@@ -11,7 +11,9 @@ mod auth_service;
 mod bearer;
 mod call_log;
 mod codec_status;
+mod fresh_cache;
 mod page_token;
+mod refresh_blacklist;
 mod user_service;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub use auth_service::AuthApi;
 pub use bearer::BearerAuth;
 pub use call_log::CallLogLayer;
 pub use page_token::PageTokenCodec;
+pub use refresh_blacklist::RefreshBlacklist;
 pub use user_service::UserApi;
 
 use crate::{
@@ -43,6 +46,8 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// The token's user, if it still exists and is active.
     pub active_users: ActiveUsers,
+    /// Whether a refresh token was logged out (or rotated out).
+    pub refresh_blacklist: RefreshBlacklist,
 }
 
 /// simplejwt's behaviour switches.

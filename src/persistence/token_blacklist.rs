@@ -7,7 +7,10 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
 
-use super::entities::{blacklisted_token, outstanding_token};
+use super::{
+    at_most_one,
+    entities::{blacklisted_token, outstanding_token},
+};
 use crate::{
     error::{Error, unique_violation},
     tokens::{Claims, TokenError},
@@ -44,15 +47,16 @@ async fn insert_outstanding(
 }
 
 pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool, Error> {
-    let found: Option<i64> = blacklisted_token::Entity::find()
+    // `all`, not `one`: see `super::at_most_one`.
+    let found: Vec<i64> = blacklisted_token::Entity::find()
         .select_only()
         .column(blacklisted_token::Column::Id)
         .inner_join(outstanding_token::Entity)
         .filter(outstanding_token::Column::Jti.eq(jti))
         .into_tuple()
-        .one(db)
+        .all(db)
         .await?;
-    Ok(found.is_some())
+    Ok(!found.is_empty())
 }
 
 /// The outstanding row of the refresh token `claims`, created if this
@@ -69,13 +73,15 @@ pub async fn outstanding_id(
     owner: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<i64, Error> {
-    let find = || {
-        outstanding_token::Entity::find()
+    let find = async || {
+        let ids = outstanding_token::Entity::find()
             .select_only()
             .column(outstanding_token::Column::Id)
             .filter(outstanding_token::Column::Jti.eq(claims.jti.as_str()))
             .into_tuple::<i64>()
-            .one(db)
+            .all(db)
+            .await?;
+        at_most_one(ids)
     };
     if let Some(id) = find().await? {
         return Ok(id);

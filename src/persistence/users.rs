@@ -6,7 +6,10 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
 };
 
-use super::entities::user::{self, Entity as Users};
+use super::{
+    at_most_one,
+    entities::user::{self, Entity as Users},
+};
 use crate::{
     domain::{Avatar, Email, Username},
     error::{Error, unique_violation},
@@ -119,7 +122,7 @@ fn already_exists_or(err: DbErr) -> Error {
 }
 
 pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<User>, Error> {
-    Ok(Users::find_by_id(id).one(db).await?)
+    at_most_one(Users::find_by_id(id).all(db).await?)
 }
 
 /// Login lookup: usernames match case-insensitively.

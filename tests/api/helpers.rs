@@ -149,7 +149,7 @@ pub struct TestApp {
     /// The server's own pool, for arranging state the API cannot (deactivating a user).
     pub db: DatabaseConnection,
     /// How long a change made behind the server's back may go unseen.
-    pub user_cache_ttl: std::time::Duration,
+    pub cache_ttl: std::time::Duration,
     url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -195,7 +195,7 @@ impl TestApp {
     async fn start(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings(url);
         configure(&mut settings);
-        let user_cache_ttl = settings.user_cache.ttl;
+        let cache_ttl = settings.cache.ttl;
         let app = Application::build(settings)
             .await
             .unwrap_or_else(|e| panic!("server failed to start: {e:#}"));
@@ -213,7 +213,7 @@ impl TestApp {
             auth: AuthServiceClient::new(channel.clone()),
             users: UserServiceClient::new(channel),
             db,
-            user_cache_ttl,
+            cache_ttl,
             url: url.to_owned(),
             shutdown: Some(shutdown),
             server: Some(server),
@@ -302,6 +302,16 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn verify(&self, token: &str) -> Result<pb::VerifyTokenResponse, Status> {
+        self.auth
+            .clone()
+            .verify_token(pb::VerifyTokenRequest {
+                token: token.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn get_me(&self, access: &str) -> Result<pb::User, Status> {
         self.users
             .clone()
@@ -328,7 +338,7 @@ impl TestApp {
             ))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::sleep(self.user_cache_ttl).await;
+        tokio::time::sleep(self.cache_ttl).await;
     }
 
     pub async fn stored_password_hash(&self, user_id: i64) -> String {
@@ -345,7 +355,7 @@ impl TestApp {
             .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::sleep(self.user_cache_ttl).await;
+        tokio::time::sleep(self.cache_ttl).await;
     }
 }
 

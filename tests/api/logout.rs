@@ -1,4 +1,6 @@
-use auth_service::{pb, persistence::token_blacklist};
+use std::time::Duration;
+
+use auth_service::{config::Settings, pb, persistence::token_blacklist};
 use tonic::Code;
 
 use crate::helpers::{TestApp, expect_code, on_every_backend};
@@ -92,6 +94,79 @@ async fn flushing_deletes_expired_tokens_and_their_blacklist_rows() {
         assert_eq!(deleted, 2);
         let rows = app.count("blacklisted_tokens").await;
         assert_eq!(rows, 0, "blacklist rows go with their tokens");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// Refresh tokens found not blacklisted are cached (`AUTH_CACHE_TTL`): a
+/// Logout on this replica is seen at once even with a long TTL, one on
+/// another replica within the TTL.
+#[tokio::test]
+async fn a_logout_is_seen_at_once_here_and_within_the_cache_ttl_elsewhere() {
+    on_every_backend(async |backend| {
+        let hour = |s: &mut Settings| s.cache.ttl = Duration::from_secs(3600);
+        let app = TestApp::spawn_with(&backend, hour).await;
+        let (_, pair) = app.signed_up("yara").await;
+        // Cached as not blacklisted, by RefreshToken and by VerifyToken.
+        app.refresh(&pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.verify(&pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        logout(&app, &pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let status = expect_code(app.refresh(&pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        expect_code(app.verify(&pair.refresh).await, Code::Unauthenticated);
+        app.stop().await;
+
+        let short = |s: &mut Settings| s.cache.ttl = Duration::from_millis(300);
+        let app = TestApp::spawn_with(&backend, short).await;
+        let replica = TestApp::spawn_on_with(app.database_url(), short).await;
+        let (_, pair) = app.signed_up("zeke").await;
+        replica
+            .refresh(&pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        logout(&app, &pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        tokio::time::sleep(replica.cache_ttl).await;
+        let status = expect_code(replica.refresh(&pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        replica.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+/// With rotation, reuse detection needs every replica to see a rotated-out
+/// token at once, so nothing is cached whatever the TTL.
+#[tokio::test]
+async fn with_rotation_a_rotated_out_token_is_refused_at_once_on_every_replica() {
+    on_every_backend(async |backend| {
+        let rotating = |s: &mut Settings| {
+            s.rotate_refresh_tokens = true;
+            s.cache.ttl = Duration::from_secs(3600);
+        };
+        let app = TestApp::spawn_with(&backend, rotating).await;
+        let replica = TestApp::spawn_on_with(app.database_url(), rotating).await;
+        let (_, pair) = app.signed_up("abe").await;
+        // The replica checks the token (not blacklisted yet)...
+        replica
+            .verify(&pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        // ...then this server rotates it out.
+        app.refresh(&pair.refresh)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        let status = expect_code(replica.refresh(&pair.refresh).await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is blacklisted");
+        replica.stop().await;
         app.stop().await;
     })
     .await;

@@ -143,7 +143,7 @@ async fn update_avatar_sets_clears_and_validates() {
 #[tokio::test]
 async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
     on_every_backend(async |backend| {
-        let hour = |s: &mut Settings| s.user_cache.ttl = Duration::from_secs(3600);
+        let hour = |s: &mut Settings| s.cache.ttl = Duration::from_secs(3600);
         let app = TestApp::spawn_with(&backend, hour).await;
         let (_, pair) = app.signed_up("gil").await;
         app.get_me(&pair.access)
@@ -164,7 +164,7 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
         );
         app.stop().await;
 
-        let short = |s: &mut Settings| s.user_cache.ttl = Duration::from_millis(300);
+        let short = |s: &mut Settings| s.cache.ttl = Duration::from_millis(300);
         let app = TestApp::spawn_with(&backend, short).await;
         let replica = TestApp::spawn_on_with(app.database_url(), short).await;
         let (hal, pair) = app.signed_up("hal").await;
@@ -174,7 +174,7 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
         update_avatar(&replica, &pair.access, url)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
-        tokio::time::sleep(app.user_cache_ttl).await;
+        tokio::time::sleep(app.cache_ttl).await;
         let me = app
             .get_me(&pair.access)
             .await
@@ -199,9 +199,9 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
 #[tokio::test]
 async fn with_the_user_cache_off_deactivation_is_seen_at_once() {
     on_every_backend(async |backend| {
-        let off = |s: &mut Settings| s.user_cache.ttl = Duration::ZERO;
+        let off = |s: &mut Settings| s.cache.ttl = Duration::ZERO;
         let app = TestApp::spawn_with(&backend, off).await;
-        assert!(app.user_cache_ttl.is_zero());
+        assert!(app.cache_ttl.is_zero());
         let (ida, pair) = app.signed_up("ida").await;
         app.get_me(&pair.access)
             .await

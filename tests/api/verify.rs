@@ -3,25 +3,13 @@ use tonic::Code;
 
 use crate::helpers::{TestApp, claims, expect_code, on_every_backend};
 
-async fn verify(app: &TestApp, token: &str) -> Result<pb::VerifyTokenResponse, tonic::Status> {
-    app.auth
-        .clone()
-        .verify_token(pb::VerifyTokenRequest {
-            token: token.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test]
 async fn verify_describes_access_and_refresh_tokens() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (user, pair) = app.signed_up("rupert").await;
         for (token, kind) in [(&pair.access, "access"), (&pair.refresh, "refresh")] {
-            let answer = verify(&app, token)
-                .await
-                .unwrap_or_else(|s| panic!("{s:?}"));
+            let answer = app.verify(token).await.unwrap_or_else(|s| panic!("{s:?}"));
             assert_eq!(answer.token_type, kind);
             assert_eq!(answer.user_id, user.id);
             assert_eq!(
@@ -46,20 +34,20 @@ async fn verify_refuses_blacklisted_garbage_and_orphaned_tokens() {
             })
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
-        let status = expect_code(verify(&app, &pair.refresh).await, Code::Unauthenticated);
+        let status = expect_code(app.verify(&pair.refresh).await, Code::Unauthenticated);
         assert_eq!(status.message(), "Token is blacklisted");
         // Logout does not revoke access tokens (as simplejwt).
-        verify(&app, &pair.access)
+        app.verify(&pair.access)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
 
-        expect_code(verify(&app, "garbage").await, Code::Unauthenticated);
-        expect_code(verify(&app, "").await, Code::Unauthenticated);
+        expect_code(app.verify("garbage").await, Code::Unauthenticated);
+        expect_code(app.verify("").await, Code::Unauthenticated);
 
         let (trent, trent_tokens) = app.signed_up("trent").await;
         app.delete_user(trent.id).await;
         let status = expect_code(
-            verify(&app, &trent_tokens.access).await,
+            app.verify(&trent_tokens.access).await,
             Code::Unauthenticated,
         );
         assert_eq!(status.message(), "User not found");
