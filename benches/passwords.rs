@@ -8,26 +8,18 @@
 
 use std::time::Duration;
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use auth_service::{
     config::Argon2Settings,
     domain::{Password, UserAttributes},
-    passwords::Hasher,
+    passwords::{self, Hasher},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const PASSWORD: &str = "correct horse battery staple";
 
 fn raw_argon2() -> Argon2<'static> {
-    let settings = Argon2Settings::default();
-    let params = Params::new(
-        settings.memory_kib,
-        settings.iterations,
-        settings.parallelism,
-        None,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    passwords::argon2id(&Argon2Settings::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn argon2id(c: &mut Criterion) {

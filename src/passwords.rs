@@ -61,18 +61,26 @@ impl fmt::Debug for Hasher {
     }
 }
 
+/// argon2id (v0x13) with `settings`' cost parameters.
+///
+/// # Errors
+/// Parameters out of argon2's ranges.
+pub fn argon2id(settings: &Argon2Settings) -> anyhow::Result<Argon2<'static>> {
+    let params = Params::new(
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
 impl Hasher {
     /// # Errors
     /// Argon2 parameters out of range.
     pub async fn new(settings: Argon2Settings) -> anyhow::Result<Self> {
-        let params = Params::new(
-            settings.memory_kib,
-            settings.iterations,
-            settings.parallelism,
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let argon2 = argon2id(&settings)?;
         let permits = settings
             .max_concurrent
             .or_else(|| std::thread::available_parallelism().ok())

@@ -50,6 +50,8 @@ pub enum Scenario {
 pub struct Options {
     pub scenario: Scenario,
     pub concurrency: usize,
+    /// Open loop: calls started per second in all; `None`: closed loop.
+    pub rate: Option<f64>,
     pub users: usize,
     pub page_size: i32,
 }
@@ -338,8 +340,18 @@ pub async fn run(
     let prepared = Arc::new(prepared);
     let measure_from = Instant::now() + warmup;
     let until = measure_from + duration;
+    let started = Instant::now();
+    // Open loop: each worker starts a call every `period`, the workers
+    // offset so that together they start `rate` a second. A call that
+    // starts late (its worker still busy) is timed from when it was due,
+    // so the server's queueing cannot hide behind the client's waiting.
+    let period = options
+        .rate
+        .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
     let mut workers = JoinSet::new();
     for id in 0..options.concurrency {
+        let mut due =
+            period.map(|period| started + period.mul_f64(id as f64 / options.concurrency as f64));
         let connection = &connections[id % connections.len()];
         let mut worker = Worker {
             id,
@@ -358,7 +370,18 @@ pub async fn run(
         let mut tally = Tally::new(&empty);
         workers.spawn(async move {
             while Instant::now() < until {
-                let began = Instant::now();
+                let began = match (due.as_mut(), period) {
+                    (Some(due), Some(period)) => {
+                        tokio::time::sleep_until((*due).into()).await;
+                        let began = *due;
+                        *due += period;
+                        began
+                    }
+                    _ => Instant::now(),
+                };
+                if began >= until {
+                    break;
+                }
                 let result = worker.call().await;
                 let ended = Instant::now();
                 if ended < measure_from || ended >= until {
