@@ -47,9 +47,9 @@ impl ActiveUsers {
             Some(cache) => match cache.fresh(&user_id) {
                 Some(profile) => profile,
                 None => {
-                    let generation = cache.generation();
+                    let ticket = cache.ticket();
                     let profile = self.fetch(user_id).await?;
-                    cache.store(user_id, generation, profile.clone());
+                    cache.store(user_id, ticket, profile.clone());
                     profile
                 }
             },

@@ -8,7 +8,7 @@
 
 use std::{
     hash::Hash,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering, fence},
     time::{Duration, Instant},
 };
 
@@ -42,25 +42,49 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
             .map(|(_, value)| value)
     }
 
-    /// Read before querying the database, and handed to [`FreshCache::store`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Taken before querying the database, and handed to [`FreshCache::store`].
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            generation: self.generation.load(Ordering::SeqCst),
+            // The entry ages from the query's start: what it read may be
+            // that old.
+            queried_at: Instant::now(),
+        }
     }
 
-    /// Keeps `value` unless a key was forgotten since `generation` was read.
-    pub fn store(&self, key: K, generation: u64, value: V) {
-        if self.generation() == generation {
-            self.entries.insert(key, (Instant::now(), value));
+    /// Keeps `value` unless a key was forgotten since `ticket` was taken.
+    pub fn store(&self, key: K, ticket: Ticket, value: V) {
+        if self.generation.load(Ordering::SeqCst) == ticket.generation {
+            self.insert_unless_forgotten(key, ticket, value);
+        }
+    }
+
+    /// A forget() that bumps the generation right after the check in
+    /// [`FreshCache::store`] may have removed nothing yet, so the check is
+    /// made again after inserting: either the bump comes before this load
+    /// (we remove our entry) or after it, and then its remove follows our
+    /// insert.
+    fn insert_unless_forgotten(&self, key: K, ticket: Ticket, value: V) {
+        self.entries.insert(key.clone(), (ticket.queried_at, value));
+        fence(Ordering::SeqCst);
+        if self.generation.load(Ordering::SeqCst) != ticket.generation {
+            self.entries.remove(&key);
         }
     }
 
     /// After this replica changed what `key` stands for.
     pub fn forget(&self, key: &K) {
-        // Bumped first: a concurrent store either sees the new generation
-        // and skips, or stored before the remove below.
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         self.entries.remove(key);
     }
+}
+
+/// When a read began, for [`FreshCache::store`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    generation: u64,
+    queried_at: Instant,
 }
 
 #[cfg(test)]
@@ -81,22 +105,43 @@ mod tests {
     #[test]
     fn entries_are_used_for_at_most_the_ttl() {
         let cache = cache(Duration::from_millis(50));
-        cache.store(1, cache.generation(), "a");
+        cache.store(1, cache.ticket(), "a");
         assert_eq!(cache.fresh(&1), Some("a"));
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(cache.fresh(&1), None);
     }
 
     #[test]
+    fn entries_age_from_when_their_query_began() {
+        let cache = cache(Duration::from_millis(50));
+        let ticket = cache.ticket();
+        std::thread::sleep(Duration::from_millis(50)); // a slow query
+        cache.store(1, ticket, "a");
+        assert_eq!(cache.fresh(&1), None);
+    }
+
+    #[test]
     fn a_read_overlapping_a_forget_is_not_stored() {
         let cache = cache(Duration::from_secs(3600));
-        let before = cache.generation();
+        let before = cache.ticket();
         cache.forget(&1); // a write committed while the read was in flight
         cache.store(1, before, "old");
         assert_eq!(cache.fresh(&1), None);
-        cache.store(1, cache.generation(), "new");
+        cache.store(1, cache.ticket(), "new");
         assert_eq!(cache.fresh(&1), Some("new"));
         cache.forget(&1);
         assert_eq!(cache.fresh(&1), None);
+    }
+
+    #[test]
+    fn a_forget_between_the_check_and_the_insert_still_wins() {
+        let cache = cache(Duration::from_secs(3600));
+        let ticket = cache.ticket();
+        // store() has checked the generation (unchanged) when the write's
+        // forget() runs, before the insert.
+        assert_eq!(cache.generation.load(Ordering::SeqCst), ticket.generation);
+        cache.forget(&1);
+        cache.insert_unless_forgotten(1, ticket, "old");
+        assert_eq!(cache.fresh(&1), None, "an old value survived the forget");
     }
 }

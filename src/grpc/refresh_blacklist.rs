@@ -51,10 +51,10 @@ impl RefreshBlacklist {
         if cache.fresh(&jti).is_some() {
             return Ok(false);
         }
-        let generation = cache.generation();
+        let ticket = cache.ticket();
         let listed = token_blacklist::is_blacklisted(&self.db, &jti).await?;
         if !listed {
-            cache.store(jti, generation, ());
+            cache.store(jti, ticket, ());
         }
         Ok(listed)
     }

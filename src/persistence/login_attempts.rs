@@ -12,7 +12,10 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
-use super::entities::login_attempt::{self, Column, Entity as LoginAttempts};
+use super::{
+    at_most_one,
+    entities::login_attempt::{self, Column, Entity as LoginAttempts},
+};
 use crate::error::Error;
 
 /// Counts one more attempt for `key`, starting a new window if the last one
@@ -47,9 +50,7 @@ pub async fn reserve(
         )
         .exec_without_returning(&txn)
         .await?;
-    let counted = LoginAttempts::find_by_id(key.to_owned())
-        .one(&txn)
-        .await?
+    let counted = at_most_one(LoginAttempts::find_by_id(key.to_owned()).all(&txn).await?)?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("login attempt row vanished")))?;
     txn.commit().await?;
     Ok((counted.failures, counted.window_started_at))

@@ -130,10 +130,12 @@ pub async fn find_by_username(
     db: &impl ConnectionTrait,
     username_key: &str,
 ) -> Result<Option<User>, Error> {
-    Ok(Users::find()
-        .filter(user::Column::UsernameKey.eq(username_key))
-        .one(db)
-        .await?)
+    at_most_one(
+        Users::find()
+            .filter(user::Column::UsernameKey.eq(username_key))
+            .all(db)
+            .await?,
+    )
 }
 
 /// Sets or clears the avatar; `None` if the user is gone.
@@ -199,11 +201,11 @@ pub async fn list_after(
 
 /// Whether a user with this id exists (for recording a token's owner).
 pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, Error> {
-    let found: Option<i64> = Users::find_by_id(id)
+    let found: Vec<i64> = Users::find_by_id(id)
         .select_only()
         .column(user::Column::Id)
         .into_tuple()
-        .one(db)
+        .all(db)
         .await?;
-    Ok(found.is_some())
+    Ok(!found.is_empty())
 }
