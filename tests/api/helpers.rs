@@ -375,6 +375,12 @@ pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
 
 /// Asserts `result` failed with `code`, returning the status.
 #[track_caller]
+/// UNAUTHENTICATED because the refresh token was logged out or rotated out.
+pub fn expect_blacklisted<T: fmt::Debug>(result: Result<T, Status>) {
+    let status = expect_code(result, Code::Unauthenticated);
+    assert_eq!(status.message(), "Token is blacklisted");
+}
+
 pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
     match result {
         Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
