@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use auth_service::{
     grpc::BearerAuth,
-    tokens::{TokenCodec, TokenType, unix_now},
+    tokens::{IssuedToken, TokenCodec, TokenType, unix_now},
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tonic::{Request, service::Interceptor};
@@ -23,15 +23,21 @@ fn codec() -> TokenCodec {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn jwt(c: &mut Criterion) {
-    let codec = codec();
-    let now = unix_now();
+/// A refresh token and an access token derived from it, issued `now`.
+fn pair(codec: &TokenCodec, now: i64) -> (IssuedToken, IssuedToken) {
     let refresh = codec
         .issue_refresh(42, now)
         .unwrap_or_else(|e| panic!("{e}"));
     let access = codec
         .access_from_refresh(&refresh.claims, now)
         .unwrap_or_else(|e| panic!("{e}"));
+    (refresh, access)
+}
+
+fn jwt(c: &mut Criterion) {
+    let codec = codec();
+    let now = unix_now();
+    let (refresh, access) = pair(&codec, now);
 
     let mut group = c.benchmark_group("jwt");
     group.bench_function("issue_refresh", |b| {
@@ -51,13 +57,7 @@ fn jwt(c: &mut Criterion) {
 
 fn bearer(c: &mut Criterion) {
     let codec = Arc::new(codec());
-    let now = unix_now();
-    let refresh = codec
-        .issue_refresh(42, now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let access = codec
-        .access_from_refresh(&refresh.claims, now)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, access) = pair(&codec, unix_now());
     let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", access.token)
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));

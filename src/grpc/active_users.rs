@@ -42,17 +42,10 @@ impl ActiveUsers {
     /// # Errors
     /// NOT_FOUND-like `user_not_found`, `user_inactive`, or the database's error.
     pub async fn get(&self, user_id: i64) -> Result<pb::User, Error> {
+        let fetch = self.fetch(user_id);
         let profile = match &self.cache {
-            None => self.fetch(user_id).await?,
-            Some(cache) => match cache.fresh(&user_id) {
-                Some(profile) => profile,
-                None => {
-                    let ticket = cache.ticket();
-                    let profile = self.fetch(user_id).await?;
-                    cache.store(user_id, ticket, profile.clone());
-                    profile
-                }
-            },
+            None => fetch.await?,
+            Some(cache) => cache.read_through(user_id, fetch, |_| true).await?,
         };
         if !profile.is_active {
             return Err(Error::user_inactive());

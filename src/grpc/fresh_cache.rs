@@ -34,8 +34,31 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
         })
     }
 
+    /// The value for `key`: the cached one if stored less than `ttl` ago,
+    /// else `fetch`'s, which is kept if `keep` says so and no write
+    /// overlapped the fetch.
+    ///
+    /// # Errors
+    /// `fetch`'s.
+    pub async fn read_through<E>(
+        &self,
+        key: K,
+        fetch: impl Future<Output = Result<V, E>>,
+        keep: impl FnOnce(&V) -> bool,
+    ) -> Result<V, E> {
+        if let Some(value) = self.fresh(&key) {
+            return Ok(value);
+        }
+        let ticket = self.ticket();
+        let value = fetch.await?;
+        if keep(&value) {
+            self.store(key, ticket, value.clone());
+        }
+        Ok(value)
+    }
+
     /// The value, if stored less than `ttl` ago.
-    pub fn fresh(&self, key: &K) -> Option<V> {
+    fn fresh(&self, key: &K) -> Option<V> {
         self.entries
             .get(key)
             .filter(|(stored_at, _)| stored_at.elapsed() < self.ttl)
@@ -43,7 +66,7 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     }
 
     /// Taken before querying the database, and handed to [`FreshCache::store`].
-    pub fn ticket(&self) -> Ticket {
+    fn ticket(&self) -> Ticket {
         Ticket {
             generation: self.generation.load(Ordering::SeqCst),
             // The entry ages from the query's start: what it read may be
@@ -53,7 +76,7 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     }
 
     /// Keeps `value` unless a key was forgotten since `ticket` was taken.
-    pub fn store(&self, key: K, ticket: Ticket, value: V) {
+    fn store(&self, key: K, ticket: Ticket, value: V) {
         if self.generation.load(Ordering::SeqCst) == ticket.generation {
             self.insert_unless_forgotten(key, ticket, value);
         }
@@ -82,7 +105,7 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
 
 /// When a read began, for [`FreshCache::store`].
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket {
+struct Ticket {
     generation: u64,
     queried_at: Instant,
 }

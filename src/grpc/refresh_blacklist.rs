@@ -25,8 +25,9 @@ use crate::{config::CacheSettings, error::Error, persistence::token_blacklist};
 #[derive(Debug, Clone)]
 pub struct RefreshBlacklist {
     db: DatabaseConnection,
-    /// jti of tokens found not blacklisted; `None` when off.
-    unlisted: Option<Arc<FreshCache<String, ()>>>,
+    /// jti → blacklisted, holding only tokens found not blacklisted;
+    /// `None` when off.
+    unlisted: Option<Arc<FreshCache<String, bool>>>,
 }
 
 impl RefreshBlacklist {
@@ -44,19 +45,16 @@ impl RefreshBlacklist {
     /// # Errors
     /// The database's.
     pub async fn contains(&self, jti: &str) -> Result<bool, Error> {
-        let Some(cache) = &self.unlisted else {
-            return token_blacklist::is_blacklisted(&self.db, jti).await;
-        };
-        let jti = jti.to_owned();
-        if cache.fresh(&jti).is_some() {
-            return Ok(false);
+        let lookup = token_blacklist::is_blacklisted(&self.db, jti);
+        match &self.unlisted {
+            None => lookup.await,
+            Some(cache) => {
+                let unlisted_only = |listed: &bool| !*listed;
+                cache
+                    .read_through(jti.to_owned(), lookup, unlisted_only)
+                    .await
+            }
         }
-        let ticket = cache.ticket();
-        let listed = token_blacklist::is_blacklisted(&self.db, &jti).await?;
-        if !listed {
-            cache.store(jti, ticket, ());
-        }
-        Ok(listed)
     }
 
     /// Runs `write`, which blacklists the token `jti`, then forgets that it

@@ -137,6 +137,14 @@ async fn update_avatar_sets_clears_and_validates() {
     .await;
 }
 
+/// The avatar GetMe answers for the bearer of `access`.
+async fn avatar_seen(app: &TestApp, access: &str) -> Option<String> {
+    app.get_me(access)
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"))
+        .avatar
+}
+
 /// The user cache (`AUTH_USER_CACHE_TTL`): this replica's own writes are
 /// seen at once even with a long TTL; another replica's writes and changes
 /// made in the database within the TTL.
@@ -153,12 +161,8 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
         update_avatar(&app, &pair.access, url)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
-        let me = app
-            .get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
         assert_eq!(
-            me.avatar.as_deref(),
+            avatar_seen(&app, &pair.access).await.as_deref(),
             Some(url),
             "own write not seen at once"
         );
@@ -175,12 +179,8 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         tokio::time::sleep(app.cache_ttl).await;
-        let me = app
-            .get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
         assert_eq!(
-            me.avatar.as_deref(),
+            avatar_seen(&app, &pair.access).await.as_deref(),
             Some(url),
             "other replica's write not seen"
         );
