@@ -11,6 +11,7 @@ use crate::{
     passwords::Hasher,
     persistence::{self, db_now, token_blacklist, users},
     startup::{Application, shutdown_signal},
+    tokens,
 };
 
 /// Runs the command `cli` names (`serve` when none).
@@ -34,13 +35,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::FlushExpiredTokens => {
             let db = persistence::open(&settings).await?;
-            let deleted = token_blacklist::flush_expired(&db, db_now())
+            let expired_before = tokens::expired_before(db_now(), settings.token_leeway);
+            let deleted = token_blacklist::flush_expired(&db, expired_before)
                 .await
                 .map_err(describe)?;
-            let stale = LoginThrottle::new(settings.throttle.clone())
-                .flush_stale(&db)
-                .await
-                .map_err(describe)?;
+            let stale =
+                LoginThrottle::new(settings.throttle.clone(), settings.argon2.queue_timeout)
+                    .flush_stale(&db)
+                    .await
+                    .map_err(describe)?;
             println!(
                 "deleted {deleted} expired outstanding tokens and {stale} stale login counters"
             );

@@ -144,14 +144,27 @@ pub struct ThrottleSettings {
     )]
     pub address_failure_limit: u32,
 
-    /// Trusted metadata header carrying the end user's address (first entry
-    /// of e.g. `x-forwarded-for`); without it, the peer address is used.
+    /// Metadata header the proxies in front of the service append the
+    /// client's address to (e.g. `x-forwarded-for`); without it, the peer
+    /// address is used.
     #[arg(
         long = "client-address-header",
         env = "AUTH_CLIENT_ADDRESS_HEADER",
         global = true
     )]
     pub address_header: Option<String>,
+
+    /// Proxies in front of the service that append to that header: the
+    /// client is the N-th entry from the right, and entries left of it,
+    /// which the client wrote itself, are ignored.
+    #[arg(
+        long = "trusted-proxies",
+        env = "AUTH_TRUSTED_PROXIES",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..),
+        global = true
+    )]
+    pub trusted_proxies: u16,
 }
 
 impl Default for ThrottleSettings {
@@ -161,6 +174,7 @@ impl Default for ThrottleSettings {
             window: Duration::from_secs(15 * 60),
             address_failure_limit: 0,
             address_header: None,
+            trusted_proxies: 1,
         }
     }
 }

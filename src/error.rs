@@ -76,6 +76,15 @@ impl Error {
         }
     }
 
+    /// The password-hashing queue is full, or a call waited its whole
+    /// timeout for a turn.
+    pub fn hash_queue_full() -> Self {
+        Self::Overloaded {
+            message: "Too many password checks in progress; retry shortly",
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
     pub fn user_inactive() -> Self {
         Self::Unauthenticated {
             message: "User is inactive",

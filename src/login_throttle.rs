@@ -1,37 +1,66 @@
 //! Throttling of failed logins (credential stuffing, password guessing).
 //!
-//! Every attempt first reserves a slot in its counters, atomically in the
-//! database; an attempt past the limit is refused before any hashing, with
-//! the time until the window ends as `google.rpc.RetryInfo`. Reserving
-//! before hashing, rather than counting after, is what stops N parallel
-//! attempts from all passing a check that saw the counter at 0. A success
-//! resets the username's counter and gives back its address slot.
+//! Design: checks in flight are kept apart from failures. Each attempt is
+//! admitted in the database before any hashing, atomically, as one more
+//! check in flight, and only while failures plus checks in flight stay under
+//! the limit; when its check ends it becomes a failure, or clears the
+//! username's failures (a success), or is handed back (never checked). So
+//! at most `limit` wrong passwords are ever hashed per key and window, on
+//! any number of replicas, while correct logins arriving together are not
+//! mistaken for failures: an attempt that finds the budget taken by checks
+//! still running waits for them (in line for the hash queue, within its
+//! timeout) instead of being refused. Only `limit` actual failures refuse,
+//! with the time until the window ends as `google.rpc.RetryInfo`.
+//!
+//! Within a replica, at most `limit` attempts per key ask the database at a
+//! time (a local semaphore per key), and an ended check wakes them; others
+//! replicas' checks are noticed by polling.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
 
 use sea_orm::DatabaseConnection;
+use sha2::{Digest, Sha256};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 use crate::{
     config::ThrottleSettings,
     error::Error,
-    persistence::{db_now, login_attempts},
+    persistence::{
+        db_now,
+        login_attempts::{self, Admission, Budget, Outcome},
+    },
 };
+
+/// How long an admitted check may take before its reservation counts as
+/// lost with its process: far beyond any hash queue wait plus a hash.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Polling interval bounds while another replica's checks hold the budget.
+const FIRST_POLL: Duration = Duration::from_millis(10);
+const LAST_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct LoginThrottle {
     settings: ThrottleSettings,
-}
-
-/// The counters one attempt reserved, to settle once its outcome is known.
-#[derive(Debug, Default)]
-pub struct Reservation {
-    username_key: Option<String>,
-    address_key: Option<String>,
+    lease: Duration,
+    gates: Arc<Gates>,
 }
 
 impl LoginThrottle {
-    pub fn new(settings: ThrottleSettings) -> Self {
-        Self { settings }
+    /// `max_wait`: the longest an attempt may wait for its turn (the hash
+    /// queue's timeout), which bounds how long a check can be in flight.
+    pub fn new(settings: ThrottleSettings, max_wait: Duration) -> Self {
+        Self {
+            settings,
+            lease: max_wait.saturating_add(LEASE_MARGIN),
+            gates: Arc::default(),
+        }
     }
 
     /// The trusted header naming the end user's address, if configured and
@@ -42,70 +71,113 @@ impl LoginThrottle {
             .flatten()
     }
 
+    /// Proxies in front of the service that append to the address header.
+    pub fn trusted_proxies(&self) -> usize {
+        usize::from(self.settings.trusted_proxies)
+    }
+
     pub fn address_limit_on(&self) -> bool {
         self.settings.address_failure_limit > 0
     }
 
-    /// Counts this attempt against `username` (and `address` when that
-    /// limit is on), refusing it if a limit is already reached.
+    /// Admits one attempt for `username_key` (and `address` when that limit
+    /// is on), waiting until `deadline` for checks in flight to end if they
+    /// hold the budget.
     ///
     /// # Errors
-    /// `Overloaded` (RESOURCE_EXHAUSTED with a retry delay) past a limit.
+    /// `Overloaded`: the throttle's refusal (a limit of failures reached), or
+    /// the hash queue's once `deadline` passes; and database errors.
     pub async fn admit(
         &self,
         db: &DatabaseConnection,
-        username: &str,
+        username_key: &str,
         address: Option<&str>,
+        deadline: Instant,
     ) -> Result<Reservation, Error> {
-        let mut reservation = Reservation::default();
+        let mut reservation = Reservation {
+            held: Some(Held {
+                db: db.clone(),
+                keys: Vec::new(),
+            }),
+        };
+        let mut keys = Vec::new();
         if self.settings.failure_limit > 0 {
-            let key = format!("user:{username}");
-            self.reserve(db, &key, self.settings.failure_limit).await?;
-            reservation.username_key = Some(key);
+            let key = format!("user:{}", digest(username_key));
+            keys.push((key, self.settings.failure_limit, true));
         }
         if let (true, Some(address)) = (self.address_limit_on(), address) {
-            let key = format!("addr:{address}");
-            self.reserve(db, &key, self.settings.address_failure_limit)
-                .await?;
-            reservation.address_key = Some(key);
+            // A gateway's address must not be reset by one good login, or an
+            // attacker with one valid account could keep resetting it.
+            keys.push((
+                format!("addr:{address}"),
+                self.settings.address_failure_limit,
+                false,
+            ));
+        }
+        // Always username before address: no two attempts wait on each
+        // other's keys in opposite orders.
+        for (key, limit, resets) in keys {
+            let held = self.admit_key(db, key, limit, resets, deadline).await?;
+            if let Some(reservation) = reservation.held.as_mut() {
+                reservation.keys.push(held);
+            }
         }
         Ok(reservation)
     }
 
-    /// The attempt succeeded: it was not a failure after all.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn succeeded(
+    async fn admit_key(
         &self,
         db: &DatabaseConnection,
-        reservation: Reservation,
-    ) -> Result<(), Error> {
-        if let Some(key) = reservation.username_key {
-            login_attempts::forget(db, &key).await?;
+        key: String,
+        limit: u32,
+        resets: bool,
+        deadline: Instant,
+    ) -> Result<HeldKey, Error> {
+        let gate = self.gates.get(&key, limit);
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&gate.turns).acquire_owned())
+            .await
+            .map_err(|_| Error::hash_queue_full())?
+            .map_err(|_| Error::Internal(anyhow::anyhow!("login throttle gate closed")))?;
+        let budget = Budget {
+            limit,
+            window: self.settings.window,
+            lease: self.lease,
+        };
+        let mut pause = FIRST_POLL;
+        let waiting = Arc::clone(&gate);
+        loop {
+            let settled = waiting.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let now = db_now();
+            match login_attempts::admit(db, &key, budget, now).await? {
+                Admission::Admitted => {
+                    return Ok(HeldKey {
+                        key,
+                        resets,
+                        gate,
+                        _turn: permit,
+                    });
+                }
+                Admission::Throttled { window_started_at } => {
+                    let window = chrono::Duration::from_std(self.settings.window)
+                        .unwrap_or(chrono::Duration::MAX);
+                    let retry_after = (window_started_at + window - now)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO);
+                    return Err(Error::Overloaded {
+                        message: "Too many failed login attempts; try again later",
+                        retry_after: retry_after.max(Duration::from_secs(1)),
+                    });
+                }
+                Admission::Busy => {}
+            }
+            tokio::select! {
+                () = &mut settled => {}
+                () = tokio::time::sleep(pause) => pause = (pause * 2).min(LAST_POLL),
+                () = tokio::time::sleep_until(deadline) => return Err(Error::hash_queue_full()),
+            }
         }
-        // A gateway's address must not be reset by one good login, or an
-        // attacker with one valid account could keep resetting it.
-        if let Some(key) = reservation.address_key {
-            login_attempts::release(db, &key).await?;
-        }
-        Ok(())
-    }
-
-    async fn reserve(&self, db: &DatabaseConnection, key: &str, limit: u32) -> Result<(), Error> {
-        let now = db_now();
-        let (attempts, started) =
-            login_attempts::reserve(db, key, now, self.settings.window).await?;
-        if u32::try_from(attempts).unwrap_or(u32::MAX) <= limit {
-            return Ok(());
-        }
-        let window =
-            chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
-        let retry_after = (started + window - now).to_std().unwrap_or(Duration::ZERO);
-        Err(Error::Overloaded {
-            message: "Too many failed login attempts; try again later",
-            retry_after: retry_after.max(Duration::from_secs(1)),
-        })
     }
 
     /// Deletes counters whose window is over.
@@ -113,8 +185,161 @@ impl LoginThrottle {
     /// # Errors
     /// Database errors.
     pub async fn flush_stale(&self, db: &DatabaseConnection) -> Result<u64, Error> {
-        let window =
-            chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
-        login_attempts::flush_stale(db, db_now() - window).await
+        let ago =
+            |d: Duration| db_now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        login_attempts::flush_stale(db, ago(self.settings.window), ago(self.lease)).await
+    }
+}
+
+/// Keys are fixed-length digests of the normalised username: any input,
+/// however long or odd, makes a valid key of the same size.
+fn digest(username_key: &str) -> String {
+    Sha256::digest(username_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The checks in flight one attempt holds, to settle once its outcome is
+/// known. Dropped unsettled (the call was cancelled, or never reached the
+/// password check), it hands them back.
+#[derive(Debug)]
+pub struct Reservation {
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    db: DatabaseConnection,
+    keys: Vec<HeldKey>,
+}
+
+#[derive(Debug)]
+struct HeldKey {
+    key: String,
+    /// A success clears this key's failures (usernames, not addresses).
+    resets: bool,
+    gate: Arc<Gate>,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl Reservation {
+    /// Records how the password check ended. Runs on a task of its own, so
+    /// a caller that goes away now cannot leave the count half-written.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn settle(mut self, password_ok: bool) -> Result<(), Error> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        tokio::spawn(held.settle(Some(password_ok)))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("settling a login attempt: {e}")))?
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let (Some(held), Ok(runtime)) = (self.held.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                if let Err(e) = held.settle(None).await {
+                    tracing::warn!(error = %e, "could not hand back a login attempt's reservation");
+                }
+            });
+        }
+    }
+}
+
+impl Held {
+    /// `None`: the password was never checked.
+    async fn settle(self, password_ok: Option<bool>) -> Result<(), Error> {
+        let mut result = Ok(());
+        for held in self.keys {
+            let outcome = match password_ok {
+                Some(true) => Outcome::Succeeded {
+                    resets: held.resets,
+                },
+                Some(false) => Outcome::Failed,
+                None => Outcome::Withdrawn,
+            };
+            let settled = login_attempts::settle(&self.db, &held.key, outcome).await;
+            result = result.and(settled);
+            let gate = Arc::clone(&held.gate);
+            drop(held); // the turn goes back before the waiters look
+            gate.settled.notify_waiters();
+        }
+        result
+    }
+}
+
+/// Per-key coordination within this replica.
+#[derive(Debug)]
+struct Gate {
+    /// At most `limit` attempts of a key ask the database at once: more
+    /// could not be admitted anyway, and the rest wait here without queries.
+    turns: Arc<Semaphore>,
+    /// Signalled whenever a check of this key ends.
+    settled: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Gates {
+    by_key: Mutex<GateMap>,
+}
+
+#[derive(Debug, Default)]
+struct GateMap {
+    gates: HashMap<String, Weak<Gate>>,
+    /// Dead entries are swept when the map reaches this size.
+    sweep_at: usize,
+}
+
+impl Gates {
+    fn get(&self, key: &str, limit: u32) -> Arc<Gate> {
+        let mut map = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(gate) = map.gates.get(key).and_then(Weak::upgrade) {
+            return gate;
+        }
+        if map.gates.len() >= map.sweep_at {
+            map.gates.retain(|_, gate| gate.strong_count() > 0);
+            map.sweep_at = (map.gates.len() * 2).max(64);
+        }
+        let gate = Arc::new(Gate {
+            turns: Arc::new(Semaphore::new(usize::try_from(limit).unwrap_or(usize::MAX))),
+            settled: Notify::new(),
+        });
+        map.gates.insert(key.to_owned(), Arc::downgrade(&gate));
+        gate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_length_whatever_the_name() {
+        let long = "\u{FDFA}".repeat(150).to_lowercase();
+        for name in ["a", "ab\0cd", long.as_str()] {
+            let key = format!("user:{}", digest(name));
+            assert_eq!(key.len(), 69, "{key}");
+            assert!(key.is_ascii());
+        }
+        assert_ne!(digest("alice"), digest("bob"));
+    }
+
+    #[test]
+    fn gates_are_shared_while_in_use_and_swept_after() {
+        let gates = Gates::default();
+        let a = gates.get("a", 5);
+        assert!(Arc::ptr_eq(&a, &gates.get("a", 5)));
+        drop(a);
+        for i in 0..200 {
+            drop(gates.get(&i.to_string(), 5));
+        }
+        let map = gates.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(map.gates.len() <= 64, "{}", map.gates.len());
     }
 }

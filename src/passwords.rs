@@ -17,9 +17,10 @@
 //! at permits × `memory_kib` plus the rest of the server.
 
 use std::{
+    collections::HashMap,
     fmt,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -29,7 +30,7 @@ use argon2::{
     Algorithm, Argon2, Block, Params, PasswordHash, Version,
     password_hash::phc::{Output, ParamsString, Salt},
 };
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{config::Argon2Settings, domain::Password, error::Error};
 
@@ -47,7 +48,7 @@ struct Inner {
     queue_timeout: Duration,
     /// Verified against when the username is unknown, so that answer takes
     /// as long as a wrong password (no user enumeration by timing).
-    dummy_hash: String,
+    dummy: DummyHash,
     /// Argon2 working memory, one area per permit, reused (see module docs).
     memory: std::sync::Mutex<Vec<Vec<Block>>>,
 }
@@ -86,17 +87,10 @@ impl Hasher {
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, usize::from);
 
-        let hasher = argon2.clone();
-        let dummy_hash = tokio::task::spawn_blocking(move || {
-            let mut memory = vec![Block::new(); hasher.params().block_count()];
-            hash_phc(
-                &hasher,
-                b"dummy password to equalise login timing",
-                &mut memory,
-            )
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?;
+        let cost = Cost::of_params(argon2.params());
+        let dummy_hash = tokio::task::spawn_blocking(move || dummy_phc(cost))
+            .await?
+            .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -106,7 +100,7 @@ impl Hasher {
                 memory: std::sync::Mutex::new(Vec::new()),
                 queue_limit: settings.queue_limit,
                 queue_timeout: settings.queue_timeout,
-                dummy_hash,
+                dummy: DummyHash::new(cost, dummy_hash),
             }),
         })
     }
@@ -163,22 +157,98 @@ impl Hasher {
     /// # Errors
     /// Internal only, if the blocking pool has gone away.
     pub async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, Error> {
-        let password = password.to_owned();
-        let inner = Arc::clone(&self.inner);
-        self.run(move |_, memory| {
+        let permit = self.acquire().await?;
+        self.verify_with(permit, password.to_owned(), stored).await
+    }
+
+    async fn verify_with(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, Error> {
+        let dummy = self.inner.dummy.current();
+        self.run_with(permit, move |_, memory| {
             let known = stored.is_some();
-            let stored = stored.unwrap_or_else(|| inner.dummy_hash.clone());
+            let stored = stored.unwrap_or_else(|| dummy.clone());
             match verify_phc(password.as_bytes(), &stored, memory) {
                 Some(matches) => known && matches,
                 // A hash we cannot read (another hasher, a disabled account):
                 // spend the same time anyway, then refuse.
                 None => {
-                    let _ = verify_phc(password.as_bytes(), &inner.dummy_hash, memory);
+                    let _ = verify_phc(password.as_bytes(), &dummy, memory);
                     false
                 }
             }
         })
         .await
+    }
+
+    /// A place in line for one password check, taken before anything else a
+    /// login does: refused at once when the queue is full, so a flood costs
+    /// no database work, and held while the login waits for its throttle
+    /// turn, so those waits count against the same queue limit and timeout.
+    ///
+    /// # Errors
+    /// Overloaded when the queue is full.
+    pub fn line_up(&self) -> Result<PlaceInLine, Error> {
+        let inner = &self.inner;
+        let queued = inner
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.queue_limit).then_some(n + 1)
+            });
+        if queued.is_err() {
+            return Err(Error::hash_queue_full());
+        }
+        Ok(PlaceInLine {
+            hasher: self.clone(),
+            deadline: Instant::now() + inner.queue_timeout,
+        })
+    }
+
+    /// Points the dummy hash at the cost most stored hashes have, from a
+    /// sample of them, each standing for `weight` users: right after the
+    /// parameters are raised, most users still have the old, cheaper hashes
+    /// until they log in, and an unknown name must cost what they cost.
+    ///
+    /// # Errors
+    /// The dummy hash could not be made.
+    pub async fn calibrate_dummy(&self, sample: &[String], weight: f64) -> anyhow::Result<()> {
+        for stored in sample {
+            if let Some(cost) = Cost::of_phc(stored) {
+                self.inner.dummy.count(cost, weight);
+            }
+        }
+        self.refresh_dummy().await
+    }
+
+    /// A stored hash was written (`old` replaced, or a new user): keeps the
+    /// dummy hash's cost following the stored ones.
+    pub fn stored_hash_changed(&self, old: Option<&str>, new: &str) {
+        if let Some(cost) = old.and_then(Cost::of_phc) {
+            self.inner.dummy.count(cost, -1.0);
+        }
+        if let Some(cost) = Cost::of_phc(new) {
+            self.inner.dummy.count(cost, 1.0);
+        }
+        if self.inner.dummy.needs_refresh() {
+            let hasher = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hasher.refresh_dummy().await {
+                    tracing::warn!(error = %e, "could not remake the dummy password hash");
+                }
+            });
+        }
+    }
+
+    async fn refresh_dummy(&self) -> anyhow::Result<()> {
+        let Some(cost) = self.inner.dummy.wanted() else {
+            return Ok(());
+        };
+        let phc = tokio::task::spawn_blocking(move || dummy_phc(cost)).await??;
+        self.inner.dummy.set(cost, phc);
+        Ok(())
     }
 
     /// Runs `work` on the blocking pool once a permit is free. The permit
@@ -189,6 +259,14 @@ impl Hasher {
         work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let permit = self.acquire().await?;
+        self.run_with(permit, work).await
+    }
+
+    async fn run_with<T: Send + 'static>(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -211,31 +289,143 @@ impl Hasher {
     }
 
     async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        let inner = &self.inner;
-        if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
+        if let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
             return Ok(permit);
         }
-        let overloaded = Error::Overloaded {
-            message: "Too many password checks in progress; retry shortly",
-            retry_after: Duration::from_secs(1),
-        };
-        // Count ourselves in the queue, or leave at once if it is full.
-        let queued = inner
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < inner.queue_limit).then_some(n + 1)
-            });
-        if queued.is_err() {
-            return Err(overloaded);
-        }
-        let _leave_queue = LeaveQueue(&inner.waiting);
-        let permit = Arc::clone(&inner.permits).acquire_owned();
-        match tokio::time::timeout(inner.queue_timeout, permit).await {
+        self.line_up()?.permit().await
+    }
+}
+
+/// A call's place in the hashing queue ([`Hasher::line_up`]); it leaves the
+/// queue when it gets its turn to hash or is dropped.
+#[derive(Debug)]
+pub struct PlaceInLine {
+    hasher: Hasher,
+    deadline: Instant,
+}
+
+impl PlaceInLine {
+    /// Past this, the call is shed with the queue's RESOURCE_EXHAUSTED.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// As [`Hasher::verify`], once a hashing permit is free.
+    ///
+    /// # Errors
+    /// Overloaded past the deadline; otherwise internal only.
+    pub async fn verify(self, password: &str, stored: Option<String>) -> Result<bool, Error> {
+        let hasher = self.hasher.clone();
+        let permit = self.permit().await?;
+        hasher
+            .verify_with(permit, password.to_owned(), stored)
+            .await
+    }
+
+    async fn permit(self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        let permit = Arc::clone(&self.hasher.inner.permits).acquire_owned();
+        match tokio::time::timeout_at(self.deadline, permit).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Error::Internal(anyhow::anyhow!("password hasher closed"))),
-            Err(_) => Err(overloaded),
+            Err(_) => Err(Error::hash_queue_full()),
         }
     }
+}
+
+impl Drop for PlaceInLine {
+    fn drop(&mut self) {
+        self.hasher.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What checking a password against a stored argon2 hash costs: its
+/// memory, iterations and lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Cost {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+}
+
+impl Cost {
+    fn of_params(params: &Params) -> Self {
+        Self {
+            memory_kib: params.m_cost(),
+            iterations: params.t_cost(),
+            parallelism: params.p_cost(),
+        }
+    }
+
+    /// `None` for anything but an argon2 PHC string.
+    fn of_phc(stored: &str) -> Option<Self> {
+        let parsed = PasswordHash::new(stored).ok()?;
+        Algorithm::new(parsed.algorithm.as_str()).ok()?;
+        Params::try_from(&parsed).ok().map(|p| Self::of_params(&p))
+    }
+}
+
+/// The hash verified for unknown usernames, at the cost most stored hashes
+/// have (by a census: a start-up sample, then this replica's writes).
+struct DummyHash {
+    census: Mutex<HashMap<Cost, f64>>,
+    current: RwLock<(Cost, Arc<str>)>,
+}
+
+impl DummyHash {
+    fn new(cost: Cost, phc: String) -> Self {
+        Self {
+            census: Mutex::default(),
+            current: RwLock::new((cost, phc.into())),
+        }
+    }
+
+    fn current(&self) -> String {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.1.to_string()
+    }
+
+    fn count(&self, cost: Cost, weight: f64) {
+        let mut census = self.census.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = census.entry(cost).or_insert(0.0);
+        *entry = (*entry + weight).max(0.0);
+    }
+
+    /// The most common cost, if it is not the current one.
+    fn wanted(&self) -> Option<Cost> {
+        let census = self.census.lock().unwrap_or_else(PoisonError::into_inner);
+        let (current, _) = *self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let most = census
+            .iter()
+            .filter(|(_, weight)| **weight > 0.0)
+            .max_by(|(a_cost, a), (b_cost, b)| {
+                a.total_cmp(b)
+                    .then_with(|| (**a_cost == current).cmp(&(**b_cost == current)))
+            })
+            .map(|(cost, _)| *cost)?;
+        (most != current).then_some(most)
+    }
+
+    fn needs_refresh(&self) -> bool {
+        self.wanted().is_some()
+    }
+
+    fn set(&self, cost: Cost, phc: String) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = (cost, phc.into());
+    }
+}
+
+/// A hash of a fixed dummy password at `cost`.
+fn dummy_phc(cost: Cost) -> anyhow::Result<String> {
+    let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+        .map_err(|e| anyhow::anyhow!("argon2 parameters of a stored hash: {e}"))?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut memory = vec![Block::new(); argon2.params().block_count()];
+    hash_phc(
+        &argon2,
+        b"dummy password to equalise login timing",
+        &mut memory,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Hashes `password` with a fresh random salt into a PHC string, in `memory`
@@ -289,16 +479,6 @@ fn verify_phc(password: &[u8], stored: &str, memory: &mut Vec<Block>) -> Option<
         .zip(expected.as_bytes())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     Some(difference == 0)
-}
-
-/// Takes a caller out of the queue count however its wait ends (permit,
-/// timeout, or the call being dropped).
-struct LeaveQueue<'a>(&'a AtomicUsize);
-
-impl Drop for LeaveQueue<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ impl Application {
             settings.refresh_token_lifetime,
         )?
         .with_leeway(settings.token_leeway);
+        let hasher = dummy_hash_calibrated(Hasher::new(settings.argon2).await?, &db).await?;
         let state = AppState {
             active_users: ActiveUsers::new(db.clone(), settings.cache),
             refresh_blacklist: RefreshBlacklist::new(
@@ -77,15 +78,21 @@ impl Application {
             ),
             db,
             tokens: Arc::new(tokens),
-            hasher: Hasher::new(settings.argon2).await?,
+            hasher,
             page_tokens: PageTokenCodec::new(&secret)?,
-            throttle: LoginThrottle::new(settings.throttle.clone()),
+            throttle: LoginThrottle::new(settings.throttle.clone(), settings.argon2.queue_timeout),
             policy: TokenPolicy {
                 rotate_refresh_tokens: settings.rotate_refresh_tokens,
                 blacklist_after_rotation: settings.blacklist_after_rotation,
                 update_last_login: settings.update_last_login,
             },
         };
+        if state.policy.rotate_refresh_tokens && !state.policy.detects_reuse() {
+            tracing::warn!(
+                "AUTH_ROTATE_REFRESH_TOKENS=true with AUTH_BLACKLIST_AFTER_ROTATION=false: \
+                 rotated-out refresh tokens stay valid, so refresh-token reuse detection is off"
+            );
+        }
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
@@ -179,6 +186,17 @@ impl Application {
         self.state.db.close().await?;
         Ok(())
     }
+}
+
+/// `hasher`, its dummy hash (verified for unknown usernames) made at the
+/// cost most stored hashes have.
+async fn dummy_hash_calibrated(hasher: Hasher, db: &DatabaseConnection) -> anyhow::Result<Hasher> {
+    const SAMPLE: u32 = 256;
+    let (sample, weight) = persistence::users::sample_password_hashes(db, SAMPLE)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot sample stored password hashes: {e}"))?;
+    hasher.calibrate_dummy(&sample, weight).await?;
+    Ok(hasher)
 }
 
 /// Every service this server reports on: the whole server ("") and each API.

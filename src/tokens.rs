@@ -111,6 +111,21 @@ struct IncomingClaims {
     user_id: Option<serde_json::Value>,
 }
 
+/// The longest `jti` accepted: the blacklist's column (simplejwt's is 255,
+/// but writes a 32-digit uuid4 hex).
+const MAX_JTI_CHARS: usize = 64;
+
+/// `now` less the leeway: a token is refused only once its `exp` is before
+/// this, so whatever deletes or skips expired tokens (flushing the
+/// blacklist, revoking a family) must use it too, or a blacklisted token
+/// could come back to life inside the leeway.
+pub fn expired_before(now: chrono::NaiveDateTime, leeway: Duration) -> chrono::NaiveDateTime {
+    chrono::TimeDelta::from_std(leeway)
+        .ok()
+        .and_then(|leeway| now.checked_sub_signed(leeway))
+        .unwrap_or(chrono::NaiveDateTime::MIN)
+}
+
 /// Signs and verifies tokens. Keys are derived once, at start-up.
 pub struct TokenCodec {
     encoding: EncodingKey,
@@ -171,6 +186,12 @@ impl TokenCodec {
         self.validation.leeway = leeway.as_secs();
         self.leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
         self
+    }
+
+    /// The moment before which a token whose `exp` falls counts as expired
+    /// now (see [`expired_before`]).
+    pub fn expired_before(&self, now: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        expired_before(now, Duration::from_secs(self.validation.leeway))
     }
 
     /// A refresh token for `user_id`, as `RefreshToken.for_user`.
@@ -259,7 +280,16 @@ impl TokenCodec {
         }
         let jti = match raw.jti {
             None => return Err(TokenError::NoId),
-            Some(serde_json::Value::String(jti)) if !jti.is_empty() => jti,
+            // Stored in a 64-character column: a token signed elsewhere (a
+            // Django service sharing the key) with a longer or NUL-bearing
+            // jti could never be recorded, so it is not a valid token here.
+            Some(serde_json::Value::String(jti))
+                if !jti.is_empty()
+                    && jti.chars().count() <= MAX_JTI_CHARS
+                    && !jti.chars().any(char::is_control) =>
+            {
+                jti
+            }
             Some(_) => return Err(TokenError::Invalid),
         };
         let token_type = match raw.token_type {
@@ -431,6 +461,15 @@ mod tests {
         let codec = codec();
         let check = |token: String| codec.decode(&token, Some(TokenType::Access), now);
         assert_eq!(check(without("jti")), Err(TokenError::NoId));
+        let too_long = "j".repeat(65);
+        for jti in ["a\u{0}b", too_long.as_str()] {
+            assert_eq!(
+                check(with("jti", json!(jti))),
+                Err(TokenError::Invalid),
+                "{jti:?}"
+            );
+        }
+        assert!(check(with("jti", json!("j".repeat(64)))).is_ok());
         assert_eq!(check(without("token_type")), Err(TokenError::NoType));
         assert_eq!(check(without("user_id")), Err(TokenError::NoUserId));
         assert_eq!(check(without("exp")), Err(TokenError::Invalid));

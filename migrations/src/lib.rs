@@ -13,6 +13,8 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_create_users;
 mod m20261129_000002_create_token_blacklist;
 mod m20261129_000003_create_login_attempts;
+mod m20261206_000004_blacklist_reason;
+mod m20261206_000005_login_attempts_in_flight;
 
 pub struct Migrator;
 
@@ -22,6 +24,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_create_users::Migration),
             Box::new(m20261129_000002_create_token_blacklist::Migration),
             Box::new(m20261129_000003_create_login_attempts::Migration),
+            Box::new(m20261206_000004_blacklist_reason::Migration),
+            Box::new(m20261206_000005_login_attempts_in_flight::Migration),
         ]
     }
 }

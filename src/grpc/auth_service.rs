@@ -1,7 +1,6 @@
 //! `auth.v1.AuthService`: the public calls (register, login, refresh,
 //! verify, logout).
 
-use sea_orm::TransactionTrait;
 use tonic::{Request, Response, Status};
 use unicode_normalization::UnicodeNormalization;
 
@@ -13,7 +12,8 @@ use crate::{
     error::Error,
     pb::{self, auth_service_server::AuthService},
     persistence::{
-        db_now, token_blacklist,
+        db_now,
+        token_blacklist::{self, BlacklistReason},
         users::{self, NewUser},
     },
     tokens::{Claims, TokenError, TokenType, unix_now},
@@ -61,6 +61,7 @@ impl AuthApi {
             return Err(Error::AlreadyExists { field });
         }
         let password_hash = self.state.hasher.hash(&password).await?;
+        let cost_of_new = password_hash.clone();
         let new = NewUser {
             email,
             username,
@@ -70,6 +71,7 @@ impl AuthApi {
             is_superuser: false,
         };
         let user = users::insert(&self.state.db, new, db_now()).await?;
+        self.state.hasher.stored_hash_changed(None, &cost_of_new);
         record_user(user.id);
         Ok(user.into())
     }
@@ -100,37 +102,46 @@ impl AuthApi {
             ]));
         }
 
-        // A name that is not a valid username belongs to nobody, but still
-        // goes through a (dummy) hash verification below: no timing hint.
-        let key = Username::parse(&req.username).map_or_else(
-            |_| {
+        // A name that is not a valid username (NUL, too long once
+        // normalised, …) belongs to nobody: no lookup, but still a (dummy)
+        // hash verification below, so no timing hint.
+        let username = Username::parse(&req.username).ok();
+        let key = username.as_ref().map_or_else(
+            || {
                 req.username
                     .trim()
                     .nfkc()
                     .collect::<String>()
                     .to_lowercase()
             },
-            |u| u.key(),
+            Username::key,
         );
+        // In line for the hash first: a flood the queue sheds costs nothing more.
+        let place = self.state.hasher.line_up()?;
         // Counted before any hashing; unknown names too, or the throttle
         // itself would tell which names exist.
         let reservation = self
             .state
             .throttle
-            .admit(&self.state.db, &key, client_address.as_deref())
+            .admit(
+                &self.state.db,
+                &key,
+                client_address.as_deref(),
+                place.deadline(),
+            )
             .await?;
-        let user = users::find_by_username(&self.state.db, &key).await?;
-        let stored_hash = user.as_ref().map(|u| u.password.clone());
-        let password_ok = self.state.hasher.verify(&req.password, stored_hash).await?;
-        // Inactive users pay for the hash too, and get the same answer.
-        let user = match user {
-            Some(user) if password_ok && user.is_active => user,
-            _ => return Err(Error::InvalidCredentials),
+        let user = match username {
+            Some(_) => users::find_by_username(&self.state.db, &key).await?,
+            None => None,
         };
-        self.state
-            .throttle
-            .succeeded(&self.state.db, reservation)
-            .await?;
+        let stored_hash = user.as_ref().map(|u| u.password.clone());
+        let password_ok = place.verify(&req.password, stored_hash).await?;
+        // Inactive users pay for the hash too, and get the same answer.
+        let active = user.filter(|user| password_ok && user.is_active);
+        reservation.settle(active.is_some()).await?;
+        let Some(user) = active else {
+            return Err(Error::InvalidCredentials);
+        };
         record_user(user.id);
         self.upgrade_hash(&user, &req.password).await?;
 
@@ -140,7 +151,7 @@ impl AuthApi {
         }
         let now = unix_now();
         let refresh = self.state.tokens.issue_refresh(user.id, now)?;
-        token_blacklist::record_outstanding(&self.state.db, &refresh.claims, db_now()).await?;
+        token_blacklist::record_issued(&self.state.db, &refresh.claims, None, db_now()).await?;
         let access = self
             .state
             .tokens
@@ -152,21 +163,30 @@ impl AuthApi {
     }
 
     /// The end user's address, when the per-address login limit is on: the
-    /// first entry of the trusted header if configured and present, else
-    /// the peer's IP.
+    /// N-th entry from the right of the trusted header, N being the proxies
+    /// in front of the service (each appends the address it saw; entries
+    /// further left were written by the client). With fewer entries the
+    /// call did not come through the proxies: the peer address counts.
     fn client_address<T>(&self, request: &Request<T>) -> Option<String> {
         if !self.state.throttle.address_limit_on() {
             return None;
         }
-        let forwarded = self
-            .state
-            .throttle
-            .address_header()
-            .and_then(|header| request.metadata().get(header))
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            // Only a real IP address becomes a counter key: bounded, canonical.
-            .and_then(|address| address.trim().parse::<std::net::IpAddr>().ok());
+        let forwarded = self.state.throttle.address_header().and_then(|header| {
+            let entries: Vec<&str> = request
+                .metadata()
+                .get_all(header)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .collect();
+            let from_right = self.state.throttle.trusted_proxies();
+            entries
+                .len()
+                .checked_sub(from_right)
+                .and_then(|index| entries.get(index))
+                // Only a real IP address becomes a counter key: bounded, canonical.
+                .and_then(|address| address.trim().parse::<std::net::IpAddr>().ok())
+        });
         forwarded
             .or_else(|| request.remote_addr().map(|peer| peer.ip()))
             .map(|ip| ip.to_string())
@@ -178,8 +198,11 @@ impl AuthApi {
     async fn upgrade_hash(&self, user: &users::User, password: &str) -> Result<(), Error> {
         match self.state.hasher.upgrade(password, &user.password).await {
             Ok(Some(new_hash)) => {
-                let stored = users::set_password_hash(&self.state.db, user.id, new_hash);
+                let stored = users::set_password_hash(&self.state.db, user.id, new_hash.clone());
                 self.state.active_users.write(user.id, stored).await?;
+                self.state
+                    .hasher
+                    .stored_hash_changed(Some(&user.password), &new_hash);
                 tracing::info!(
                     user_id = user.id,
                     "password hash upgraded to the current parameters"
@@ -193,14 +216,15 @@ impl AuthApi {
 
     async fn refresh_token(&self, req: pb::RefreshTokenRequest) -> Result<pb::TokenPair, Error> {
         let now = unix_now();
-        let claims = self
-            .state
-            .tokens
-            .decode(&req.refresh, Some(TokenType::Refresh), now)?;
+        let claims = self.state.tokens.decode(
+            required("refresh", &req.refresh)?,
+            Some(TokenType::Refresh),
+            now,
+        )?;
         record_user(claims.user_id);
         if self.state.refresh_blacklist.contains(&claims.jti).await? {
-            if self.state.policy.rotate_refresh_tokens {
-                self.revoke_after_reuse(&claims).await?;
+            if self.state.policy.detects_reuse() {
+                self.revoke_if_reused(&claims).await?;
             }
             return Err(TokenError::Blacklisted.into());
         }
@@ -231,24 +255,34 @@ impl AuthApi {
     /// Refresh-token reuse detection (OAuth 2.0 Security BCP, beyond
     /// simplejwt): with rotation, a refresh token is used once; seeing a
     /// rotated-out one again means two parties hold the token family, so
-    /// every refresh token of the user is revoked. (Losing a race against a
-    /// concurrent rotation of the same token does not land here: that call
-    /// fails on the blacklist's unique index, not on this check.)
-    async fn revoke_after_reuse(&self, claims: &Claims) -> Result<(), Error> {
-        let revoked =
-            token_blacklist::blacklist_all_of_user(&self.state.db, claims.user_id, db_now())
-                .await?;
+    /// every refresh token of the user is revoked. A token ended by Logout
+    /// is only refused: a stale retry must not log out every device.
+    /// (Losing a race against a concurrent rotation of the same token does
+    /// not land here: that call fails on the blacklist's unique index.)
+    async fn revoke_if_reused(&self, claims: &Claims) -> Result<(), Error> {
+        let reason = token_blacklist::blacklist_reason(&self.state.db, &claims.jti).await?;
+        if reason != Some(BlacklistReason::RotatedOut) {
+            return Ok(());
+        }
+        let now = db_now();
+        let revoked = token_blacklist::revoke_all_of_user(
+            &self.state.db,
+            claims.user_id,
+            self.state.tokens.expired_before(now),
+            now,
+        )
+        .await?;
         tracing::warn!(
             security_event = "refresh_token_reuse",
             user_id = claims.user_id,
             revoked,
-            "a blacklisted refresh token was presented again; revoked every refresh token of the user"
+            "a rotated-out refresh token was presented again; revoked every refresh token of the user"
         );
         Ok(())
     }
 
-    /// Issues the successor of `old`, blacklisting `old` first when
-    /// configured, in one transaction: either both happen or neither.
+    /// Issues the successor of `old`, blacklisting `old` when configured,
+    /// in one transaction: either both happen or neither.
     async fn rotate(&self, old: &Claims, now: i64) -> Result<String, Error> {
         let old_id = if self.state.policy.blacklist_after_rotation {
             Some(
@@ -258,13 +292,8 @@ impl AuthApi {
         } else {
             None
         };
-        let txn = self.state.db.begin().await?;
-        if let Some(old_id) = old_id {
-            token_blacklist::blacklist(&txn, old_id, db_now()).await?;
-        }
         let new = self.state.tokens.issue_refresh(old.user_id, now)?;
-        token_blacklist::record_outstanding(&txn, &new.claims, db_now()).await?;
-        txn.commit().await?;
+        token_blacklist::record_issued(&self.state.db, &new.claims, old_id, db_now()).await?;
         Ok(new.token)
     }
 
@@ -272,7 +301,10 @@ impl AuthApi {
         &self,
         req: pb::VerifyTokenRequest,
     ) -> Result<pb::VerifyTokenResponse, Error> {
-        let claims = self.state.tokens.decode(&req.token, None, unix_now())?;
+        let claims = self
+            .state
+            .tokens
+            .decode(required("token", &req.token)?, None, unix_now())?;
         record_user(claims.user_id);
         if claims.token_type == TokenType::Refresh
             && self.state.refresh_blacklist.contains(&claims.jti).await?
@@ -291,10 +323,11 @@ impl AuthApi {
     }
 
     async fn logout(&self, req: pb::LogoutRequest) -> Result<pb::LogoutResponse, Error> {
-        let claims =
-            self.state
-                .tokens
-                .decode(&req.refresh, Some(TokenType::Refresh), unix_now())?;
+        let claims = self.state.tokens.decode(
+            required("refresh", &req.refresh)?,
+            Some(TokenType::Refresh),
+            unix_now(),
+        )?;
         record_user(claims.user_id);
         // The owner is recorded only if it still exists (the column is a
         // foreign key); a deleted user's token can still be blacklisted.
@@ -303,13 +336,27 @@ impl AuthApi {
             .then_some(claims.user_id);
         let token_id =
             token_blacklist::outstanding_id(&self.state.db, &claims, owner, db_now()).await?;
-        let blacklisted = token_blacklist::blacklist(&self.state.db, token_id, db_now());
+        let blacklisted = token_blacklist::blacklist(
+            &self.state.db,
+            token_id,
+            BlacklistReason::LoggedOut,
+            db_now(),
+        );
         self.state
             .refresh_blacklist
             .write(&claims.jti, blacklisted)
             .await?;
         Ok(pb::LogoutResponse {})
     }
+}
+
+/// `value`, unless it is blank: as DRF's `CharField`, a missing token is a
+/// bad request naming the field, not a bad token.
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "This field may not be blank."));
+    }
+    Ok(value)
 }
 
 #[tonic::async_trait]

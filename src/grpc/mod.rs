@@ -58,6 +58,14 @@ pub struct TokenPolicy {
     pub update_last_login: bool,
 }
 
+impl TokenPolicy {
+    /// Reuse detection needs rotated-out tokens on the blacklist: without
+    /// blacklisting after rotation they stay valid and nothing is "reused".
+    pub fn detects_reuse(&self) -> bool {
+        self.rotate_refresh_tokens && self.blacklist_after_rotation
+    }
+}
+
 /// Collects the field violations of several parse results, so one answer
 /// lists every bad field (and every broken rule of a field).
 fn violations<const N: usize>(results: [(&str, Vec<String>); N]) -> Error {

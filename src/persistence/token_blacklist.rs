@@ -1,28 +1,96 @@
 //! simplejwt's token_blacklist app: outstanding refresh tokens and the
 //! blacklist, in the database so every replica sees them and a restart keeps
 //! them.
+//!
+//! Issuing a refresh token and revoking all of a user's tokens serialise per
+//! user: both run in a transaction that first locks the user's row
+//! ([`lock_user_tokens`]). Without that, on PostgreSQL's READ COMMITTED a
+//! revocation whose snapshot predates a concurrent rotation's commit would
+//! miss the token that rotation minted, and a thief rotating a stolen token
+//! in a loop would keep a live one after reuse was detected.
 
 use chrono::{DateTime, NaiveDateTime};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use super::{
     at_most_one,
-    entities::{blacklisted_token, outstanding_token},
+    entities::{blacklisted_token, outstanding_token, user},
 };
 use crate::{
     error::{Error, unique_violation},
     tokens::{Claims, TokenError},
 };
 
-/// Records a refresh token we issued (simplejwt's `OutstandingToken`).
-pub async fn record_outstanding(
-    db: &impl ConnectionTrait,
-    claims: &Claims,
+/// Why a refresh token is on the blacklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlacklistReason {
+    /// Replaced by its successor (rotation): seeing it again means reuse.
+    RotatedOut,
+    /// Ended by Logout (or by a writer that does not say why).
+    LoggedOut,
+    /// Revoked with the rest of its family after reuse was detected.
+    Revoked,
+}
+
+impl BlacklistReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RotatedOut => "rotated",
+            Self::LoggedOut => "logout",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn from_column(value: &str) -> Self {
+        match value {
+            "rotated" => Self::RotatedOut,
+            "revoked" => Self::Revoked,
+            _ => Self::LoggedOut,
+        }
+    }
+}
+
+/// Takes the per-user lock that issuing and revoking refresh tokens share:
+/// the user's row, `FOR UPDATE`. SQLite has one writer at a time, and these
+/// transactions begin with a write, so there the write lock already does it.
+async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(), Error> {
+    if db.get_database_backend() == DatabaseBackend::Sqlite {
+        return Ok(());
+    }
+    user::Entity::find_by_id(user_id)
+        .select_only()
+        .column(user::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<i64>()
+        .all(db)
+        .await?;
+    Ok(())
+}
+
+/// Records `issued`, a refresh token we just made (simplejwt's
+/// `OutstandingToken`), blacklisting `rotated_out` (the outstanding row of
+/// the token it replaces) in the same transaction: both happen or neither.
+///
+/// # Errors
+/// `rotated_out` was blacklisted already, even by a concurrent call or a
+/// revocation: [`TokenError::Blacklisted`].
+pub async fn record_issued(
+    db: &DatabaseConnection,
+    issued: &Claims,
+    rotated_out: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<(), Error> {
-    insert_outstanding(db, claims, Some(claims.user_id), now).await
+    let txn = db.begin().await?;
+    lock_user_tokens(&txn, issued.user_id).await?;
+    if let Some(old) = rotated_out {
+        blacklist(&txn, old, BlacklistReason::RotatedOut, now).await?;
+    }
+    insert_outstanding(&txn, issued, Some(issued.user_id), now).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Inserts the outstanding row unless one with this jti exists.
@@ -57,6 +125,22 @@ pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool
         .all(db)
         .await?;
     Ok(!found.is_empty())
+}
+
+/// Why the refresh token `jti` is blacklisted; `None` if it is not.
+pub async fn blacklist_reason(
+    db: &impl ConnectionTrait,
+    jti: &str,
+) -> Result<Option<BlacklistReason>, Error> {
+    let found: Vec<String> = blacklisted_token::Entity::find()
+        .select_only()
+        .column(blacklisted_token::Column::Reason)
+        .inner_join(outstanding_token::Entity)
+        .filter(outstanding_token::Column::Jti.eq(jti))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(at_most_one(found)?.map(|reason| BlacklistReason::from_column(&reason)))
 }
 
 /// The outstanding row of the refresh token `claims`, created if this
@@ -98,11 +182,13 @@ pub async fn outstanding_id(
 pub async fn blacklist(
     db: &impl ConnectionTrait,
     token_id: i64,
+    reason: BlacklistReason,
     now: NaiveDateTime,
 ) -> Result<(), Error> {
     let row = blacklisted_token::ActiveModel {
         token_id: Set(token_id),
         blacklisted_at: Set(now),
+        reason: Set(reason.as_str().to_owned()),
         ..Default::default()
     };
     match blacklisted_token::Entity::insert(row)
@@ -115,14 +201,18 @@ pub async fn blacklist(
     }
 }
 
-/// Blacklists every unexpired refresh token of `user_id` not blacklisted
-/// yet ("log out everywhere"). Returns how many were blacklisted.
+/// Blacklists every refresh token of `user_id` that has not expired by
+/// `expired_before` and is not blacklisted yet ("log out everywhere"), under
+/// the per-user lock: a token being issued concurrently is either seen and
+/// revoked here or issued after this commits, from a token this revoked.
+/// Returns how many were blacklisted.
 ///
 /// Concurrent calls for one user (several replays of a stolen token arrive
 /// at once) insert overlapping rows: the loser skips them rather than fail.
-pub async fn blacklist_all_of_user(
-    db: &impl ConnectionTrait,
+pub async fn revoke_all_of_user(
+    db: &DatabaseConnection,
     user_id: i64,
+    expired_before: NaiveDateTime,
     now: NaiveDateTime,
 ) -> Result<u64, Error> {
     use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
@@ -133,9 +223,10 @@ pub async fn blacklist_all_of_user(
     let live = Query::select()
         .column(outstanding_token::Column::Id)
         .expr(Expr::val(now))
+        .expr(Expr::val(BlacklistReason::Revoked.as_str()))
         .from(outstanding_token::Entity)
         .and_where(outstanding_token::Column::UserId.eq(user_id))
-        .and_where(outstanding_token::Column::ExpiresAt.gt(now))
+        .and_where(outstanding_token::Column::ExpiresAt.gt(expired_before))
         .and_where(Expr::col(outstanding_token::Column::Id).not_in_subquery(already))
         .to_owned();
     let insert = Query::insert()
@@ -143,6 +234,7 @@ pub async fn blacklist_all_of_user(
         .columns([
             blacklisted_token::Column::TokenId,
             blacklisted_token::Column::BlacklistedAt,
+            blacklisted_token::Column::Reason,
         ])
         .select_from(live)
         .map_err(|e| Error::Internal(anyhow::anyhow!("building the revoke-all query: {e}")))?
@@ -152,14 +244,25 @@ pub async fn blacklist_all_of_user(
                 .to_owned(),
         )
         .to_owned();
-    Ok(db.execute(&insert).await?.rows_affected())
+    let txn = db.begin().await?;
+    lock_user_tokens(&txn, user_id).await?;
+    let revoked = txn.execute(&insert).await?.rows_affected();
+    txn.commit().await?;
+    Ok(revoked)
 }
 
-/// Deletes expired outstanding tokens; their blacklist rows go with them
-/// (ON DELETE CASCADE). Returns how many outstanding tokens were deleted.
-pub async fn flush_expired(db: &impl ConnectionTrait, now: NaiveDateTime) -> Result<u64, Error> {
+/// Deletes outstanding tokens that expired by `expired_before`; their
+/// blacklist rows go with them (ON DELETE CASCADE). Returns how many
+/// outstanding tokens were deleted.
+///
+/// `expired_before` must allow for the tokens' leeway: a token still
+/// accepted must keep its blacklist row, or flushing would revive it.
+pub async fn flush_expired(
+    db: &impl ConnectionTrait,
+    expired_before: NaiveDateTime,
+) -> Result<u64, Error> {
     let result = outstanding_token::Entity::delete_many()
-        .filter(outstanding_token::Column::ExpiresAt.lte(now))
+        .filter(outstanding_token::Column::ExpiresAt.lte(expired_before))
         .exec(db)
         .await?;
     Ok(result.rows_affected)

@@ -209,3 +209,38 @@ pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, Error> {
         .await?;
     Ok(!found.is_empty())
 }
+
+/// Up to `size` stored password hashes, spread evenly over the id range, and
+/// how many users each stands for (an estimate from that range): what the
+/// stored hashes typically cost, without reading every row.
+pub async fn sample_password_hashes(
+    db: &impl ConnectionTrait,
+    size: u32,
+) -> Result<(Vec<String>, f64), Error> {
+    let bounds: Vec<(Option<i64>, Option<i64>)> = Users::find()
+        .select_only()
+        .expr(user::Column::Id.min())
+        .expr(user::Column::Id.max())
+        .into_tuple()
+        .all(db)
+        .await?;
+    let Some((Some(first), Some(last))) = bounds.into_iter().next() else {
+        return Ok((Vec::new(), 1.0));
+    };
+    let span = last.saturating_sub(first).saturating_add(1);
+    let step = (span / i64::from(size.max(1))).max(1);
+    let ids: Vec<i64> = (0..i64::from(size))
+        .map(|i| first.saturating_add(i.saturating_mul(step)))
+        .take_while(|id| *id <= last)
+        .collect();
+    let hashes: Vec<String> = Users::find()
+        .select_only()
+        .column(user::Column::Password)
+        .filter(user::Column::Id.is_in(ids))
+        .into_tuple()
+        .all(db)
+        .await?;
+    #[allow(clippy::cast_precision_loss, reason = "an estimate")]
+    let weight = (span as f64 / hashes.len().max(1) as f64).max(1.0);
+    Ok((hashes, weight))
+}

@@ -407,3 +407,39 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
         "every call finished within the grace period: the test proves nothing"
     );
 }
+
+/// Flushing keeps what the leeway still accepts: a logged-out token past
+/// its `exp` but inside the leeway must stay blacklisted, not come back.
+#[tokio::test]
+async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
+    crate::helpers::on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.refresh_token_lifetime = Duration::from_secs(1);
+            s.token_leeway = Duration::from_secs(3600);
+        })
+        .await;
+        let (_, pair) = app.signed_up("lazarus").await;
+        app.auth
+            .clone()
+            .logout(auth_service::pb::LogoutRequest {
+                refresh: pair.refresh.clone(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let output = run(auth_service(&["flush-expired-tokens"])
+            .env("AUTH_DATABASE_URL", app.database_url())
+            .env("AUTH_JWT_SECRET", crate::helpers::SECRET)
+            .env("AUTH_TOKEN_LEEWAY", "1h")
+            .env("RUST_LOG", "off"));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("deleted 0 expired"),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        crate::helpers::expect_blacklisted(app.refresh(&pair.refresh).await);
+        app.stop().await;
+    })
+    .await;
+}

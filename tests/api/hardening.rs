@@ -391,6 +391,38 @@ async fn unknown_usernames_cost_as_much_as_wrong_passwords() {
     app.stop().await;
 }
 
+/// After the argon2 parameters are raised, stored hashes keep the old ones
+/// until their users log in: an unknown name must then cost what those cost,
+/// not what the new parameters cost.
+#[tokio::test]
+async fn unknown_usernames_cost_as_much_as_wrong_passwords_after_a_parameter_rise() {
+    let old = TestApp::spawn_with(&Backend::Sqlite, |s| {
+        s.argon2.memory_kib = 4096;
+        s.argon2.iterations = 1;
+    })
+    .await;
+    for name in ["known", "second", "third"] {
+        old.register(name).await;
+    }
+    let raised = TestApp::spawn_on_with(old.database_url(), |s| s.throttle.failure_limit = 0).await;
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..5 {
+        wrong.push(median_login_time(&raised, "known", "wrong password", 3).await);
+        unknown.push(median_login_time(&raised, "nobody-by-this-name", "wrong password", 3).await);
+    }
+    wrong.sort();
+    unknown.sort();
+    let (wrong, unknown) = (wrong[2], unknown[2]);
+    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "unknown {unknown:?} vs wrong password {wrong:?}"
+    );
+    raised.stop().await;
+    old.stop().await;
+}
+
 #[tokio::test]
 async fn login_upgrades_hashes_weaker_than_the_configuration() {
     on_every_backend(async |backend| {

@@ -373,14 +373,38 @@ pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     request
 }
 
-/// Asserts `result` failed with `code`, returning the status.
-#[track_caller]
 /// UNAUTHENTICATED because the refresh token was logged out or rotated out.
+#[track_caller]
 pub fn expect_blacklisted<T: fmt::Debug>(result: Result<T, Status>) {
     let status = expect_code(result, Code::Unauthenticated);
     assert_eq!(status.message(), "Token is blacklisted");
 }
 
+/// INVALID_ARGUMENT with DRF's blank-field message as the one
+/// `google.rpc.BadRequest` field violation, naming `field`.
+#[track_caller]
+pub fn expect_blank_field<T: fmt::Debug>(result: Result<T, Status>, field: &str) {
+    use tonic_types::StatusExt;
+    let status = expect_code(result, Code::InvalidArgument);
+    let violations: Vec<(String, String)> = status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        violations,
+        [(field.to_owned(), "This field may not be blank.".to_owned())],
+        "{status:?}"
+    );
+}
+
+/// Asserts `result` failed with `code`, returning the status.
+#[track_caller]
 pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
     match result {
         Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),

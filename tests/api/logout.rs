@@ -68,6 +68,20 @@ async fn logout_takes_refresh_tokens_only() {
 }
 
 #[tokio::test]
+async fn a_blank_refresh_token_is_a_missing_field() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        for blank in ["", "  "] {
+            crate::helpers::expect_blank_field(logout(&app, blank).await, "refresh");
+        }
+        let status = expect_code(logout(&app, "garbage").await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is invalid");
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn flushing_deletes_expired_tokens_and_their_blacklist_rows() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;

@@ -11,6 +11,7 @@ mod logout;
 mod outage;
 mod refresh;
 mod register;
+mod reuse_detection;
 mod service;
 mod throttle;
 mod users;

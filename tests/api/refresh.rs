@@ -170,3 +170,17 @@ async fn expired_and_forged_refresh_tokens_are_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_blank_refresh_token_is_a_missing_field_and_a_malformed_one_a_bad_token() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        for blank in ["", " \t "] {
+            crate::helpers::expect_blank_field(app.refresh(blank).await, "refresh");
+        }
+        let status = expect_code(app.refresh("not.a.token").await, Code::Unauthenticated);
+        assert_eq!(status.message(), "Token is invalid");
+        app.stop().await;
+    })
+    .await;
+}

@@ -10,6 +10,8 @@ use auth_service::pb;
 
 use crate::helpers::{PASSWORD, TestApp, expect_code, on_every_backend};
 
+const INVALID_CREDENTIALS: &str = "No active account found with the given credentials";
+
 const THROTTLED: &str = "Too many failed login attempts; try again later";
 
 #[tokio::test]
@@ -137,26 +139,31 @@ async fn parallel_attempts_cannot_slip_past_the_limit() {
     .await;
 }
 
+fn login_from(
+    forwarded_for: &str,
+    username: &str,
+    password: &str,
+) -> Request<pb::ObtainTokenPairRequest> {
+    let mut request = Request::new(pb::ObtainTokenPairRequest {
+        username: username.into(),
+        password: password.into(),
+    });
+    let value = forwarded_for.parse().unwrap_or_else(|e| panic!("{e}"));
+    request.metadata_mut().insert("x-forwarded-for", value);
+    request
+}
+
 #[tokio::test]
 async fn the_address_limit_is_opt_in_and_keys_on_the_trusted_header() {
     on_every_backend(async |backend| {
-        let login_from = |address: &'static str, username: &'static str| {
-            let mut request = Request::new(pb::ObtainTokenPairRequest {
-                username: username.into(),
-                password: "wrong password".into(),
-            });
-            let value = address.parse().unwrap_or_else(|e| panic!("{e}"));
-            request.metadata_mut().insert("x-forwarded-for", value);
-            request
-        };
         // Off by default: many names from one address are fine (a gateway).
         let app = TestApp::spawn(&backend).await;
         for i in 0..8 {
-            let username: &'static str = ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"][i];
+            let username = format!("a{i}");
             let result = app
                 .auth
                 .clone()
-                .obtain_token_pair(login_from("203.0.113.7", username))
+                .obtain_token_pair(login_from("203.0.113.7", &username, "wrong password"))
                 .await;
             expect_code(result, Code::Unauthenticated);
         }
@@ -167,27 +174,258 @@ async fn the_address_limit_is_opt_in_and_keys_on_the_trusted_header() {
             s.throttle.address_header = Some("x-forwarded-for".into());
         })
         .await;
+        // One proxy (the default): it appended the last entry.
         for username in ["b1", "b2", "b3"] {
             let result = app
                 .auth
                 .clone()
-                .obtain_token_pair(login_from("203.0.113.7, 10.0.0.1", username))
+                .obtain_token_pair(login_from("10.9.9.9, 203.0.113.7", username, "wrong"))
                 .await;
             expect_code(result, Code::Unauthenticated);
         }
         let result = app
             .auth
             .clone()
-            .obtain_token_pair(login_from("203.0.113.7", "b4"))
+            .obtain_token_pair(login_from("203.0.113.7", "b4", "wrong"))
             .await;
         expect_code(result, Code::ResourceExhausted);
         // Another end user behind the same gateway is not affected.
         let result = app
             .auth
             .clone()
-            .obtain_token_pair(login_from("198.51.100.9", "b4"))
+            .obtain_token_pair(login_from("198.51.100.9", "b4", "wrong"))
             .await;
         expect_code(result, Code::Unauthenticated);
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The client writes whatever it likes into the header before the proxies
+/// append to it: only the entry the last trusted proxy appended counts.
+#[tokio::test]
+async fn entries_the_client_wrote_do_not_buy_fresh_counters() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.throttle.address_failure_limit = 3;
+            s.throttle.address_header = Some("x-forwarded-for".into());
+        })
+        .await;
+        let mut answers = Vec::new();
+        for i in 0..12 {
+            let forged = format!("198.51.100.{i}, 203.0.113.7");
+            let result = app
+                .auth
+                .clone()
+                .obtain_token_pair(login_from(&forged, &format!("c{i}"), "wrong"))
+                .await;
+            answers.push(result.map(|_| ()).map_err(|s| s.code()));
+        }
+        let unauthenticated = answers
+            .iter()
+            .filter(|a| **a == Err(Code::Unauthenticated))
+            .count();
+        let refused = answers
+            .iter()
+            .filter(|a| **a == Err(Code::ResourceExhausted))
+            .count();
+        assert_eq!((unauthenticated, refused), (3, 9), "{answers:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// With two proxies, the client is the second entry from the right; a
+/// header with fewer entries did not come through both proxies, so the
+/// peer address counts instead.
+#[tokio::test]
+async fn the_client_is_the_nth_entry_from_the_right() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.throttle.address_failure_limit = 2;
+            s.throttle.address_header = Some("x-forwarded-for".into());
+            s.throttle.trusted_proxies = 2;
+        })
+        .await;
+        let attempt = async |forwarded: &str, username: &str| {
+            app.auth
+                .clone()
+                .obtain_token_pair(login_from(forwarded, username, "wrong"))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        };
+        let client = "192.0.2.1, 203.0.113.7, 10.0.0.2";
+        for name in ["d1", "d2"] {
+            assert_eq!(attempt(client, name).await, Err(Code::Unauthenticated));
+        }
+        // Same client entry, different forged prefixes and proxy entry: refused.
+        assert_eq!(
+            attempt("1.1.1.1, 203.0.113.7, 10.0.0.3", "d3").await,
+            Err(Code::ResourceExhausted)
+        );
+        // A different client behind the same proxies: its own counter.
+        assert_eq!(
+            attempt("203.0.113.8, 10.0.0.2", "d4").await,
+            Err(Code::Unauthenticated)
+        );
+        // One entry only: not through both proxies; the peer (127.0.0.1) counts.
+        for name in ["d5", "d6"] {
+            assert_eq!(
+                attempt("203.0.113.9", name).await,
+                Err(Code::Unauthenticated)
+            );
+        }
+        assert_eq!(
+            attempt("198.51.100.1", "d7").await,
+            Err(Code::ResourceExhausted)
+        );
+        app.stop().await;
+    })
+    .await;
+}
+
+/// Logins the hash queue sheds never reached a password check: they must
+/// not count as failures (an attacker flooding the queue would lock real
+/// users out) nor leave counter rows behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_shed_by_the_hash_queue_do_not_use_up_the_budget() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.argon2.queue_limit = 1;
+        })
+        .await;
+        app.register("flooded").await;
+        let flood = (0..30).map(|_| app.try_login("flooded", "wrong password"));
+        let results = futures::future::join_all(flood).await;
+        let checked = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::Unauthenticated))
+            .count();
+        let shed = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.message() == HASH_QUEUE_FULL))
+            .count();
+        assert_eq!(checked + shed, 30, "{results:?}");
+        assert!(shed >= 20, "the queue shed too little to test: {results:?}");
+        assert!(checked < 5, "{results:?}");
+        // The shed attempts left no trace: the right password still works.
+        app.login("flooded").await;
+        assert_eq!(app.count("login_attempts").await, 0);
+        app.stop().await;
+    })
+    .await;
+}
+
+const HASH_QUEUE_FULL: &str = "Too many password checks in progress; retry shortly";
+
+/// Logins of one account arriving together, all with the right password:
+/// none may be told its account is under attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_correct_logins_of_one_account_all_succeed() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            // Room for all 64 in the hash queue, and time for them to get
+            // through two cores: the throttle is under test.
+            s.argon2.queue_timeout = Duration::from_secs(120);
+        })
+        .await;
+        app.register("worker-pool").await;
+        let logins = (0..64).map(|_| app.try_login("worker-pool", PASSWORD));
+        let results = futures::future::join_all(logins).await;
+        let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failed.is_empty(), "{} refused: {failed:?}", failed.len());
+        assert_eq!(app.count("login_attempts").await, 0);
+        app.stop().await;
+    })
+    .await;
+}
+
+/// With a tiny hash queue, the only refusal correct logins may get is the
+/// queue's own overload answer, never the throttle's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_logins_beyond_the_hash_queue_are_shed_by_the_queue_not_the_throttle() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.argon2.queue_limit = 4;
+        })
+        .await;
+        app.register("crowded").await;
+        let logins = (0..64).map(|_| app.try_login("crowded", PASSWORD));
+        let results = futures::future::join_all(logins).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let other: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|s| !(s.code() == Code::ResourceExhausted && s.message() == HASH_QUEUE_FULL))
+            .collect();
+        assert!(other.is_empty(), "{other:?}");
+        assert!(ok >= 1, "{results:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// 64 wrong passwords at once: exactly the limit is checked, the rest get
+/// the throttle's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_logins_check_at_most_the_limit() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.argon2.queue_timeout = Duration::from_secs(120);
+        })
+        .await;
+        app.register("guessed").await;
+        let attempts = (0..64).map(|_| app.try_login("guessed", "wrong password"));
+        let results = futures::future::join_all(attempts).await;
+        let checked = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::Unauthenticated))
+            .count();
+        let throttled = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.message() == THROTTLED))
+            .count();
+        assert_eq!((checked, throttled), (5, 59), "{results:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// With the default limit of 5: 4 wrong and 30 right at once. Every right
+/// one succeeds, every wrong one is answered as bad credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_wrong_logins_among_many_right_ones_throttle_nothing() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.argon2.queue_timeout = Duration::from_secs(120);
+        })
+        .await;
+        app.register("mixed").await;
+        let passwords = (0..34).map(|i| {
+            if i % 8 == 3 {
+                "wrong password"
+            } else {
+                PASSWORD
+            }
+        });
+        let shared = &app;
+        let attempts = passwords
+            .map(|password| async move { (password, shared.try_login("mixed", password).await) });
+        let results = futures::future::join_all(attempts).await;
+        let mut wrong = 0;
+        for (password, result) in &results {
+            if *password == PASSWORD {
+                assert!(result.is_ok(), "a right password was refused: {result:?}");
+            } else {
+                wrong += 1;
+                let status = expect_code(result.clone(), Code::Unauthenticated);
+                assert_eq!(status.message(), INVALID_CREDENTIALS);
+            }
+        }
+        assert_eq!(wrong, 4);
         app.stop().await;
     })
     .await;

@@ -1,7 +1,9 @@
 use auth_service::pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, claims, expect_blacklisted, expect_code, on_every_backend};
+use crate::helpers::{
+    TestApp, claims, expect_blacklisted, expect_blank_field, expect_code, on_every_backend,
+};
 
 #[tokio::test]
 async fn verify_describes_access_and_refresh_tokens() {
@@ -41,7 +43,10 @@ async fn verify_refuses_blacklisted_garbage_and_orphaned_tokens() {
             .unwrap_or_else(|s| panic!("{s:?}"));
 
         expect_code(app.verify("garbage").await, Code::Unauthenticated);
-        expect_code(app.verify("").await, Code::Unauthenticated);
+        // A missing token is a bad request naming the field (simplejwt: 400).
+        for blank in ["", "   "] {
+            expect_blank_field(app.verify(blank).await, "token");
+        }
 
         let (trent, trent_tokens) = app.signed_up("trent").await;
         app.delete_user(trent.id).await;

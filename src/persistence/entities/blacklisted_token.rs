@@ -8,6 +8,8 @@ pub struct Model {
     #[sea_orm(unique)]
     pub token_id: i64,
     pub blacklisted_at: DateTime,
+    /// `rotated`, `logout` or `revoked`: see `token_blacklist::BlacklistReason`.
+    pub reason: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
