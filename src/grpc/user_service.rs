@@ -36,7 +36,8 @@ impl UserApi {
             url => Some(Avatar::parse(url).map_err(|e| Error::invalid("avatar", e))?),
         };
         self.state.active_users.get(user_id).await?;
-        let stored = users::set_avatar(&self.state.db, user_id, avatar);
+        let db = self.state.db.clone();
+        let stored = async move { users::set_avatar(&db, user_id, avatar).await };
         let user = self
             .state
             .active_users
