@@ -80,6 +80,7 @@ impl Application {
             hasher: Hasher::new(settings.argon2).await?,
             page_tokens: PageTokenCodec::new(&secret)?,
             throttle: LoginThrottle::new(settings.throttle.clone()),
+            list_users: settings.list_users,
             policy: TokenPolicy {
                 rotate_refresh_tokens: settings.rotate_refresh_tokens,
                 blacklist_after_rotation: settings.blacklist_after_rotation,
