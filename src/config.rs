@@ -80,6 +80,12 @@ pub struct Settings {
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub update_last_login: bool,
 
+    /// Who may call ListUsers, which shows every user's email and staff
+    /// flags: any authenticated user (DRF's AllUsersView) or staff only.
+    #[arg(long, env = "AUTH_LIST_USERS", value_enum,
+          default_value_t = ListUsersAccess::Authenticated, global = true)]
+    pub list_users: ListUsersAccess,
+
     /// Failed-login throttling.
     #[command(flatten)]
     pub throttle: ThrottleSettings,
@@ -116,6 +122,16 @@ pub struct Settings {
     #[arg(long, env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
           value_parser = humantime::parse_duration, global = true)]
     pub database_timeout: Duration,
+}
+
+/// Who may call ListUsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ListUsersAccess {
+    /// Every authenticated user, as the DRF view this service replaces.
+    #[default]
+    Authenticated,
+    /// Only callers whose user row is `is_staff` (as of the user cache).
+    Staff,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -284,6 +300,7 @@ impl Default for Settings {
             rotate_refresh_tokens: false,
             blacklist_after_rotation: true,
             update_last_login: false,
+            list_users: ListUsersAccess::Authenticated,
             token_leeway: Duration::ZERO,
             throttle: ThrottleSettings::default(),
             argon2: Argon2Settings::default(),
@@ -353,6 +370,7 @@ mod tests {
             Duration::from_secs(30 * 86_400)
         );
         assert!(!defaults.rotate_refresh_tokens && defaults.blacklist_after_rotation);
+        assert_eq!(defaults.list_users, ListUsersAccess::Authenticated);
     }
 
     #[test]
@@ -363,12 +381,15 @@ mod tests {
             "yes",
             "--access-token-lifetime",
             "5m",
+            "--list-users",
+            "staff",
             "flush-expired-tokens",
         ])
         .map_err(|e| e.to_string());
         let cli = cli.as_ref().unwrap_or_else(|e| panic!("{e}"));
         assert!(cli.settings.rotate_refresh_tokens);
         assert_eq!(cli.settings.access_token_lifetime, Duration::from_secs(300));
+        assert_eq!(cli.settings.list_users, ListUsersAccess::Staff);
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
     }
 

@@ -42,6 +42,11 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An authenticated caller this deployment does not allow the call
+    /// (ListUsers for non-staff with `AUTH_LIST_USERS=staff`).
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+
     /// Too much work queued (password hashing); try again after `retry_after`.
     #[error("{message}")]
     Overloaded {
@@ -168,6 +173,7 @@ impl From<Error> for Status {
             Error::InvalidCredentials => unauthenticated(INVALID_CREDENTIALS, "no_active_account"),
             Error::Token(e) => unauthenticated(e.message(), "token_not_valid"),
             Error::Unauthenticated { message, reason } => unauthenticated(message, reason),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Overloaded {
                 message,
                 retry_after,
@@ -237,6 +243,13 @@ mod tests {
                 "Enter a valid email address.".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn permission_denied_keeps_its_message() {
+        let status = Status::from(Error::PermissionDenied("Staff only."));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.message(), "Staff only.");
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Application {
             hasher,
             page_tokens: PageTokenCodec::new(&secret)?,
             throttle: LoginThrottle::new(settings.throttle.clone(), settings.argon2.queue_timeout),
+            list_users: settings.list_users,
             policy: TokenPolicy {
                 rotate_refresh_tokens: settings.rotate_refresh_tokens,
                 blacklist_after_rotation: settings.blacklist_after_rotation,

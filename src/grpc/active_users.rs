@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use super::fresh_cache::FreshCache;
+use super::fresh_cache::{FreshCache, write_then_forget};
 use crate::{config::CacheSettings, error::Error, pb, persistence::users};
 
 #[derive(Debug, Clone)]
@@ -53,19 +53,18 @@ impl ActiveUsers {
         Ok(profile)
     }
 
-    /// Runs `write`, a change to user `user_id`'s row, then forgets the
-    /// cached profile, whatever the outcome (a failed call may still have
-    /// committed).
-    pub async fn write<T>(
+    /// Runs `write`, a change to user `user_id`'s row, to completion even if
+    /// the caller is cancelled, and forgets the cached profile after it,
+    /// whatever the outcome (see [`write_then_forget`]).
+    ///
+    /// # Errors
+    /// `write`'s.
+    pub async fn write<T: Send + 'static>(
         &self,
         user_id: i64,
-        write: impl Future<Output = Result<T, Error>>,
+        write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        let result = write.await;
-        if let Some(cache) = &self.cache {
-            cache.forget(&user_id);
-        }
-        result
+        write_then_forget(self.cache.as_ref(), user_id, write).await
     }
 
     async fn fetch(&self, user_id: i64) -> Result<pb::User, Error> {
@@ -105,9 +104,10 @@ mod tests {
         CacheSettings { ttl, capacity: 16 }
     }
 
-    async fn set_avatar(db: &DatabaseConnection, id: i64, avatar: &str) -> Result<(), Error> {
+    /// Owns its connection, as [`ActiveUsers::write`] needs.
+    async fn set_avatar(db: DatabaseConnection, id: i64, avatar: &str) -> Result<(), Error> {
         let avatar = crate::domain::Avatar::parse(avatar).unwrap_or_else(|e| panic!("{e}"));
-        users::set_avatar(db, id, Some(avatar)).await.map(|_| ())
+        users::set_avatar(&db, id, Some(avatar)).await.map(|_| ())
     }
 
     #[tokio::test]
@@ -116,11 +116,66 @@ mod tests {
         let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
         assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
         users
-            .write(id, set_avatar(&db, id, "https://example.com/a.png"))
+            .write(id, set_avatar(db.clone(), id, "https://example.com/a.png"))
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
         assert_eq!(avatar.as_deref(), Some("https://example.com/a.png"));
+    }
+
+    /// A caller cancelled (deadline, disconnect) after the commit, before
+    /// the write returned: this replica must still see its own write at once.
+    #[tokio::test]
+    async fn a_write_cancelled_after_its_commit_is_seen_at_once() {
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = users.write(id, async move {
+            set_avatar(write_db, id, "https://example.com/d.png").await?;
+            let _ = committed.send(());
+            // The answer never gets back to the caller.
+            std::future::pending::<Result<(), Error>>().await
+        });
+        tokio::select! {
+            _ = write => panic!("the write cannot finish"),
+            _ = on_commit => {} // drops the caller's future
+        }
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/d.png"));
+    }
+
+    /// A caller cancelled before the commit: the write still commits, and
+    /// a profile cached meanwhile is forgotten when it does.
+    #[tokio::test]
+    async fn a_write_cancelled_before_its_commit_still_commits_and_forgets() {
+        let (db, id) = sqlite().await;
+        let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        let (go, on_go) = tokio::sync::oneshot::channel::<()>();
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = users.write(id, async move {
+            let _ = on_go.await;
+            set_avatar(write_db, id, "https://example.com/e.png").await?;
+            let _ = committed.send(());
+            Ok(())
+        });
+        tokio::select! {
+            biased;
+            _ = write => panic!("the write cannot finish yet"),
+            () = std::future::ready(()) => {} // polled once, then dropped
+        }
+        // Read (and cached) while the write is pending.
+        assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
+        let _ = go.send(());
+        on_commit
+            .await
+            .unwrap_or_else(|_| panic!("the write was abandoned with its caller"));
+        // On this single-threaded runtime the write's task has forgotten the
+        // entry in the same poll that sent the signal.
+        let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
+        assert_eq!(avatar.as_deref(), Some("https://example.com/e.png"));
     }
 
     #[tokio::test]
@@ -130,7 +185,7 @@ mod tests {
         let users = ActiveUsers::new(db.clone(), settings(ttl));
         assert!(users.get(id).await.is_ok());
         // Behind the cache's back, as another replica or an admin would.
-        set_avatar(&db, id, "https://example.com/b.png")
+        set_avatar(db.clone(), id, "https://example.com/b.png")
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(users.get(id).await.map(|u| u.avatar).ok(), Some(None));
@@ -144,7 +199,7 @@ mod tests {
         let (db, id) = sqlite().await;
         let users = ActiveUsers::new(db.clone(), settings(Duration::ZERO));
         assert!(users.get(id).await.is_ok());
-        set_avatar(&db, id, "https://example.com/c.png")
+        set_avatar(db.clone(), id, "https://example.com/c.png")
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         let avatar = users.get(id).await.map(|u| u.avatar).ok().flatten();
@@ -156,9 +211,11 @@ mod tests {
         use sea_orm::ConnectionTrait;
         let (db, id) = sqlite().await;
         let users = ActiveUsers::new(db.clone(), settings(Duration::from_secs(3600)));
+        let write_db = db.clone();
         users
-            .write(id, async {
-                db.execute_unprepared("UPDATE users SET is_active = FALSE")
+            .write(id, async move {
+                write_db
+                    .execute_unprepared("UPDATE users SET is_active = FALSE")
                     .await?;
                 Ok(())
             })

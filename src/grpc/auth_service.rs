@@ -146,7 +146,8 @@ impl AuthApi {
         self.upgrade_hash(&user, &req.password).await?;
 
         if self.state.policy.update_last_login {
-            let recorded = users::record_login(&self.state.db, user.id, db_now());
+            let (db, user_id, now) = (self.state.db.clone(), user.id, db_now());
+            let recorded = async move { users::record_login(&db, user_id, now).await };
             self.state.active_users.write(user.id, recorded).await?;
         }
         let now = unix_now();
@@ -198,7 +199,9 @@ impl AuthApi {
     async fn upgrade_hash(&self, user: &users::User, password: &str) -> Result<(), Error> {
         match self.state.hasher.upgrade(password, &user.password).await {
             Ok(Some(new_hash)) => {
-                let stored = users::set_password_hash(&self.state.db, user.id, new_hash.clone());
+                let (db, user_id, stored_hash) = (self.state.db.clone(), user.id, new_hash.clone());
+                let stored =
+                    async move { users::set_password_hash(&db, user_id, stored_hash).await };
                 self.state.active_users.write(user.id, stored).await?;
                 self.state
                     .hasher
@@ -336,12 +339,10 @@ impl AuthApi {
             .then_some(claims.user_id);
         let token_id =
             token_blacklist::outstanding_id(&self.state.db, &claims, owner, db_now()).await?;
-        let blacklisted = token_blacklist::blacklist(
-            &self.state.db,
-            token_id,
-            BlacklistReason::LoggedOut,
-            db_now(),
-        );
+        let (db, now) = (self.state.db.clone(), db_now());
+        let blacklisted = async move {
+            token_blacklist::blacklist(&db, token_id, BlacklistReason::LoggedOut, now).await
+        };
         self.state
             .refresh_blacklist
             .write(&claims.jti, blacklisted)

@@ -8,11 +8,16 @@
 
 use std::{
     hash::Hash,
-    sync::atomic::{AtomicU64, Ordering, fence},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering, fence},
+    },
     time::{Duration, Instant},
 };
 
-use crate::config::CacheSettings;
+use tracing::Instrument;
+
+use crate::{config::CacheSettings, error::Error};
 
 #[derive(Debug)]
 pub struct FreshCache<K, V> {
@@ -100,6 +105,57 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
         self.generation.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.entries.remove(key);
+    }
+}
+
+/// Runs `write`, a change to what `key` stands for, then forgets `key` in
+/// `cache`, whatever the outcome (a failed write may still have committed).
+///
+/// The write runs on a task of its own: a caller that gives up (deadline,
+/// disconnect) drops only its wait, never the commit-then-forget sequence.
+/// And dropping the caller's future forgets `key` at once too, so a read
+/// right after a cancellation does not race with that task.
+///
+/// # Errors
+/// `write`'s; INTERNAL if it panicked.
+pub async fn write_then_forget<K, V, T>(
+    cache: Option<&Arc<FreshCache<K, V>>>,
+    key: K,
+    write: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let _forget_on_drop = cache.map(|cache| ForgetOnDrop {
+        cache,
+        key: key.clone(),
+    });
+    let cache = cache.cloned();
+    let task = tokio::spawn(
+        async move {
+            let result = write.await;
+            if let Some(cache) = cache {
+                cache.forget(&key);
+            }
+            result
+        }
+        .in_current_span(),
+    );
+    task.await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("cache write task: {e}")))?
+}
+
+/// Forgets its key when dropped: when the write is done, or its caller gone.
+struct ForgetOnDrop<'a, K: Eq + Hash + Clone, V: Clone> {
+    cache: &'a FreshCache<K, V>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Drop for ForgetOnDrop<'_, K, V> {
+    fn drop(&mut self) {
+        self.cache.forget(&self.key);
     }
 }
 

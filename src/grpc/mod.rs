@@ -31,8 +31,8 @@ pub use refresh_blacklist::RefreshBlacklist;
 pub use user_service::UserApi;
 
 use crate::{
-    error::Error, login_throttle::LoginThrottle, passwords::Hasher, pb, persistence::users::User,
-    tokens::TokenCodec,
+    config::ListUsersAccess, error::Error, login_throttle::LoginThrottle, passwords::Hasher, pb,
+    persistence::users::User, tokens::TokenCodec,
 };
 
 /// Everything the handlers share; cheap to clone.
@@ -43,6 +43,8 @@ pub struct AppState {
     pub hasher: Hasher,
     pub page_tokens: PageTokenCodec,
     pub policy: TokenPolicy,
+    /// Who may call ListUsers.
+    pub list_users: ListUsersAccess,
     pub throttle: LoginThrottle,
     /// The token's user, if it still exists and is active.
     pub active_users: ActiveUsers,

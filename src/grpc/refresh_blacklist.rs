@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use super::fresh_cache::FreshCache;
+use super::fresh_cache::{FreshCache, write_then_forget};
 use crate::{config::CacheSettings, error::Error, persistence::token_blacklist};
 
 #[derive(Debug, Clone)]
@@ -57,17 +57,155 @@ impl RefreshBlacklist {
         }
     }
 
-    /// Runs `write`, which blacklists the token `jti`, then forgets that it
-    /// was not, whatever the outcome (a failed call may still have committed).
-    pub async fn write<T>(
+    /// Runs `write`, which blacklists the token `jti`, to completion even if
+    /// the caller is cancelled, and forgets that the token was not
+    /// blacklisted after it, whatever the outcome (see [`write_then_forget`]).
+    ///
+    /// # Errors
+    /// `write`'s.
+    pub async fn write<T: Send + 'static>(
         &self,
         jti: &str,
-        write: impl Future<Output = Result<T, Error>>,
+        write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        let result = write.await;
-        if let Some(cache) = &self.unlisted {
-            cache.forget(&jti.to_owned());
+        write_then_forget(self.unlisted.as_ref(), jti.to_owned(), write).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tokens::{Claims, TokenType};
+
+    /// An in-memory database with one outstanding refresh token, not
+    /// blacklisted: its jti and row id.
+    async fn sqlite() -> (DatabaseConnection, String, i64) {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        crate::persistence::migrate(&db)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = chrono::Utc::now();
+        let claims = Claims {
+            token_type: TokenType::Refresh,
+            exp: now.timestamp() + 3600,
+            iat: now.timestamp(),
+            jti: "0123456789abcdef0123456789abcdef".to_owned(),
+            user_id: 1,
+        };
+        let id = token_blacklist::outstanding_id(&db, &claims, None, now.naive_utc())
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        (db, claims.jti, id)
+    }
+
+    fn cached(db: &DatabaseConnection) -> RefreshBlacklist {
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(3600),
+            capacity: 16,
+        };
+        RefreshBlacklist::new(db.clone(), settings, false)
+    }
+
+    async fn contains(blacklist: &RefreshBlacklist, jti: &str) -> bool {
+        blacklist
+            .contains(jti)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_logout_through_the_cache_is_seen_at_once() {
+        let (db, jti, id) = sqlite().await;
+        let blacklist = cached(&db);
+        assert!(!contains(&blacklist, &jti).await);
+        let write_db = db.clone();
+        blacklist
+            .write(&jti, async move {
+                token_blacklist::blacklist(
+                    &write_db,
+                    id,
+                    token_blacklist::BlacklistReason::LoggedOut,
+                    chrono::Utc::now().naive_utc(),
+                )
+                .await
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(contains(&blacklist, &jti).await);
+    }
+
+    /// A Logout cancelled (deadline, disconnect) after the commit, before
+    /// the write returned: this replica must still refuse the token at once.
+    #[tokio::test]
+    async fn a_logout_cancelled_after_its_commit_is_seen_at_once() {
+        let (db, jti, id) = sqlite().await;
+        let blacklist = cached(&db);
+        assert!(!contains(&blacklist, &jti).await);
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = blacklist.write(&jti, async move {
+            token_blacklist::blacklist(
+                &write_db,
+                id,
+                token_blacklist::BlacklistReason::LoggedOut,
+                chrono::Utc::now().naive_utc(),
+            )
+            .await?;
+            let _ = committed.send(());
+            // The answer never gets back to the caller.
+            std::future::pending::<Result<(), Error>>().await
+        });
+        tokio::select! {
+            _ = write => panic!("the write cannot finish"),
+            _ = on_commit => {} // drops the caller's future
         }
-        result
+        assert!(
+            contains(&blacklist, &jti).await,
+            "logged-out token accepted"
+        );
+    }
+
+    /// A Logout cancelled before the commit: the blacklisting still
+    /// commits, and an answer cached meanwhile is forgotten when it does.
+    #[tokio::test]
+    async fn a_logout_cancelled_before_its_commit_still_commits_and_forgets() {
+        let (db, jti, id) = sqlite().await;
+        let blacklist = cached(&db);
+        let (go, on_go) = tokio::sync::oneshot::channel::<()>();
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = blacklist.write(&jti, async move {
+            let _ = on_go.await;
+            token_blacklist::blacklist(
+                &write_db,
+                id,
+                token_blacklist::BlacklistReason::LoggedOut,
+                chrono::Utc::now().naive_utc(),
+            )
+            .await?;
+            let _ = committed.send(());
+            Ok(())
+        });
+        tokio::select! {
+            biased;
+            _ = write => panic!("the write cannot finish yet"),
+            () = std::future::ready(()) => {} // polled once, then dropped
+        }
+        // Read (and cached) while the write is pending.
+        assert!(!contains(&blacklist, &jti).await);
+        let _ = go.send(());
+        on_commit
+            .await
+            .unwrap_or_else(|_| panic!("the logout was abandoned with its caller"));
+        // On this single-threaded runtime the write's task has forgotten the
+        // entry in the same poll that sent the signal.
+        assert!(
+            contains(&blacklist, &jti).await,
+            "logged-out token accepted"
+        );
     }
 }

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{AppState, record_user};
 use crate::{
+    config::ListUsersAccess,
     domain::Avatar,
     error::Error,
     pb::{self, user_service_server::UserService},
@@ -36,7 +37,8 @@ impl UserApi {
             url => Some(Avatar::parse(url).map_err(|e| Error::invalid("avatar", e))?),
         };
         self.state.active_users.get(user_id).await?;
-        let stored = users::set_avatar(&self.state.db, user_id, avatar);
+        let db = self.state.db.clone();
+        let stored = async move { users::set_avatar(&db, user_id, avatar).await };
         let user = self
             .state
             .active_users
@@ -51,13 +53,19 @@ impl UserApi {
         user_id: i64,
         req: pb::ListUsersRequest,
     ) -> Result<pb::ListUsersResponse, Error> {
+        // The caller's current row (as cached), not the token's age-old view.
+        let me = self.state.active_users.get(user_id).await?;
+        if self.state.list_users == ListUsersAccess::Staff && !me.is_staff {
+            return Err(Error::PermissionDenied(
+                "Listing users requires a staff account on this deployment.",
+            ));
+        }
         let page_size = match u64::try_from(req.page_size) {
             Err(_) => return Err(Error::invalid("page_size", "Must not be negative.")),
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(n) => n.min(MAX_PAGE_SIZE),
         };
         let after_id = self.state.page_tokens.decode(&req.page_token)?;
-        self.state.active_users.get(user_id).await?;
 
         // One extra row tells whether another page follows.
         let mut page = users::list_after(&self.state.db, after_id, page_size + 1).await?;

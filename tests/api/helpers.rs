@@ -341,6 +341,19 @@ impl TestApp {
         tokio::time::sleep(self.cache_ttl).await;
     }
 
+    /// Grants or revokes staff status in the database, as an admin would;
+    /// waits like [`Self::set_active`].
+    pub async fn set_staff(&self, user_id: i64, staff: bool) {
+        self.db
+            .execute_unprepared(&format!(
+                "UPDATE users SET is_staff = {} WHERE id = {user_id}",
+                if staff { "TRUE" } else { "FALSE" }
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(self.cache_ttl).await;
+    }
+
     pub async fn stored_password_hash(&self, user_id: i64) -> String {
         auth_service::persistence::users::find_by_id(&self.db, user_id)
             .await

@@ -5,7 +5,7 @@ use auth_service::{
 };
 use std::time::Duration;
 
-use auth_service::config::Settings;
+use auth_service::config::{ListUsersAccess, Settings};
 use tonic::Code;
 
 use crate::helpers::{TestApp, bearer, expect_code, on_every_backend};
@@ -299,6 +299,61 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
         expect_code(
             list(&app, &pair.access, 10, "not-a-token").await,
             Code::InvalidArgument,
+        );
+        app.stop().await;
+    })
+    .await;
+}
+
+/// The default, as DRF's AllUsersView (IsAuthenticated): any user lists
+/// everyone, emails and staff flags included.
+#[tokio::test]
+async fn by_default_any_user_may_list_users() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, pair) = app.signed_up("ivy").await;
+        let (jon, _) = app.signed_up("jon").await;
+        let page = list(&app, &pair.access, 10, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert!(page.users.contains(&jon), "{page:?}");
+        app.stop().await;
+    })
+    .await;
+}
+
+/// `AUTH_LIST_USERS=staff`: only a caller whose current row is staff may
+/// list; a change in the database counts within the cache TTL.
+#[tokio::test]
+async fn with_staff_only_listing_non_staff_callers_are_denied() {
+    on_every_backend(async |backend| {
+        let staff_only = |s: &mut Settings| {
+            s.list_users = ListUsersAccess::Staff;
+            s.cache.ttl = Duration::from_millis(300);
+        };
+        let app = TestApp::spawn_with(&backend, staff_only).await;
+        let (_, user) = app.signed_up("kim").await;
+        let (lee, admin) = app.signed_up("lee").await;
+        let status = expect_code(
+            list(&app, &user.access, 10, "").await,
+            Code::PermissionDenied,
+        );
+        assert!(status.message().contains("staff"), "{}", status.message());
+        // Not staff when the token was issued: the row decides, not the token.
+        expect_code(
+            list(&app, &admin.access, 10, "").await,
+            Code::PermissionDenied,
+        );
+        app.set_staff(lee.id, true).await;
+        let page = list(&app, &admin.access, 10, "")
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(page.users.len(), 2);
+        // Demoted in the database: refused once the cache TTL has passed.
+        app.set_staff(lee.id, false).await;
+        expect_code(
+            list(&app, &admin.access, 10, "").await,
+            Code::PermissionDenied,
         );
         app.stop().await;
     })
