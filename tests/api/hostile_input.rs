@@ -12,7 +12,8 @@ use tonic::{Code, Request, Status, metadata::AsciiMetadataValue};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    Backend, HS256_HEADER, PASSWORD, TestApp, bearer, forge, on_every_backend, simplejwt_claims,
+    Backend, HS256_HEADER, PASSWORD, SECRET, TestApp, bearer, forge, on_every_backend,
+    simplejwt_claims,
 };
 
 /// A password that is plausible but nobody's: a hostile username must never
@@ -518,6 +519,61 @@ async fn hostile_strings_in_every_field_never_answer_internal() {
         app.get_me(&tokens.access)
             .await
             .unwrap_or_else(|s| panic!("GetMe after the probes: {s:?}"));
+        app.stop().await;
+        findings
+    })
+    .await;
+}
+
+/// Tokens that pass the signature check carry strings too: a service that
+/// shares the signing key (a Django peer, or a leaked key) decides their
+/// claims, and `jti` reaches the blacklist tables. OK or UNAUTHENTICATED,
+/// never INTERNAL or UNKNOWN.
+#[tokio::test]
+async fn hostile_claims_in_validly_signed_tokens_never_answer_internal() {
+    on_every_backend_report(async |backend| {
+        let app = TestApp::spawn(backend).await;
+        let victim = app.register("victim").await;
+        let mut findings = Findings::default();
+        for (input, h) in hostile_strings() {
+            for kind in ["refresh", "access"] {
+                for claim in ["jti", "token_type", "user_id"] {
+                    let mut claims = simplejwt_claims(kind, victim.id, 600);
+                    claims[claim] = h.as_str().into();
+                    let token = forge(HS256_HEADER, &claims, SECRET);
+                    let input = format!("{input}, {kind} token");
+                    let field = format!("{claim} claim");
+                    let anything = Expect::Token { ok_allowed: true };
+                    let request = pb::RefreshTokenRequest {
+                        refresh: token.clone(),
+                    };
+                    let len = request.encoded_len();
+                    let result = app.auth.clone().refresh_token(request).await.map(drop);
+                    findings.check(
+                        ("RefreshToken", &field, &input),
+                        Some(len),
+                        result,
+                        anything,
+                    );
+                    let request = pb::VerifyTokenRequest {
+                        token: token.clone(),
+                    };
+                    let len = request.encoded_len();
+                    let result = app.auth.clone().verify_token(request).await.map(drop);
+                    findings.check(("VerifyToken", &field, &input), Some(len), result, anything);
+                    if let Some(request) =
+                        with_raw_authorization(pb::GetMeRequest {}, &format!("Bearer {token}"))
+                    {
+                        let result = app.users.clone().get_me(request).await.map(drop);
+                        findings.check(("GetMe", &field, &input), None, result, anything);
+                    }
+                    let request = pb::LogoutRequest { refresh: token };
+                    let len = request.encoded_len();
+                    let result = app.auth.clone().logout(request).await.map(drop);
+                    findings.check(("Logout", &field, &input), Some(len), result, anything);
+                }
+            }
+        }
         app.stop().await;
         findings
     })
