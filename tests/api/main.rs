@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod hardening;
 mod helpers;
+mod hostile_input;
 mod login;
 mod logout;
 mod outage;
