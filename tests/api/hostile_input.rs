@@ -103,7 +103,8 @@ enum Expect {
     /// simplejwt's one UNAUTHENTICATED answer, INVALID_ARGUMENT naming the
     /// field (blank, too long) or RESOURCE_EXHAUSTED (throttled).
     Login(&'static str),
-    /// UNAUTHENTICATED, or OK when the hostile part may leave a valid token intact.
+    /// UNAUTHENTICATED (INVALID_ARGUMENT naming the field when blank), or OK
+    /// when the hostile part may leave a valid token intact.
     Token { ok_allowed: bool },
     /// OK or INVALID_ARGUMENT naming the field.
     Field(&'static str),
@@ -150,7 +151,10 @@ impl Findings {
                     || names_field(s, f)
                     || s.code() == Code::ResourceExhausted
             }
-            (Some(s), Expect::Token { .. }) => s.code() == Code::Unauthenticated,
+            // A blank token is a missing field (DRF's 400), anything else a bad token.
+            (Some(s), Expect::Token { .. }) => {
+                s.code() == Code::Unauthenticated || names_field(s, field)
+            }
             (Some(s), Expect::Field(f)) => names_field(s, f),
         };
         if !fine {
