@@ -277,7 +277,7 @@ async fn measure(
     };
     // Measured while the server is idle, right before the run it bounds.
     let argon2_bound = match scenario {
-        Scenario::Login => Some(Argon2Bound::measure().await?),
+        Scenario::Login | Scenario::LoginOneAccount => Some(Argon2Bound::measure().await?),
         _ => None,
     };
     let started = std::time::Instant::now();

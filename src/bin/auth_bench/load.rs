@@ -41,6 +41,9 @@ pub enum Scenario {
     Refresh,
     /// AuthService/ObtainTokenPair with the right password: one argon2 verify.
     Login,
+    /// The same, every worker logging in to one account at once (a worker
+    /// pool sharing a service account): must match `login`'s rate.
+    LoginOneAccount,
     /// AuthService/Register of a new user: one argon2 hash and an insert.
     Register,
     /// UserService/ListUsers, paging through from the start.
@@ -255,6 +258,10 @@ impl Worker {
             }
             Scenario::Login => {
                 let username = self.account().username.clone();
+                login(&mut self.auth, &username).await?;
+            }
+            Scenario::LoginOneAccount => {
+                let username = self.prepared.accounts[0].username.clone();
                 login(&mut self.auth, &username).await?;
             }
             Scenario::Register => {
