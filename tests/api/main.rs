@@ -11,6 +11,7 @@ mod logout;
 mod outage;
 mod refresh;
 mod register;
+mod replicas;
 mod service;
 mod throttle;
 mod users;
