@@ -57,6 +57,12 @@ pub struct Settings {
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// Accept an AUTH_JWT_SECRET shorter than 32 bytes (tests only: a short
+    /// key can be brute-forced from any token it signed).
+    #[arg(long, env = "AUTH_ALLOW_WEAK_SECRET", default_value_t = false,
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub allow_weak_secret: bool,
+
     #[arg(long, env = "AUTH_ACCESS_TOKEN_LIFETIME", default_value = DEFAULT_ACCESS_TOKEN_LIFETIME,
           value_parser = humantime::parse_duration, global = true)]
     pub access_token_lifetime: Duration,
@@ -295,6 +301,7 @@ impl Default for Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: Secret::from(DEFAULT_DATABASE_URL),
             jwt_secret: None,
+            allow_weak_secret: false,
             access_token_lifetime: duration(DEFAULT_ACCESS_TOKEN_LIFETIME),
             refresh_token_lifetime: duration(DEFAULT_REFRESH_TOKEN_LIFETIME),
             rotate_refresh_tokens: false,
@@ -371,6 +378,7 @@ mod tests {
         );
         assert!(!defaults.rotate_refresh_tokens && defaults.blacklist_after_rotation);
         assert_eq!(defaults.list_users, ListUsersAccess::Authenticated);
+        assert!(!defaults.allow_weak_secret);
     }
 
     #[test]

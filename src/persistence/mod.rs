@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -65,13 +66,99 @@ pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
-/// Applies pending migrations.
+/// Applies pending migrations, one process at a time.
+///
+/// Replicas started together on an empty database would otherwise race to
+/// create the same tables, and all but one would fail. Each backend's lock is
+/// held by one connection (a transaction pins it, whatever the pool size) and
+/// the migrations run on that connection, so the next process finds them
+/// applied once it gets the lock:
+/// - PostgreSQL: a transaction-scoped advisory lock; the migrations commit
+///   together with it (DDL is transactional there);
+/// - MariaDB/MySQL: `GET_LOCK`, a session lock that survives the implicit
+///   commits of DDL, released on every path;
+/// - SQLite: `BEGIN IMMEDIATE`, which takes the write lock before the first
+///   read (a deferred transaction that reads first could fail with
+///   SQLITE_BUSY_SNAPSHOT instead of waiting on the busy timeout).
 ///
 /// # Errors
-/// A migration failed; the schema is left at the last one that succeeded.
+/// A migration failed, or another process held the lock for longer than
+/// [`MIGRATION_LOCK_TIMEOUT`] (PostgreSQL, MariaDB) or the busy timeout
+/// (SQLite). PostgreSQL and SQLite roll back to the schema before the call;
+/// MariaDB keeps the migrations that succeeded.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let txn = db.begin().await?;
+            txn.execute_unprepared(&format!(
+                "SET LOCAL lock_timeout = '{}s'",
+                MIGRATION_LOCK_TIMEOUT.as_secs()
+            ))
+            .await?;
+            txn.execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+            ))
+            .await?;
+            Migrator::up(&txn, None).await?;
+            txn.commit().await
+        }
+        DbBackend::MySql => {
+            let txn = db.begin().await?;
+            // GET_LOCK is server-wide: name it after this database, so
+            // services on other databases of the server do not wait on it.
+            let got = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::MySql,
+                    format!(
+                        "SELECT GET_LOCK({MYSQL_LOCK_NAME}, {}) AS got",
+                        MIGRATION_LOCK_TIMEOUT.as_secs()
+                    ),
+                ))
+                .await?
+                .map(|row| row.try_get::<Option<i64>>("", "got"))
+                .transpose()?
+                .flatten();
+            if got != Some(1) {
+                let _ = txn.rollback().await;
+                return Err(DbErr::Custom(format!(
+                    "another process held the migration lock for over {MIGRATION_LOCK_TIMEOUT:?}"
+                )));
+            }
+            let migrated = Migrator::up(&txn, None).await;
+            let released = txn
+                .execute_unprepared(&format!("DO RELEASE_LOCK({MYSQL_LOCK_NAME})"))
+                .await;
+            match (migrated, released) {
+                (Ok(()), Ok(_)) => txn.commit().await,
+                (Err(e), _) | (Ok(()), Err(e)) => {
+                    let _ = txn.rollback().await;
+                    Err(e)
+                }
+            }
+        }
+        DbBackend::Sqlite => {
+            let txn = db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                })
+                .await?;
+            Migrator::up(&txn, None).await?;
+            txn.commit().await
+        }
+        // The enum is non-exhaustive; only the three above are compiled in.
+        backend => Err(DbErr::Custom(format!("unsupported database: {backend:?}"))),
+    }
 }
+
+/// How long a process waits for another one's migrations.
+const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+/// PostgreSQL advisory lock key for migrations ("authmigr"); advisory locks
+/// are per database.
+const MIGRATION_LOCK_KEY: i64 = 0x6175_7468_6d69_6772;
+/// MariaDB lock name: a fixed prefix and a digest of the database name, under
+/// MySQL's 64-character limit whatever the name.
+const MYSQL_LOCK_NAME: &str = "CONCAT('auth_service_migrations:', MD5(DATABASE()))";
 
 /// Now, as stored: naive UTC (portable across the three databases).
 pub fn db_now() -> chrono::NaiveDateTime {

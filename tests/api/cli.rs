@@ -191,6 +191,111 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// Runs `command`, which must fail at start-up; a server that starts instead
+/// is killed after `START_REFUSAL_DEADLINE` and the test fails.
+async fn run_refused(command: Command) -> Output {
+    let child = tokio::process::Command::from(command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
+    tokio::time::timeout(START_REFUSAL_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {START_REFUSAL_DEADLINE:?}: it started"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Far longer than a refusal takes, even on a loaded machine.
+const START_REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `serve` on a fresh SQLite database whose key file holds `key` with
+/// `mode`; the output, which must be a refusal, and the key file's path.
+async fn serve_with_key_file(key: &str, mode: u32) -> (Output, String) {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let key_file = database
+        .sqlite_file()
+        .map(|p| p.with_file_name("auth.db.jwt-secret"))
+        .unwrap_or_else(|| panic!("not a SQLite database"));
+    std::fs::write(&key_file, key)
+        .and_then(|()| std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Default logging: the refusal must still be the only line.
+    let mut command = auth_service(&["serve", "--listen-addr", "127.0.0.1:0"]);
+    command.env("AUTH_DATABASE_URL", &database.url);
+    let output = run_refused(command).await;
+    (output, key_file.display().to_string())
+}
+
+#[tokio::test]
+async fn a_key_file_readable_by_others_is_refused() {
+    // A valid key, but anyone on the host could read it and forge tokens.
+    let key = "0123456789abcdef".repeat(4);
+    let (output, key_file) = serve_with_key_file(&key, 0o644).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&key_file) && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains(&key), "the key must not be printed: {err}");
+}
+
+#[tokio::test]
+async fn a_short_key_file_is_refused() {
+    // The case: a key file holding `x` signed tokens anyone could forge.
+    let (output, key_file) = serve_with_key_file("x\n", 0o600).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&key_file) && err.contains("32 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_short_jwt_secret_is_refused() {
+    // Refused before the database is opened: no database needed.
+    let mut command = auth_service(&["serve", "--listen-addr", "127.0.0.1:0"]);
+    command
+        .env("AUTH_DATABASE_URL", "sqlite::memory:")
+        .env("AUTH_JWT_SECRET", "short-secret");
+    let output = run_refused(command).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("AUTH_JWT_SECRET") && err.contains("32 bytes"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("short-secret"),
+        "the key must not be printed: {err}"
+    );
+}
+
+#[tokio::test]
+async fn allow_weak_secret_lets_a_short_jwt_secret_start() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let env = [
+        ("AUTH_JWT_SECRET", "short-secret"),
+        ("AUTH_ALLOW_WEAK_SECRET", "true"),
+    ];
+    let (child, _addr) = serve_child_with(&database.url, "warn", &env).await;
+    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Still said, once, in the log.
+    assert!(
+        stderr(&output).contains("shorter than 32 bytes"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Serves `database_url` from the binary on a free port with `RUST_LOG`;
 /// returns the child and the address once it answers health checks.
 async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Child, String) {

@@ -41,13 +41,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Cheap argon2 for the crash test: the load is then bound by database
 /// writes, so the kill lands in them rather than in hashing.
-const CHEAP_HASHING: [(&str, &str); 2] = [
+pub(crate) const CHEAP_HASHING: [(&str, &str); 2] = [
     ("AUTH_ARGON2_MEMORY_KIB", "1024"),
     ("AUTH_ARGON2_ITERATIONS", "1"),
 ];
 
 /// `auth-service serve`, running as a child process of the test.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     addr: SocketAddr,
 }
@@ -56,6 +56,17 @@ impl Server {
     /// Starts the binary on `database_url` with `env` added, and waits until
     /// its health service answers SERVING.
     async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        Self::try_start(database_url, env)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Self::start`], but an exit before serving is an `Err` with the
+    /// exit status and stderr.
+    pub(crate) async fn try_start(
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
             let addr = free_addr();
@@ -63,7 +74,7 @@ impl Server {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
             if wait_until_serving(&mut child, addr).await {
-                return Server { child, addr };
+                return Ok(Server { child, addr });
             }
             // It exited. The free port may have been taken between our probe
             // and its bind (other tests run in parallel): try another one.
@@ -73,12 +84,12 @@ impl Server {
                 eprintln!("port {} was taken, retrying: {err}", addr.port());
                 continue;
             }
-            panic!(
+            return Err(format!(
                 "the server exited before serving ({}): {err}",
                 output.status
-            );
+            ));
         }
-        panic!("the server never started");
+        Err("the server never started".to_owned())
     }
 
     fn pid(&self) -> String {
@@ -93,7 +104,7 @@ impl Server {
     }
 
     /// A client on a connection of its own, opened on first use.
-    fn auth_client(&self) -> AuthServiceClient<Channel> {
+    pub(crate) fn auth_client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(lazy_channel(&self.uri()))
     }
 
@@ -108,7 +119,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status and output, failing after `within`.
-    async fn terminate(self, within: Duration) -> Output {
+    pub(crate) async fn terminate(self, within: Duration) -> Output {
         self.signal("TERM");
         tokio::time::timeout(within, output_of(self.child))
             .await
@@ -192,11 +203,11 @@ async fn output_of(child: Child) -> Output {
         .unwrap_or_else(|e| panic!("waiting for the server: {e}"))
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn register_request(username: &str) -> pb::RegisterRequest {
+pub(crate) fn register_request(username: &str) -> pb::RegisterRequest {
     pb::RegisterRequest {
         email: format!("{username}@example.com"),
         username: username.into(),

@@ -12,6 +12,7 @@ mod logout;
 mod outage;
 mod refresh;
 mod register;
+mod replicas;
 mod reuse_detection;
 mod service;
 mod throttle;
