@@ -138,11 +138,7 @@ impl LoginThrottle {
             .await
             .map_err(|_| Error::hash_queue_full())?
             .map_err(|_| Error::Internal(anyhow::anyhow!("login throttle gate closed")))?;
-        let budget = Budget {
-            limit,
-            window: self.settings.window,
-            lease: self.lease,
-        };
+        let budget = self.budget(limit);
         let mut pause = FIRST_POLL;
         let waiting = Arc::clone(&gate);
         loop {
@@ -150,10 +146,11 @@ impl LoginThrottle {
             tokio::pin!(settled);
             settled.as_mut().enable();
             let now = db_now();
-            match login_attempts::admit(db, &key, budget, now).await? {
-                Admission::Admitted => {
+            match admit_detached(db, &key, budget, now).await? {
+                Admission::Admitted { epoch } => {
                     return Ok(HeldKey {
                         key,
+                        epoch,
                         resets,
                         gate,
                         _turn: permit,
@@ -180,15 +177,72 @@ impl LoginThrottle {
         }
     }
 
+    fn budget(&self, limit: u32) -> Budget {
+        Budget {
+            limit,
+            window: self.settings.window,
+            lease: self.lease,
+        }
+    }
+
     /// Deletes counters whose window is over.
     ///
     /// # Errors
     /// Database errors.
     pub async fn flush_stale(&self, db: &DatabaseConnection) -> Result<u64, Error> {
-        let ago =
-            |d: Duration| db_now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        login_attempts::flush_stale(db, ago(self.settings.window), ago(self.lease)).await
+        let now = db_now();
+        let window =
+            chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
+        let window_before = now
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::NaiveDateTime::MIN);
+        login_attempts::flush_stale(db, window_before, self.budget(0), now).await
     }
+}
+
+/// [`login_attempts::admit`] on a task of its own: a caller that goes away
+/// while the admission commits cannot leave a check counted in flight that
+/// nobody will settle; the task hands it back instead.
+async fn admit_detached(
+    db: &DatabaseConnection,
+    key: &str,
+    budget: Budget,
+    now: chrono::NaiveDateTime,
+) -> Result<Admission, Error> {
+    let (answer, admission) = tokio::sync::oneshot::channel();
+    let (db, key) = (db.clone(), key.to_owned());
+    tokio::spawn(async move {
+        let result = login_attempts::admit(&db, &key, budget, now).await;
+        if let Err(Ok(Admission::Admitted { epoch })) = answer.send(result) {
+            settle_retrying(&db, &key, epoch, Outcome::Withdrawn)
+                .await
+                .ok();
+        }
+    });
+    admission
+        .await
+        .map_err(|_| Error::Internal(anyhow::anyhow!("login admission task ended early")))?
+}
+
+/// Settles with a few retries: a settlement lost to a passing database
+/// error would hold a check in flight until its lease runs out.
+async fn settle_retrying(
+    db: &DatabaseConnection,
+    key: &str,
+    epoch: i64,
+    outcome: Outcome,
+) -> Result<(), Error> {
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..3 {
+        match login_attempts::settle(db, key, epoch, outcome).await {
+            Err(Error::Conflict(_) | Error::Unavailable(_)) => {
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+            settled => return settled,
+        }
+    }
+    login_attempts::settle(db, key, epoch, outcome).await
 }
 
 /// Keys are fixed-length digests of the normalised username: any input,
@@ -217,6 +271,8 @@ struct Held {
 #[derive(Debug)]
 struct HeldKey {
     key: String,
+    /// The lease epoch it was admitted in.
+    epoch: i64,
     /// A success clears this key's failures (usernames, not addresses).
     resets: bool,
     gate: Arc<Gate>,
@@ -224,18 +280,30 @@ struct HeldKey {
 }
 
 impl Reservation {
-    /// Records how the password check ended. Runs on a task of its own, so
-    /// a caller that goes away now cannot leave the count half-written.
+    /// Runs `check` (the password check: `Ok(true)` for a successful login)
+    /// and records its outcome, both on a task of their own: once hashing
+    /// has started, a caller that goes away cannot keep a wrong password
+    /// from counting. A `check` that fails (hash queue overload) never
+    /// reached the password: its reservation is handed back.
     ///
     /// # Errors
-    /// Database errors.
-    pub async fn settle(mut self, password_ok: bool) -> Result<(), Error> {
-        let Some(held) = self.held.take() else {
-            return Ok(());
-        };
-        tokio::spawn(held.settle(Some(password_ok)))
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("settling a login attempt: {e}")))?
+    /// `check`'s, and database errors.
+    pub async fn settle_after(
+        mut self,
+        check: impl Future<Output = Result<bool, Error>> + Send + 'static,
+    ) -> Result<bool, Error> {
+        let held = self.held.take();
+        tokio::spawn(async move {
+            let Some(held) = held else {
+                return check.await;
+            };
+            let outcome = check.await;
+            let settled = held.settle(outcome.as_ref().ok().copied()).await;
+            let succeeded = outcome?;
+            settled.map(|()| succeeded)
+        })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("login check task failed: {e}")))?
     }
 }
 
@@ -264,7 +332,7 @@ impl Held {
                 Some(false) => Outcome::Failed,
                 None => Outcome::Withdrawn,
             };
-            let settled = login_attempts::settle(&self.db, &held.key, outcome).await;
+            let settled = settle_retrying(&self.db, &held.key, held.epoch, outcome).await;
             result = result.and(settled);
             let gate = Arc::clone(&held.gate);
             drop(held); // the turn goes back before the waiters look

@@ -28,9 +28,10 @@ impl MigrationTrait for Migration {
             .table(LoginAttempts::Table)
             .col(key)
             .col(integer(LoginAttempts::Failures))
-            .col(integer(LoginAttempts::InFlight))
             .col(date_time(LoginAttempts::WindowStartedAt))
-            .col(date_time(LoginAttempts::ReservedAt));
+            .col(integer(LoginAttempts::InFlight))
+            .col(integer(LoginAttempts::InFlightBefore))
+            .col(big_integer(LoginAttempts::LeaseEpoch));
         unicode_table(manager, &mut table);
         manager.create_table(table).await
     }
@@ -47,7 +48,8 @@ enum LoginAttempts {
     Table,
     Key,
     Failures,
-    InFlight,
     WindowStartedAt,
-    ReservedAt,
+    InFlight,
+    InFlightBefore,
+    LeaseEpoch,
 }

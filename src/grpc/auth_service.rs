@@ -135,11 +135,12 @@ impl AuthApi {
             None => None,
         };
         let stored_hash = user.as_ref().map(|u| u.password.clone());
-        let password_ok = place.verify(&req.password, stored_hash).await?;
         // Inactive users pay for the hash too, and get the same answer.
-        let active = user.filter(|user| password_ok && user.is_active);
-        reservation.settle(active.is_some()).await?;
-        let Some(user) = active else {
+        let active = user.as_ref().is_some_and(|u| u.is_active);
+        let password = req.password.clone();
+        let check = async move { Ok(place.verify(&password, stored_hash).await? && active) };
+        let accepted = reservation.settle_after(check).await?;
+        let Some(user) = user.filter(|_| accepted) else {
             return Err(Error::InvalidCredentials);
         };
         record_user(user.id);

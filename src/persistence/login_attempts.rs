@@ -7,14 +7,21 @@
 //! apart from them, the attempts admitted and still being checked. Only
 //! failures refuse an attempt; checks in flight make it wait its turn, so
 //! that failures plus checks never exceed the limit.
+//!
+//! A check whose settlement never arrives (its process died, its database
+//! write failed) must not hold the budget for ever, however busy the key
+//! stays. So checks in flight are counted per lease epoch (time cut into
+//! lease-long slices): the current epoch's and the one before count, older
+//! ones have expired. Each check thus expires on its own, between one and
+//! two leases after its admission, with two counters per row.
 
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-    sea_query::{Expr, ExprTrait, OnConflict, SimpleExpr},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait},
 };
 
 use super::{
@@ -29,16 +36,29 @@ pub struct Budget {
     /// Failures (plus checks in flight) allowed per window.
     pub limit: u32,
     pub window: Duration,
-    /// Checks in flight admitted longer ago than this are taken to have died
-    /// with their process, and stop taking up the budget.
+    /// How long a check may stay in flight before it is taken to be lost.
     pub lease: Duration,
+}
+
+impl Budget {
+    /// The lease epoch `now` falls in.
+    fn epoch(&self, now: NaiveDateTime) -> i64 {
+        let lease = Ord::max(i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX), 1);
+        now.and_utc().timestamp().div_euclid(lease)
+    }
+
+    fn window_start_before(&self, now: NaiveDateTime) -> NaiveDateTime {
+        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        now.checked_sub_signed(window).unwrap_or(NaiveDateTime::MIN)
+    }
 }
 
 /// What [`admit`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Counted as in flight: check the password, then [`settle`].
-    Admitted,
+    /// Counted as in flight in this lease epoch: check the password, then
+    /// [`settle`] with the epoch.
+    Admitted { epoch: i64 },
     /// `limit` attempts failed in the window that started then.
     Throttled { window_started_at: NaiveDateTime },
     /// Failures and checks in flight use up the budget: wait for a check
@@ -69,40 +89,49 @@ pub async fn admit(
     budget: Budget,
     now: NaiveDateTime,
 ) -> Result<Admission, Error> {
-    if let Some(row) = find(db, key).await? {
-        let refusal = decide(&row, budget, now);
-        if refusal != Admission::Admitted {
-            return Ok(refusal);
-        }
+    if let Some(row) = find(db, key).await?
+        && let refusal @ (Admission::Throttled { .. } | Admission::Busy) = decide(&row, budget, now)
+    {
+        return Ok(refusal);
     }
-    let (window_over, lease_over) = expired(budget, now);
+    let epoch = budget.epoch(now);
     let fresh = login_attempt::ActiveModel {
         key: Set(key.to_owned()),
         failures: Set(0),
-        in_flight: Set(0),
         window_started_at: Set(now),
-        reserved_at: Set(now),
+        in_flight: Set(0),
+        in_flight_before: Set(0),
+        lease_epoch: Set(epoch),
     };
+    let col = |c: Column| Expr::col((LoginAttempts, c));
+    let window_over = col(Column::WindowStartedAt).lte(budget.window_start_before(now));
+    let same_epoch = col(Column::LeaseEpoch).eq(epoch);
+    let last_epoch = col(Column::LeaseEpoch).eq(epoch - 1);
     // Assignments run left to right on MySQL, later ones seeing earlier
-    // ones: the window start, which the others test, is set last.
-    let normalise = OnConflict::column(Column::Key)
+    // ones: each column is set after every column whose old value it reads.
+    let normalise = sea_orm::sea_query::OnConflict::column(Column::Key)
         .value(
             Column::Failures,
-            Expr::case(window_over.clone(), 0)
-                .finally(Expr::col((LoginAttempts, Column::Failures))),
+            Expr::case(window_over.clone(), 0).finally(col(Column::Failures)),
+        )
+        .value(
+            Column::InFlightBefore,
+            Expr::case(same_epoch.clone(), col(Column::InFlightBefore))
+                .case(last_epoch, col(Column::InFlight))
+                .finally(0),
         )
         .value(
             Column::InFlight,
-            Expr::case(lease_over, 0).finally(Expr::col((LoginAttempts, Column::InFlight))),
+            Expr::case(same_epoch, col(Column::InFlight)).finally(0),
         )
         .value(
             Column::WindowStartedAt,
-            Expr::case(window_over, now)
-                .finally(Expr::col((LoginAttempts, Column::WindowStartedAt))),
+            Expr::case(window_over, now).finally(col(Column::WindowStartedAt)),
         )
+        .value(Column::LeaseEpoch, epoch)
         .to_owned();
 
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     LoginAttempts::insert(fresh)
         .on_conflict(normalise)
         .exec_without_returning(&txn)
@@ -111,10 +140,9 @@ pub async fn admit(
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("login attempt row vanished")))?;
     let admission = decide(&row, budget, now);
-    if admission == Admission::Admitted {
+    if let Admission::Admitted { .. } = admission {
         LoginAttempts::update_many()
             .col_expr(Column::InFlight, Expr::col(Column::InFlight).add(1))
-            .col_expr(Column::ReservedAt, Expr::value(now))
             .filter(Column::Key.eq(key))
             .exec(&txn)
             .await?;
@@ -123,107 +151,164 @@ pub async fn admit(
     Ok(admission)
 }
 
-/// The decision for `row` as of `now` (before any upsert normalised it).
+/// The decision for `row` as of `now`, counting only what has not expired.
 fn decide(row: &login_attempt::Model, budget: Budget, now: NaiveDateTime) -> Admission {
-    let window = chrono::Duration::from_std(budget.window).unwrap_or(chrono::Duration::MAX);
-    let lease = chrono::Duration::from_std(budget.lease).unwrap_or(chrono::Duration::MAX);
-    let window_over = row.window_started_at <= now - window;
-    let lease_over = row.reserved_at <= now - lease;
-    let failures = if window_over {
+    let epoch = budget.epoch(now);
+    let failures = if row.window_started_at <= budget.window_start_before(now) {
         0
     } else {
-        Ord::max(row.failures, 0)
+        i64::from(row.failures)
     };
-    let in_flight = if lease_over {
-        0
-    } else {
-        Ord::max(row.in_flight, 0)
+    let in_flight = match epoch - row.lease_epoch {
+        0 => i64::from(row.in_flight) + i64::from(row.in_flight_before),
+        1 => i64::from(row.in_flight),
+        _ => 0,
     };
     let limit = i64::from(budget.limit);
-    if i64::from(failures) >= limit {
+    if failures >= limit {
         Admission::Throttled {
             window_started_at: row.window_started_at,
         }
-    } else if i64::from(failures) + i64::from(in_flight) >= limit {
+    } else if failures + in_flight >= limit {
         Admission::Busy
     } else {
-        Admission::Admitted
+        Admission::Admitted { epoch }
     }
-}
-
-/// SQL conditions: the row's window is over; its checks in flight are stale.
-fn expired(budget: Budget, now: NaiveDateTime) -> (SimpleExpr, SimpleExpr) {
-    let window = chrono::Duration::from_std(budget.window).unwrap_or(chrono::Duration::MAX);
-    let lease = chrono::Duration::from_std(budget.lease).unwrap_or(chrono::Duration::MAX);
-    (
-        Expr::col((LoginAttempts, Column::WindowStartedAt)).lte(now - window),
-        Expr::col((LoginAttempts, Column::ReservedAt)).lte(now - lease),
-    )
 }
 
 async fn find(db: &impl ConnectionTrait, key: &str) -> Result<Option<login_attempt::Model>, Error> {
     at_most_one(LoginAttempts::find_by_id(key.to_owned()).all(db).await?)
 }
 
-/// Ends one admitted attempt of `key`. A row left with nothing to count is
-/// deleted, so attempts that never failed leave no trace.
-pub async fn settle(db: &impl ConnectionTrait, key: &str, outcome: Outcome) -> Result<(), Error> {
-    let one_less: Expr = Expr::case(
-        Expr::col(Column::InFlight).gt(0),
-        Expr::col(Column::InFlight).sub(1),
-    )
-    .finally(0)
-    .into();
-    let update = LoginAttempts::update_many()
-        .col_expr(Column::InFlight, one_less)
-        .filter(Column::Key.eq(key));
-    let (last_in_flight, update) = match outcome {
-        Outcome::Failed => {
-            let failed = update.col_expr(Column::Failures, Expr::col(Column::Failures).add(1));
-            failed.exec(db).await?;
-            return Ok(());
-        }
-        Outcome::Succeeded { resets: true } => (
-            Column::InFlight.lte(1),
-            update.col_expr(Column::Failures, Expr::value(0)),
-        ),
-        Outcome::Succeeded { resets: false } | Outcome::Withdrawn => {
-            (Column::InFlight.lte(1).and(Column::Failures.eq(0)), update)
-        }
+/// Ends one attempt of `key` admitted in lease epoch `epoch`: takes it out
+/// of the checks in flight (unless it has expired) and counts the outcome.
+/// One statement; rows with nothing left to count stay for
+/// [`flush_stale`] (deleting and re-inserting a hot key's row on every
+/// login would only invite lock conflicts).
+pub async fn settle(
+    db: &impl ConnectionTrait,
+    key: &str,
+    epoch: i64,
+    outcome: Outcome,
+) -> Result<(), Error> {
+    let one_less = |counter: Column, admitted_in: i64| -> Expr {
+        Expr::case(
+            Expr::col(Column::LeaseEpoch)
+                .eq(admitted_in)
+                .and(Expr::col(counter).gt(0)),
+            Expr::col(counter).sub(1),
+        )
+        .finally(Expr::col(counter))
+        .into()
     };
-    let deleted = LoginAttempts::delete_many()
-        .filter(Column::Key.eq(key))
-        .filter(last_in_flight)
-        .exec(db)
-        .await?;
-    if deleted.rows_affected == 0 {
-        update.exec(db).await?;
-        // Others ending at the same time each saw more in flight than
-        // themselves; whoever ends last clears the row.
-        LoginAttempts::delete_many()
-            .filter(Column::Key.eq(key))
-            .filter(Column::InFlight.lte(0).and(Column::Failures.eq(0)))
-            .exec(db)
-            .await?;
-    }
+    let mut update = LoginAttempts::update_many()
+        .col_expr(Column::InFlight, one_less(Column::InFlight, epoch))
+        .col_expr(
+            Column::InFlightBefore,
+            one_less(Column::InFlightBefore, epoch + 1),
+        )
+        .filter(Column::Key.eq(key));
+    update = match outcome {
+        Outcome::Failed => update.col_expr(Column::Failures, Expr::col(Column::Failures).add(1)),
+        Outcome::Succeeded { resets: true } => update.col_expr(Column::Failures, Expr::value(0)),
+        Outcome::Succeeded { resets: false } | Outcome::Withdrawn => update,
+    };
+    update.exec(db).await?;
     Ok(())
 }
 
-/// Deletes counters whose window started before `window_before` and that
-/// have no check in flight admitted after `lease_before`.
+/// Deletes counters whose window started before `window_before` and whose
+/// checks in flight, if any, have expired by `now`.
 pub async fn flush_stale(
     db: &impl ConnectionTrait,
     window_before: NaiveDateTime,
-    lease_before: NaiveDateTime,
+    budget: Budget,
+    now: NaiveDateTime,
 ) -> Result<u64, Error> {
+    let epoch = budget.epoch(now);
+    let nothing_in_flight = Column::LeaseEpoch
+        .lt(epoch - 1)
+        .or(Column::InFlight.lte(0).and(
+            Column::InFlightBefore
+                .lte(0)
+                .or(Column::LeaseEpoch.lt(epoch)),
+        ));
     let result = LoginAttempts::delete_many()
         .filter(Column::WindowStartedAt.lte(window_before))
-        .filter(
-            Column::InFlight
-                .lte(0)
-                .or(Column::ReservedAt.lte(lease_before)),
-        )
+        .filter(nothing_in_flight)
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    fn budget() -> Budget {
+        Budget {
+            limit: 3,
+            window: Duration::from_secs(900),
+            lease: LEASE,
+        }
+    }
+
+    fn at(seconds: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(seconds, 0)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default()
+    }
+
+    fn row(failures: i32, in_flight: i32, before: i32, epoch: i64) -> login_attempt::Model {
+        login_attempt::Model {
+            key: "user:x".into(),
+            failures,
+            window_started_at: at(60_000),
+            in_flight,
+            in_flight_before: before,
+            lease_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn failures_refuse_and_checks_in_flight_make_wait() {
+        let now = at(60_010); // epoch 1000
+        assert_eq!(
+            decide(&row(3, 0, 0, 1000), budget(), now),
+            Admission::Throttled {
+                window_started_at: at(60_000)
+            }
+        );
+        assert_eq!(decide(&row(1, 1, 1, 1000), budget(), now), Admission::Busy);
+        assert_eq!(
+            decide(&row(1, 1, 0, 1000), budget(), now),
+            Admission::Admitted { epoch: 1000 }
+        );
+    }
+
+    #[test]
+    fn each_check_in_flight_expires_within_two_leases_however_busy_the_key() {
+        // Three lost checks, admitted in epoch 1000.
+        let lost = row(0, 3, 0, 1000);
+        assert_eq!(decide(&lost, budget(), at(60_010)), Admission::Busy);
+        // Next epoch: they still count (a check may take up to a lease).
+        assert_eq!(decide(&lost, budget(), at(60_070)), Admission::Busy);
+        // Two epochs on: expired, even though the key kept being used.
+        let busy_since = row(0, 0, 3, 1001);
+        assert_eq!(
+            decide(&busy_since, budget(), at(60_130)),
+            Admission::Admitted { epoch: 1002 }
+        );
+    }
+
+    #[test]
+    fn a_window_over_forgets_its_failures() {
+        let old = row(3, 0, 0, 1000);
+        assert_eq!(
+            decide(&old, budget(), at(60_000 + 900)),
+            Admission::Admitted { epoch: 1015 }
+        );
+    }
 }

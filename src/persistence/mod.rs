@@ -137,12 +137,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
             }
         }
         DbBackend::Sqlite => {
-            let txn = db
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..TransactionOptions::default()
-                })
-                .await?;
+            let txn = begin_write(db).await?;
             Migrator::up(&txn, None).await?;
             txn.commit().await
         }
@@ -159,6 +154,24 @@ const MIGRATION_LOCK_KEY: i64 = 0x6175_7468_6d69_6772;
 /// MariaDB lock name: a fixed prefix and a digest of the database name, under
 /// MySQL's 64-character limit whatever the name.
 const MYSQL_LOCK_NAME: &str = "CONCAT('auth_service_migrations:', MD5(DATABASE()))";
+
+/// A transaction for read-then-write work. On SQLite it takes the write
+/// lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads
+/// first fails with "database is locked" when it comes to write after
+/// another writer committed, instead of waiting on the busy timeout.
+///
+/// # Errors
+/// The database's.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return db.begin().await;
+    }
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+}
 
 /// Now, as stored: naive UTC (portable across the three databases).
 pub fn db_now() -> chrono::NaiveDateTime {

@@ -12,7 +12,7 @@
 use chrono::{DateTime, NaiveDateTime};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QuerySelect,
 };
 
 use super::{
@@ -54,16 +54,21 @@ impl BlacklistReason {
 }
 
 /// Takes the per-user lock that issuing and revoking refresh tokens share:
-/// the user's row, `FOR UPDATE`. SQLite has one writer at a time, and these
-/// transactions begin with a write, so there the write lock already does it.
+/// the user's row, locked for update (on PostgreSQL `FOR NO KEY UPDATE`,
+/// which still lets other transactions insert rows referencing the user).
+/// SQLite has one writer at a time, and these transactions take its write
+/// lock up front ([`super::begin_write`]), so there that does it.
 async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(), Error> {
-    if db.get_database_backend() == DatabaseBackend::Sqlite {
-        return Ok(());
-    }
+    use sea_orm::sea_query::LockType;
+    let lock = match db.get_database_backend() {
+        DatabaseBackend::Sqlite => return Ok(()),
+        DatabaseBackend::Postgres => LockType::NoKeyUpdate,
+        _ => LockType::Update,
+    };
     user::Entity::find_by_id(user_id)
         .select_only()
         .column(user::Column::Id)
-        .lock_exclusive()
+        .lock(lock)
         .into_tuple::<i64>()
         .all(db)
         .await?;
@@ -83,7 +88,7 @@ pub async fn record_issued(
     rotated_out: Option<i64>,
     now: NaiveDateTime,
 ) -> Result<(), Error> {
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     lock_user_tokens(&txn, issued.user_id).await?;
     if let Some(old) = rotated_out {
         blacklist(&txn, old, BlacklistReason::RotatedOut, now).await?;
@@ -207,6 +212,10 @@ pub async fn blacklist(
 /// revoked here or issued after this commits, from a token this revoked.
 /// Returns how many were blacklisted.
 ///
+/// The live tokens are read with a plain query after the lock is taken (a
+/// new snapshot on PostgreSQL's READ COMMITTED; InnoDB's first consistent
+/// read), not inside `INSERT … SELECT`, which InnoDB runs as a locking read
+/// whose gap locks make revocations of different users deadlock.
 /// Concurrent calls for one user (several replays of a stolen token arrive
 /// at once) insert overlapping rows: the loser skips them rather than fail.
 pub async fn revoke_all_of_user(
@@ -215,38 +224,41 @@ pub async fn revoke_all_of_user(
     expired_before: NaiveDateTime,
     now: NaiveDateTime,
 ) -> Result<u64, Error> {
-    use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let txn = super::begin_write(db).await?;
+    lock_user_tokens(&txn, user_id).await?;
     let already = Query::select()
         .column(blacklisted_token::Column::TokenId)
         .from(blacklisted_token::Entity)
         .to_owned();
-    let live = Query::select()
+    let live: Vec<i64> = outstanding_token::Entity::find()
+        .select_only()
         .column(outstanding_token::Column::Id)
-        .expr(Expr::val(now))
-        .expr(Expr::val(BlacklistReason::Revoked.as_str()))
-        .from(outstanding_token::Entity)
-        .and_where(outstanding_token::Column::UserId.eq(user_id))
-        .and_where(outstanding_token::Column::ExpiresAt.gt(expired_before))
-        .and_where(Expr::col(outstanding_token::Column::Id).not_in_subquery(already))
-        .to_owned();
-    let insert = Query::insert()
-        .into_table(blacklisted_token::Entity)
-        .columns([
-            blacklisted_token::Column::TokenId,
-            blacklisted_token::Column::BlacklistedAt,
-            blacklisted_token::Column::Reason,
-        ])
-        .select_from(live)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("building the revoke-all query: {e}")))?
-        .on_conflict(
-            OnConflict::column(blacklisted_token::Column::TokenId)
-                .do_nothing_on([blacklisted_token::Column::TokenId])
-                .to_owned(),
-        )
-        .to_owned();
-    let txn = db.begin().await?;
-    lock_user_tokens(&txn, user_id).await?;
-    let revoked = txn.execute(&insert).await?.rows_affected();
+        .filter(outstanding_token::Column::UserId.eq(user_id))
+        .filter(outstanding_token::Column::ExpiresAt.gt(expired_before))
+        .filter(Expr::col(outstanding_token::Column::Id).not_in_subquery(already))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let mut revoked = 0;
+    // Under every backend's limit on bound parameters.
+    for batch in live.chunks(1000) {
+        let rows = batch
+            .iter()
+            .map(|&token_id| blacklisted_token::ActiveModel {
+                token_id: Set(token_id),
+                blacklisted_at: Set(now),
+                reason: Set(BlacklistReason::Revoked.as_str().to_owned()),
+                ..Default::default()
+            });
+        let inserted = blacklisted_token::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([blacklisted_token::Column::TokenId])
+            .exec_without_returning(&txn)
+            .await?;
+        if let sea_orm::TryInsertResult::Inserted(rows) = inserted {
+            revoked += rows;
+        }
+    }
     txn.commit().await?;
     Ok(revoked)
 }

@@ -8,11 +8,12 @@ pub struct Model {
     pub key: String,
     /// Failed attempts in the current window (see `persistence::login_attempts`).
     pub failures: i32,
-    /// Attempts admitted and still being checked.
-    pub in_flight: i32,
     pub window_started_at: DateTime,
-    /// When the latest in-flight attempt was admitted.
-    pub reserved_at: DateTime,
+    /// Attempts admitted in lease epoch `lease_epoch` and still being checked.
+    pub in_flight: i32,
+    /// The same for the epoch before; older ones have expired.
+    pub in_flight_before: i32,
+    pub lease_epoch: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
