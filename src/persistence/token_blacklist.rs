@@ -120,16 +120,7 @@ async fn insert_outstanding(
 }
 
 pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool, Error> {
-    // `all`, not `one`: see `super::at_most_one`.
-    let found: Vec<i64> = blacklisted_token::Entity::find()
-        .select_only()
-        .column(blacklisted_token::Column::Id)
-        .inner_join(outstanding_token::Entity)
-        .filter(outstanding_token::Column::Jti.eq(jti))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(!found.is_empty())
+    Ok(blacklist_reason(db, jti).await?.is_some())
 }
 
 /// Why the refresh token `jti` is blacklisted; `None` if it is not.
@@ -137,6 +128,7 @@ pub async fn blacklist_reason(
     db: &impl ConnectionTrait,
     jti: &str,
 ) -> Result<Option<BlacklistReason>, Error> {
+    // `all`, not `one`: see `super::at_most_one`.
     let found: Vec<String> = blacklisted_token::Entity::find()
         .select_only()
         .column(blacklisted_token::Column::Reason)

@@ -397,9 +397,18 @@ pub fn expect_blacklisted<T: fmt::Debug>(result: Result<T, Status>) {
 /// `google.rpc.BadRequest` field violation, naming `field`.
 #[track_caller]
 pub fn expect_blank_field<T: fmt::Debug>(result: Result<T, Status>, field: &str) {
-    use tonic_types::StatusExt;
     let status = expect_code(result, Code::InvalidArgument);
-    let violations: Vec<(String, String)> = status
+    assert_eq!(
+        field_violations(&status),
+        [(field.to_owned(), "This field may not be blank.".to_owned())],
+        "{status:?}"
+    );
+}
+
+/// The `google.rpc.BadRequest` field violations of `status`, as (field, description).
+pub fn field_violations(status: &Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
         .get_error_details()
         .bad_request()
         .map(|b| {
@@ -408,12 +417,7 @@ pub fn expect_blank_field<T: fmt::Debug>(result: Result<T, Status>, field: &str)
                 .map(|v| (v.field.clone(), v.description.clone()))
                 .collect()
         })
-        .unwrap_or_default();
-    assert_eq!(
-        violations,
-        [(field.to_owned(), "This field may not be blank.".to_owned())],
-        "{status:?}"
-    );
+        .unwrap_or_default()
 }
 
 /// Asserts `result` failed with `code`, returning the status.

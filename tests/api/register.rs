@@ -195,18 +195,8 @@ async fn register_applies_djangos_password_validators() {
                     .await,
                 Code::InvalidArgument,
             );
-            let details = status.get_error_details();
-            let violations: Vec<(String, String)> = details
-                .bad_request()
-                .map(|b| {
-                    b.field_violations
-                        .iter()
-                        .map(|v| (v.field.clone(), v.description.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
             assert_eq!(
-                violations,
+                crate::helpers::field_violations(&status),
                 [("password".to_owned(), message.to_owned())],
                 "{password:?}"
             );
