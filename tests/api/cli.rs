@@ -280,7 +280,40 @@ async fn allow_weak_secret_lets_a_short_jwt_secret_start() {
         ("AUTH_JWT_SECRET", "short-secret"),
         ("AUTH_ALLOW_WEAK_SECRET", "true"),
     ];
-    let (child, _addr) = serve_child_with(&database.url, "warn", &env).await;
+    let output = serve_then_stop(&database.url, &env).await;
+    // Still said, once, in the log.
+    assert!(
+        stderr(&output).contains("shorter than 32 bytes"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Rotation without blacklisting leaves rotated-out tokens valid: reuse
+/// detection cannot work, and the log says so at start-up.
+#[tokio::test]
+async fn rotation_without_blacklisting_warns_that_reuse_detection_is_off() {
+    const WARNING: &str = "refresh-token reuse detection is off";
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let rotation = ("AUTH_ROTATE_REFRESH_TOKENS", "true");
+    let key = ("AUTH_JWT_SECRET", LOG_TEST_KEY);
+    let off = [rotation, key, ("AUTH_BLACKLIST_AFTER_ROTATION", "false")];
+    let output = serve_then_stop(&database.url, &off).await;
+    assert_eq!(
+        stderr(&output).matches(WARNING).count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+    let on = [rotation, key];
+    let output = serve_then_stop(&database.url, &on).await;
+    assert!(!stderr(&output).contains(WARNING), "{}", stderr(&output));
+}
+
+/// Serves with `env` at `RUST_LOG=warn` until it answers, then SIGTERMs it
+/// and checks it exited 0; its output.
+async fn serve_then_stop(database_url: &str, env: &[(&str, &str)]) -> Output {
+    let (child, _addr) = serve_child_with(database_url, "warn", env).await;
     let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
@@ -288,12 +321,7 @@ async fn allow_weak_secret_lets_a_short_jwt_secret_start() {
         .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    // Still said, once, in the log.
-    assert!(
-        stderr(&output).contains("shorter than 32 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    output
 }
 
 /// Serves `database_url` from the binary on a free port with `RUST_LOG`;
