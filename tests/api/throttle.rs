@@ -438,3 +438,50 @@ async fn assert_nothing_counted(app: &TestApp) {
     assert_eq!(app.count(counting).await, 0);
     assert!(app.count("login_attempts").await <= 1);
 }
+
+/// A caller that gives up while its wrong password is being hashed (a
+/// deadline shorter than the hash) must still have that failure counted,
+/// or cancelling just before each answer would buy unlimited guesses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_counts_even_when_its_caller_gives_up() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            // A hash far longer than the callers' deadline.
+            s.argon2.memory_kib = 64 * 1024;
+            s.argon2.iterations = 8;
+            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.throttle.failure_limit = 2;
+        })
+        .await;
+        app.register("impatient").await;
+        for _ in 0..6 {
+            let mut request = Request::new(pb::ObtainTokenPairRequest {
+                username: "impatient".into(),
+                password: "wrong password".into(),
+            });
+            request.set_timeout(Duration::from_millis(40));
+            let result = app.auth.clone().obtain_token_pair(request).await;
+            let status = result
+                .err()
+                .unwrap_or_else(|| panic!("a wrong password was accepted"));
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        }
+        // The two admitted checks finish in the background and count.
+        let mut answer = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if app.count("login_attempts WHERE failures >= 2").await == 1 {
+                answer = Some(app.try_login("impatient", PASSWORD).await);
+                break;
+            }
+        }
+        let answer = answer.unwrap_or_else(|| panic!("the cancelled failures were never counted"));
+        let status = expect_code(answer, Code::ResourceExhausted);
+        assert_eq!(status.message(), THROTTLED);
+        app.stop().await;
+    })
+    .await;
+}
