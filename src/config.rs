@@ -152,8 +152,10 @@ pub struct ThrottleSettings {
     )]
     pub failure_limit: u32,
 
+    /// How long failures count; a window of 0 would count none (turn the
+    /// limit off with 0 failures instead).
     #[arg(long = "login-failure-window", env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m",
-          value_parser = humantime::parse_duration, global = true)]
+          value_parser = non_zero_duration, global = true)]
     pub window: Duration,
 
     /// Failed logins per client address per window. 0 (default): off, since
@@ -187,6 +189,15 @@ pub struct ThrottleSettings {
         global = true
     )]
     pub trusted_proxies: u16,
+}
+
+/// A humantime duration that is not zero.
+fn non_zero_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".into()),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Default for ThrottleSettings {
@@ -399,6 +410,15 @@ mod tests {
         assert_eq!(cli.settings.access_token_lifetime, Duration::from_secs(300));
         assert_eq!(cli.settings.list_users, ListUsersAccess::Staff);
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
+    }
+
+    #[test]
+    fn a_zero_failure_window_is_refused() {
+        let parsed = Cli::try_parse_from(["auth-service", "--login-failure-window", "0s"]);
+        assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from(["auth-service", "--login-failure-window", "2s"]);
+        let window = parsed.map(|cli| cli.settings.throttle.window).ok();
+        assert_eq!(window, Some(Duration::from_secs(2)));
     }
 
     #[test]
