@@ -83,12 +83,7 @@ mod tests {
 
     async fn sqlite() -> (DatabaseConnection, i64) {
         use sea_orm::ConnectionTrait;
-        let db = sea_orm::Database::connect("sqlite::memory:")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        crate::persistence::migrate(&db)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::persistence::memory_database().await;
         db.execute_unprepared(
             "INSERT INTO users (email, email_key, username, username_key, password, is_active, \
              is_staff, is_superuser, date_joined) \

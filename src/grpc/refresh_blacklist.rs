@@ -82,12 +82,7 @@ mod tests {
     /// An in-memory database with one outstanding refresh token, not
     /// blacklisted: its jti and row id.
     async fn sqlite() -> (DatabaseConnection, String, i64) {
-        let db = sea_orm::Database::connect("sqlite::memory:")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        crate::persistence::migrate(&db)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::persistence::memory_database().await;
         let now = chrono::Utc::now();
         let claims = Claims {
             token_type: TokenType::Refresh,
@@ -124,18 +119,16 @@ mod tests {
         assert!(!contains(&blacklist, &jti).await);
         let write_db = db.clone();
         blacklist
-            .write(&jti, async move {
-                token_blacklist::blacklist(
-                    &write_db,
-                    id,
-                    token_blacklist::BlacklistReason::LoggedOut,
-                    chrono::Utc::now().naive_utc(),
-                )
-                .await
-            })
+            .write(&jti, async move { log_out(&write_db, id).await })
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(contains(&blacklist, &jti).await);
+    }
+
+    /// What Logout writes: the outstanding token `id` blacklisted.
+    async fn log_out(db: &DatabaseConnection, id: i64) -> Result<(), Error> {
+        let now = chrono::Utc::now().naive_utc();
+        token_blacklist::blacklist(db, id, token_blacklist::BlacklistReason::LoggedOut, now).await
     }
 
     /// A Logout cancelled (deadline, disconnect) after the commit, before
@@ -148,13 +141,7 @@ mod tests {
         let (committed, on_commit) = tokio::sync::oneshot::channel();
         let write_db = db.clone();
         let write = blacklist.write(&jti, async move {
-            token_blacklist::blacklist(
-                &write_db,
-                id,
-                token_blacklist::BlacklistReason::LoggedOut,
-                chrono::Utc::now().naive_utc(),
-            )
-            .await?;
+            log_out(&write_db, id).await?;
             let _ = committed.send(());
             // The answer never gets back to the caller.
             std::future::pending::<Result<(), Error>>().await
@@ -180,13 +167,7 @@ mod tests {
         let write_db = db.clone();
         let write = blacklist.write(&jti, async move {
             let _ = on_go.await;
-            token_blacklist::blacklist(
-                &write_db,
-                id,
-                token_blacklist::BlacklistReason::LoggedOut,
-                chrono::Utc::now().naive_utc(),
-            )
-            .await?;
+            log_out(&write_db, id).await?;
             let _ = committed.send(());
             Ok(())
         });

@@ -203,6 +203,16 @@ pub async fn ping(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())
 }
 
+/// A migrated in-memory SQLite database, for unit tests.
+#[cfg(test)]
+pub(crate) async fn memory_database() -> DatabaseConnection {
+    let db = Database::connect("sqlite::memory:")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    migrate(&db).await.unwrap_or_else(|e| panic!("{e}"));
+    db
+}
+
 #[cfg(test)]
 mod tests {
     use super::at_most_one;

@@ -552,11 +552,7 @@ async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
         })
         .await;
         let (_, pair) = app.signed_up("lazarus").await;
-        app.auth
-            .clone()
-            .logout(auth_service::pb::LogoutRequest {
-                refresh: pair.refresh.clone(),
-            })
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         tokio::time::sleep(Duration::from_millis(2100)).await;

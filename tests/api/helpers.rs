@@ -312,6 +312,16 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn logout(&self, refresh: &str) -> Result<pb::LogoutResponse, Status> {
+        self.auth
+            .clone()
+            .logout(pb::LogoutRequest {
+                refresh: refresh.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn get_me(&self, access: &str) -> Result<pb::User, Status> {
         self.users
             .clone()

@@ -1,31 +1,21 @@
 use std::time::Duration;
 
-use auth_service::{config::Settings, pb, persistence::token_blacklist};
+use auth_service::{config::Settings, persistence::token_blacklist};
 use tonic::Code;
 
 use crate::helpers::{TestApp, expect_blacklisted, expect_code, on_every_backend};
-
-async fn logout(app: &TestApp, refresh: &str) -> Result<pb::LogoutResponse, tonic::Status> {
-    app.auth
-        .clone()
-        .logout(pb::LogoutRequest {
-            refresh: refresh.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 #[tokio::test]
 async fn logout_blacklists_the_refresh_token() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("uma").await;
-        logout(&app, &pair.refresh)
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
 
         expect_blacklisted(app.refresh(&pair.refresh).await);
-        expect_blacklisted(logout(&app, &pair.refresh).await);
+        expect_blacklisted(app.logout(&pair.refresh).await);
 
         // Other sessions of the same user are untouched.
         let second = app.login("uma").await;
@@ -42,7 +32,7 @@ async fn logout_survives_a_restart() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("victor").await;
-        logout(&app, &pair.refresh)
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         // A second server on the same database: another replica, or a restart.
@@ -60,7 +50,7 @@ async fn logout_takes_refresh_tokens_only() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("wendy").await;
-        let status = expect_code(logout(&app, &pair.access).await, Code::Unauthenticated);
+        let status = expect_code(app.logout(&pair.access).await, Code::Unauthenticated);
         assert_eq!(status.message(), "Token has wrong type");
         app.stop().await;
     })
@@ -72,9 +62,9 @@ async fn a_blank_refresh_token_is_a_missing_field() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         for blank in ["", "  "] {
-            crate::helpers::expect_blank_field(logout(&app, blank).await, "refresh");
+            crate::helpers::expect_blank_field(app.logout(blank).await, "refresh");
         }
-        let status = expect_code(logout(&app, "garbage").await, Code::Unauthenticated);
+        let status = expect_code(app.logout("garbage").await, Code::Unauthenticated);
         assert_eq!(status.message(), "Token is invalid");
         app.stop().await;
     })
@@ -87,7 +77,7 @@ async fn flushing_deletes_expired_tokens_and_their_blacklist_rows() {
         let app = TestApp::spawn(&backend).await;
         let (_, first) = app.signed_up("xavier").await;
         app.login("xavier").await;
-        logout(&app, &first.refresh)
+        app.logout(&first.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
 
@@ -126,7 +116,7 @@ async fn a_logout_is_seen_at_once_here_and_within_the_cache_ttl_elsewhere() {
         app.verify(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
-        logout(&app, &pair.refresh)
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         expect_blacklisted(app.refresh(&pair.refresh).await);
@@ -141,7 +131,7 @@ async fn a_logout_is_seen_at_once_here_and_within_the_cache_ttl_elsewhere() {
             .refresh(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
-        logout(&app, &pair.refresh)
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         tokio::time::sleep(replica.cache_ttl).await;

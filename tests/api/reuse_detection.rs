@@ -81,11 +81,7 @@ async fn a_logged_out_token_presented_again_revokes_nothing_else() {
         let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
         let (_, laptop) = app.signed_up("traveller").await;
         let phone = app.login("traveller").await;
-        app.auth
-            .clone()
-            .logout(auth_service::pb::LogoutRequest {
-                refresh: laptop.refresh.clone(),
-            })
+        app.logout(&laptop.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         for _ in 0..2 {

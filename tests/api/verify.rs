@@ -1,4 +1,3 @@
-use auth_service::pb;
 use tonic::Code;
 
 use crate::helpers::{
@@ -29,11 +28,7 @@ async fn verify_refuses_blacklisted_garbage_and_orphaned_tokens() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("sybil").await;
-        app.auth
-            .clone()
-            .logout(pb::LogoutRequest {
-                refresh: pair.refresh.clone(),
-            })
+        app.logout(&pair.refresh)
             .await
             .unwrap_or_else(|s| panic!("{s:?}"));
         expect_blacklisted(app.verify(&pair.refresh).await);
