@@ -17,16 +17,14 @@ const USERS: i64 = 1_000;
 
 fn find_by_id(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let settings = Settings {
-        database_url: Secret::from(format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("bench.db").display()
-        )),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.database.url = Secret::from(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    ));
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let db = runtime.block_on(async {
-        let db = persistence::connect(&settings)
+        let db = persistence::connect(&settings.database)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         persistence::migrate(&db)

@@ -4,12 +4,11 @@
 use anyhow::Context;
 
 use crate::{
+    accounts::LoginThrottle,
     config::{Cli, Command, Settings},
     domain::{Email, Password, UserAttributes, Username},
-    error::Error,
-    login_throttle::LoginThrottle,
     passwords::Hasher,
-    persistence::{self, db_now, token_blacklist, users},
+    persistence::{self, StoreError, db_now, token_blacklist, users},
     startup::{Application, shutdown_signal},
     tokens,
 };
@@ -26,7 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate => {
-            persistence::open(&settings).await?;
+            persistence::open(&settings.database).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -34,16 +33,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             create_superuser(&settings, &username, &email).await
         }
         Command::FlushExpiredTokens => {
-            let db = persistence::open(&settings).await?;
-            let expired_before = tokens::expired_before(db_now(), settings.token_leeway);
+            let db = persistence::open(&settings.database).await?;
+            let expired_before = tokens::expired_before(db_now(), settings.tokens.leeway);
             let deleted = token_blacklist::flush_expired(&db, expired_before)
                 .await
                 .map_err(describe)?;
-            let stale =
-                LoginThrottle::new(settings.throttle.clone(), settings.argon2.queue_timeout)
-                    .flush_stale(&db)
-                    .await
-                    .map_err(describe)?;
+            let throttle = LoginThrottle::new(
+                db,
+                settings.throttle.clone(),
+                settings.passwords.queue_timeout,
+            );
+            let stale = throttle
+                .flush_stale()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:#}"))?;
             println!(
                 "deleted {deleted} expired outstanding tokens and {stale} stale login counters"
             );
@@ -66,9 +69,12 @@ async fn create_superuser(settings: &Settings, username: &str, email: &str) -> a
     let password = Password::parse(password, attributes)
         .map_err(|errors| anyhow::anyhow!("password: {}", errors.join(" ")))?;
 
-    let db = persistence::open(settings).await?;
-    let hasher = Hasher::new(settings.argon2).await?;
-    let password_hash = hasher.hash(&password).await.map_err(describe)?;
+    let db = persistence::open(&settings.database).await?;
+    let hasher = Hasher::new(settings.passwords).await?;
+    let password_hash = hasher
+        .hash(&password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let new = users::NewUser {
         email,
         username,
@@ -82,12 +88,14 @@ async fn create_superuser(settings: &Settings, username: &str, email: &str) -> a
     Ok(())
 }
 
-/// A service error as the one-line message a command prints.
-fn describe(err: Error) -> anyhow::Error {
+/// A storage error as the one-line message a command prints.
+fn describe(err: StoreError) -> anyhow::Error {
     match err {
-        Error::Internal(cause) => cause,
-        Error::Unavailable(cause) => anyhow::Error::new(cause).context("database unavailable"),
-        Error::Conflict(cause) => anyhow::Error::new(cause).context("concurrent update, try again"),
+        StoreError::Other(cause) => cause,
+        StoreError::Unavailable(cause) => anyhow::Error::new(cause).context("database unavailable"),
+        StoreError::Conflict(cause) => {
+            anyhow::Error::new(cause).context("concurrent update, try again")
+        }
         other => anyhow::anyhow!("{other}"),
     }
 }

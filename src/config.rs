@@ -4,7 +4,7 @@
 
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, str::FromStr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
+use clap::{Args, FromArgMatches, Parser, Subcommand, builder::BoolishValueParser};
 
 #[derive(Debug, Parser)]
 #[command(name = "auth-service", version, about)]
@@ -36,22 +36,81 @@ pub enum Command {
     FlushExpiredTokens,
 }
 
-const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
-const DEFAULT_DATABASE_URL: &str = "sqlite://auth.db?mode=rwc";
-const DEFAULT_ACCESS_TOKEN_LIFETIME: &str = "1d";
-const DEFAULT_REFRESH_TOKEN_LIFETIME: &str = "30d";
-
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    #[command(flatten)]
+    pub server: ServerSettings,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub tokens: TokenSettings,
+
+    /// argon2id parameters for new hashes (OWASP defaults), and how much
+    /// hashing may run and wait.
+    #[command(flatten)]
+    pub passwords: Argon2Settings,
+
+    /// Failed-login throttling.
+    #[command(flatten)]
+    pub throttle: ThrottleSettings,
+
+    /// The caches in front of the database.
+    #[command(flatten)]
+    pub cache: CacheSettings,
+
+    #[command(flatten)]
+    pub accounts: AccountSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
     /// Address to serve gRPC on; port 0 picks a free one.
-    #[arg(long, env = "AUTH_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR, global = true)]
+    #[arg(
+        long,
+        env = "AUTH_LISTEN_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
     pub listen_addr: SocketAddr,
 
-    /// sqlite://…, postgres://… or mysql://…
-    #[arg(long, env = "AUTH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL,
-          hide_env_values = true, global = true)]
-    pub database_url: Secret,
+    /// After SIGTERM/SIGINT, how long calls in flight (and idle clients that
+    /// ignore GOAWAY) may keep the server up.
+    #[arg(long, env = "AUTH_SHUTDOWN_GRACE", default_value = "20s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+}
 
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// sqlite://…, postgres://… or mysql://…
+    #[arg(
+        long = "database-url",
+        env = "AUTH_DATABASE_URL",
+        default_value = "sqlite://auth.db?mode=rwc",
+        hide_env_values = true,
+        global = true
+    )]
+    pub url: Secret,
+
+    /// Database connections per replica.
+    #[arg(
+        long = "database-max-connections",
+        env = "AUTH_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub max_connections: u32,
+
+    /// How long a call waits for the database before answering UNAVAILABLE.
+    #[arg(long = "database-timeout", env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenSettings {
     /// HS256 signing key, shared with every replica (and any Django service
     /// that must accept the tokens). Optional only on SQLite.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true, global = true)]
@@ -63,14 +122,26 @@ pub struct Settings {
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub allow_weak_secret: bool,
 
-    #[arg(long, env = "AUTH_ACCESS_TOKEN_LIFETIME", default_value = DEFAULT_ACCESS_TOKEN_LIFETIME,
+    #[arg(long = "access-token-lifetime", env = "AUTH_ACCESS_TOKEN_LIFETIME", default_value = "1d",
           value_parser = humantime::parse_duration, global = true)]
-    pub access_token_lifetime: Duration,
+    pub access_lifetime: Duration,
 
-    #[arg(long, env = "AUTH_REFRESH_TOKEN_LIFETIME", default_value = DEFAULT_REFRESH_TOKEN_LIFETIME,
+    #[arg(long = "refresh-token-lifetime", env = "AUTH_REFRESH_TOKEN_LIFETIME", default_value = "30d",
           value_parser = humantime::parse_duration, global = true)]
-    pub refresh_token_lifetime: Duration,
+    pub refresh_lifetime: Duration,
 
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
+    #[arg(long = "token-leeway", env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub leeway: Duration,
+
+    #[command(flatten)]
+    pub policy: TokenPolicy,
+}
+
+/// simplejwt's behaviour switches.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TokenPolicy {
     /// RefreshToken also returns a new refresh token.
     #[arg(long, env = "AUTH_ROTATE_REFRESH_TOKENS", default_value_t = false,
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
@@ -85,56 +156,29 @@ pub struct Settings {
     #[arg(long, env = "AUTH_UPDATE_LAST_LOGIN", default_value_t = false,
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub update_last_login: bool,
+}
 
+impl TokenPolicy {
+    /// Reuse detection needs rotated-out tokens on the blacklist: without
+    /// blacklisting after rotation they stay valid and nothing is "reused".
+    pub fn detects_reuse(&self) -> bool {
+        self.rotate_refresh_tokens && self.blacklist_after_rotation
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AccountSettings {
     /// Who may call ListUsers, which shows every user's email and staff
     /// flags: any authenticated user (DRF's AllUsersView) or staff only.
     #[arg(long, env = "AUTH_LIST_USERS", value_enum,
           default_value_t = ListUsersAccess::Authenticated, global = true)]
     pub list_users: ListUsersAccess,
-
-    /// Failed-login throttling.
-    #[command(flatten)]
-    pub throttle: ThrottleSettings,
-
-    /// argon2id parameters for new hashes (OWASP defaults).
-    #[command(flatten)]
-    pub argon2: Argon2Settings,
-
-    /// The caches in front of the database.
-    #[command(flatten)]
-    pub cache: CacheSettings,
-
-    /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
-    #[arg(long, env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
-          value_parser = humantime::parse_duration, global = true)]
-    pub token_leeway: Duration,
-
-    /// Database connections per replica.
-    #[arg(
-        long,
-        env = "AUTH_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 10,
-        global = true
-    )]
-    pub database_max_connections: u32,
-
-    /// After SIGTERM/SIGINT, how long calls in flight (and idle clients that
-    /// ignore GOAWAY) may keep the server up.
-    #[arg(long, env = "AUTH_SHUTDOWN_GRACE", default_value = "20s",
-          value_parser = humantime::parse_duration, global = true)]
-    pub shutdown_grace: Duration,
-
-    /// How long a call waits for the database before answering UNAVAILABLE.
-    #[arg(long, env = "AUTH_DATABASE_TIMEOUT", default_value = "5s",
-          value_parser = humantime::parse_duration, global = true)]
-    pub database_timeout: Duration,
 }
 
 /// Who may call ListUsers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListUsersAccess {
     /// Every authenticated user, as the DRF view this service replaces.
-    #[default]
     Authenticated,
     /// Only callers whose user row is `is_staff` (as of the user cache).
     Staff,
@@ -200,18 +244,6 @@ fn non_zero_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-impl Default for ThrottleSettings {
-    fn default() -> Self {
-        Self {
-            failure_limit: 5,
-            window: Duration::from_secs(15 * 60),
-            address_failure_limit: 0,
-            address_header: None,
-            trusted_proxies: 1,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Args)]
 pub struct CacheSettings {
     /// Longest time this replica answers from memory what is stored in the
@@ -230,15 +262,6 @@ pub struct CacheSettings {
         global = true
     )]
     pub capacity: usize,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(1),
-            capacity: 10_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -290,45 +313,37 @@ pub struct Argon2Settings {
     pub queue_timeout: Duration,
 }
 
-impl Default for Argon2Settings {
-    fn default() -> Self {
-        Self {
-            memory_kib: 19456,
-            iterations: 2,
-            parallelism: 1,
-            max_concurrent: None,
-            queue_limit: 64,
-            queue_timeout: Duration::from_secs(2),
-        }
-    }
+/// Every group's defaults are its command-line defaults, read without the
+/// environment: each default is written once, in its `#[arg]`.
+fn defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+    command
+        .try_get_matches_from(["defaults"])
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .expect("every setting has a valid default")
 }
 
-impl Default for Settings {
-    /// The same values as the command line's defaults, without reading the
-    /// environment.
-    fn default() -> Self {
-        let duration = |s| humantime::parse_duration(s).unwrap_or(Duration::ZERO);
-        Self {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            database_url: Secret::from(DEFAULT_DATABASE_URL),
-            jwt_secret: None,
-            allow_weak_secret: false,
-            access_token_lifetime: duration(DEFAULT_ACCESS_TOKEN_LIFETIME),
-            refresh_token_lifetime: duration(DEFAULT_REFRESH_TOKEN_LIFETIME),
-            rotate_refresh_tokens: false,
-            blacklist_after_rotation: true,
-            update_last_login: false,
-            list_users: ListUsersAccess::Authenticated,
-            token_leeway: Duration::ZERO,
-            throttle: ThrottleSettings::default(),
-            argon2: Argon2Settings::default(),
-            cache: CacheSettings::default(),
-            database_max_connections: 10,
-            shutdown_grace: Duration::from_secs(20),
-            database_timeout: Duration::from_secs(5),
+macro_rules! default_from_command_line {
+    ($($settings:ty),*) => {$(
+        impl Default for $settings {
+            fn default() -> Self {
+                defaults()
+            }
         }
-    }
+    )*};
 }
+
+default_from_command_line!(
+    Settings,
+    ServerSettings,
+    DatabaseSettings,
+    TokenSettings,
+    TokenPolicy,
+    Argon2Settings,
+    ThrottleSettings,
+    CacheSettings,
+    AccountSettings
+);
 
 /// A string that must not reach a log: `Debug` and `Display` print a
 /// placeholder. Database URLs are secrets too, since they may hold a password.
@@ -380,16 +395,20 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let defaults = Settings::default();
-        assert_eq!(defaults.listen_addr.to_string(), DEFAULT_LISTEN_ADDR);
-        assert_eq!(defaults.database_url.expose(), DEFAULT_DATABASE_URL);
-        assert_eq!(defaults.access_token_lifetime, Duration::from_secs(86_400));
+        assert_eq!(defaults.server.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(defaults.database.url.expose(), "sqlite://auth.db?mode=rwc");
+        assert_eq!(defaults.tokens.access_lifetime, Duration::from_secs(86_400));
         assert_eq!(
-            defaults.refresh_token_lifetime,
+            defaults.tokens.refresh_lifetime,
             Duration::from_secs(30 * 86_400)
         );
-        assert!(!defaults.rotate_refresh_tokens && defaults.blacklist_after_rotation);
-        assert_eq!(defaults.list_users, ListUsersAccess::Authenticated);
-        assert!(!defaults.allow_weak_secret);
+        let policy = defaults.tokens.policy;
+        assert!(!policy.rotate_refresh_tokens && policy.blacklist_after_rotation);
+        assert_eq!(defaults.accounts.list_users, ListUsersAccess::Authenticated);
+        assert!(!defaults.tokens.allow_weak_secret);
+        assert_eq!(defaults.throttle.window, Duration::from_secs(15 * 60));
+        assert_eq!(defaults.passwords.memory_kib, 19456);
+        assert_eq!(defaults.cache.ttl, Duration::from_secs(1));
     }
 
     #[test]
@@ -405,10 +424,13 @@ mod tests {
             "flush-expired-tokens",
         ])
         .map_err(|e| e.to_string());
-        let cli = cli.as_ref().unwrap_or_else(|e| panic!("{e}"));
-        assert!(cli.settings.rotate_refresh_tokens);
-        assert_eq!(cli.settings.access_token_lifetime, Duration::from_secs(300));
-        assert_eq!(cli.settings.list_users, ListUsersAccess::Staff);
+        let cli = cli.as_ref().unwrap();
+        assert!(cli.settings.tokens.policy.rotate_refresh_tokens);
+        assert_eq!(
+            cli.settings.tokens.access_lifetime,
+            Duration::from_secs(300)
+        );
+        assert_eq!(cli.settings.accounts.list_users, ListUsersAccess::Staff);
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
     }
 

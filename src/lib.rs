@@ -1,25 +1,27 @@
 //! auth-service: user registration, argon2id passwords and
 //! djangorestframework-simplejwt compatible JWTs, served over gRPC.
 //!
-//! # Layout
-//! - [`config`]: command line and environment (`AUTH_*`), one [`config::Settings`].
-//! - [`startup`]: wires settings, database, services and the tonic server.
-//! - [`grpc`]: the `AuthService` and `UserService` handlers, the bearer
-//!   interceptor and the per-call log line.
-//! - [`tokens`]: simplejwt-compatible access/refresh tokens.
-//! - [`passwords`]: argon2id hashing on the blocking pool, bounded.
-//! - [`login_throttle`]: failed-login limits per username (and address).
-//! - [`domain`]: validated types; a value that exists is valid.
-//! - [`persistence`]: SeaORM entities and the queries the handlers use.
-//! - [`error`]: the one error type and its mapping to `tonic::Status`.
-//! - [`commands`]: the non-serving subcommands (migrate, create-superuser, …).
+//! # Layout (see "Architecture" in README.md)
+//! - [`grpc`] — transport: thin handlers that decode requests into domain
+//!   values, call [`accounts`] and encode the reply; the bearer interceptor,
+//!   status mapping, the call log, health and the server.
+//! - [`accounts`] — the application: one method per use case, over domain
+//!   types; the login throttle. No tonic or protobuf types.
+//! - [`persistence`] — storage: entities, queries, error classification,
+//!   and the caches that are the only way to write what they cache.
+//! - [`tokens`] — simplejwt-compatible tokens and the signing key;
+//!   [`passwords`] — argon2id on the blocking pool, bounded.
+//! - [`domain`] — validated values: one that exists is valid.
+//! - [`error`] — the one error type.
+//! - [`config`] — command line and environment (`AUTH_*`), grouped by concern.
+//! - [`startup`] (wiring for `serve`) and [`commands`] (the subcommands).
 
+pub mod accounts;
 pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
-pub mod login_throttle;
 pub mod passwords;
 pub mod persistence;
 pub mod startup;

@@ -1,8 +1,7 @@
 //! argon2id password hashing, off the async workers.
 //!
-//! A hash costs tens of milliseconds of CPU (~31 ms on the 2-core bench
-//! machine, BENCHMARKS.md) and `memory_kib` of RAM (19 MiB at the OWASP
-//! defaults). Running it on a tokio worker would stall every other call on
+//! A hash costs tens of milliseconds of CPU (BENCHMARKS.md) and
+//! `memory_kib` of RAM (19 MiB at the OWASP defaults). Running it on a tokio worker would stall every other call on
 //! that thread, and running an unbounded number at once would let a login
 //! flood exhaust memory. So every hash runs on the blocking pool behind a
 //! semaphore with one permit per allowed concurrent hash, and the queue in
@@ -12,9 +11,9 @@
 //! Each hash also reuses one of `permits` preallocated memory areas instead
 //! of allocating its own: glibc's malloc serves a freed 19 MiB block from
 //! the heap the next time (its mmap threshold grows) and keeps it per
-//! thread arena, which let a 500-login flood grow the process to ~500 MiB
-//! with only two hashes ever running. With the areas reused, memory stays
-//! at permits × `memory_kib` plus the rest of the server.
+//! thread arena, so a login flood grew the process by a block per thread
+//! with only `permits` hashes ever running. With the areas reused, memory
+//! stays at permits × `memory_kib` plus the rest of the server.
 
 use std::{
     collections::HashMap,
@@ -146,7 +145,7 @@ impl Hasher {
         let password = password.to_owned();
         self.run(move |argon2, memory| {
             hash_phc(argon2, password.as_bytes(), memory)
-                .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 hashing failed: {e}")))
+                .map_err(|e| Error::internal(format_args!("argon2 hashing failed: {e}")))
         })
         .await?
     }
@@ -285,7 +284,7 @@ impl Hasher {
             result
         })
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing task failed: {e}")))
+        .map_err(|e| Error::internal(format_args!("password hashing task failed: {e}")))
     }
 
     async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
@@ -326,7 +325,7 @@ impl PlaceInLine {
         let permit = Arc::clone(&self.hasher.inner.permits).acquire_owned();
         match tokio::time::timeout_at(self.deadline, permit).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(Error::Internal(anyhow::anyhow!("password hasher closed"))),
+            Ok(Err(_)) => Err(Error::internal("password hasher closed")),
             Err(_) => Err(Error::hash_queue_full()),
         }
     }
@@ -496,17 +495,13 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_use_argon2id_phc_format() {
-        let hasher = Hasher::new(cheap()).await.unwrap_or_else(|e| panic!("{e}"));
+        let hasher = Hasher::new(cheap()).await.unwrap();
         let user = UserAttributes {
             username: "u",
             email: "u@example.com",
         };
-        let password =
-            Password::parse("correct horse".into(), user).unwrap_or_else(|e| panic!("{e:?}"));
-        let hash = hasher
-            .hash(&password)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let password = Password::parse("correct horse".into(), user).unwrap();
+        let hash = hasher.hash(&password).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
         assert!(matches!(
             hasher.verify("correct horse", Some(hash.clone())).await,
@@ -520,7 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_and_unreadable_hashes_never_match() {
-        let hasher = Hasher::new(cheap()).await.unwrap_or_else(|e| panic!("{e}"));
+        let hasher = Hasher::new(cheap()).await.unwrap();
         let dummy = "dummy password to equalise login timing";
         assert!(matches!(hasher.verify(dummy, None).await, Ok(false)));
         assert!(matches!(
@@ -546,15 +541,12 @@ mod queue_tests {
             queue_timeout: Duration::from_secs(60),
             ..Argon2Settings::default()
         };
-        let hasher = Hasher::new(settings)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hasher = Hasher::new(settings).await.unwrap();
         let user = UserAttributes {
             username: "u",
             email: "u@example.com",
         };
-        let password =
-            Password::parse("correct horse".into(), user).unwrap_or_else(|e| panic!("{e:?}"));
+        let password = Password::parse("correct horse".into(), user).unwrap();
         let calls = (0..6).map(|_| hasher.hash(&password));
         let results = futures::future::join_all(calls).await;
         let done = results.iter().filter(|r| r.is_ok()).count();
@@ -577,9 +569,7 @@ mod queue_tests {
             queue_timeout: Duration::from_millis(1),
             ..Argon2Settings::default()
         };
-        let hasher = Hasher::new(settings)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hasher = Hasher::new(settings).await.unwrap();
         let results = futures::future::join_all((0..3).map(|_| hasher.verify("pw", None))).await;
         let shed = results
             .iter()
@@ -600,10 +590,10 @@ mod phc_tests {
         let argon2 = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
-            Params::new(256, 2, 1, None).unwrap_or_else(|e| panic!("{e}")),
+            Params::new(256, 2, 1, None).unwrap(),
         );
         let mut memory = Vec::new();
-        let ours = hash_phc(&argon2, b"pw", &mut memory).unwrap_or_else(|e| panic!("{e}"));
+        let ours = hash_phc(&argon2, b"pw", &mut memory).unwrap();
         assert!(ours.starts_with("$argon2id$v=19$m=256,t=2,p=1$"), "{ours}");
         assert!(argon2.verify_password(b"pw", ours.as_str()).is_ok());
 
@@ -632,23 +622,17 @@ mod upgrade_tests {
             ..Argon2Settings::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let strong = Hasher::new(Argon2Settings {
             memory_kib: 128,
             iterations: 2,
             ..Argon2Settings::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let old = weak
-            .hash_str("pw")
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let new = strong
-            .upgrade("pw", &old)
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let new = new.unwrap_or_else(|| panic!("no upgrade"));
+        .unwrap();
+        let old = weak.hash_str("pw").await.unwrap();
+        let new = strong.upgrade("pw", &old).await.unwrap();
+        let new = new.expect("an upgrade");
         assert!(new.starts_with("$argon2id$v=19$m=128,t=2,p=1$"), "{new}");
         assert!(
             matches!(strong.upgrade("pw", &new).await, Ok(None)),

@@ -6,6 +6,8 @@
 //! from older simplejwt versions are accepted). Error messages are
 //! simplejwt's, so callers see the same words they saw from Django.
 
+pub mod signing_key;
+
 use std::{fmt, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -347,13 +349,12 @@ mod tests {
             Duration::from_secs(86_400),
             Duration::from_secs(2_592_000),
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     }
 
     fn sign(claims: serde_json::Value) -> String {
-        let key = EncodingKey::from_secret(SECRET).unwrap_or_else(|e| panic!("{e}"));
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-            .unwrap_or_else(|e| panic!("{e}"))
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
     }
 
     fn payload(token: &str) -> serde_json::Value {
@@ -365,9 +366,7 @@ mod tests {
     #[test]
     fn refresh_and_access_claims_match_simplejwt() {
         let codec = codec();
-        let refresh = codec
-            .issue_refresh(42, NOW)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let refresh = codec.issue_refresh(42, NOW).unwrap();
         let body = payload(&refresh.token);
         assert_eq!(body["token_type"], "refresh");
         assert_eq!(body["user_id"], "42");
@@ -382,7 +381,7 @@ mod tests {
 
         let access = codec
             .access_from_refresh(&refresh.claims, NOW + 10)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let body = payload(&access.token);
         assert_eq!(body["token_type"], "access");
         assert_eq!(body["user_id"], "42");
@@ -395,9 +394,7 @@ mod tests {
     fn round_trips_and_checks_type() {
         let codec = codec();
         let now = unix_now();
-        let refresh = codec
-            .issue_refresh(7, now)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let refresh = codec.issue_refresh(7, now).unwrap();
         assert_eq!(
             codec.decode(&refresh.token, Some(TokenType::Refresh), now),
             Ok(refresh.claims)
@@ -502,7 +499,7 @@ mod tests {
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &claims,
-            &EncodingKey::from_secret(SECRET).unwrap_or_else(|e| panic!("{e}")),
+            &EncodingKey::from_secret(SECRET).unwrap(),
         )
         .unwrap_or_default();
         assert_eq!(
@@ -520,7 +517,7 @@ mod tests {
         let wrong_key = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(b"another key").unwrap_or_else(|e| panic!("{e}")),
+            &EncodingKey::from_secret(b"another key").unwrap(),
         )
         .unwrap_or_default();
         assert_eq!(

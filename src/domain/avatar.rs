@@ -1,3 +1,5 @@
+use super::too_long;
+
 const MAX_CHARS: usize = 200;
 
 /// An avatar URL: absolute `http` or `https`, with a domain name or IP
@@ -10,9 +12,8 @@ pub struct Avatar(String);
 impl Avatar {
     pub fn parse(input: &str) -> Result<Self, String> {
         let input = input.trim();
-        let too_long = || format!("Ensure this field has no more than {MAX_CHARS} characters.");
         if input.chars().count() > MAX_CHARS {
-            return Err(too_long());
+            return Err(too_long(MAX_CHARS, "characters"));
         }
         // The URL parser silently drops tabs and newlines; refuse them instead.
         if input.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -38,7 +39,7 @@ impl Avatar {
         }
         let canonical = String::from(url);
         if canonical.chars().count() > MAX_CHARS {
-            return Err(too_long());
+            return Err(too_long(MAX_CHARS, "characters"));
         }
         Ok(Self(canonical))
     }

@@ -1,5 +1,7 @@
 use email_address::{EmailAddress, Options};
 
+use super::{BLANK, too_long};
+
 const MAX_CHARS: usize = 255;
 
 /// An email address: syntactically valid, with a dotted domain, at most 255
@@ -11,12 +13,10 @@ impl Email {
     pub fn parse(input: &str) -> Result<Self, String> {
         let input = input.trim();
         if input.is_empty() {
-            return Err("This field may not be blank.".into());
+            return Err(BLANK.into());
         }
         if input.chars().count() > MAX_CHARS {
-            return Err(format!(
-                "Ensure this field has no more than {MAX_CHARS} characters."
-            ));
+            return Err(too_long(MAX_CHARS, "characters"));
         }
         let options = Options::default()
             .with_required_tld()
@@ -31,9 +31,7 @@ impl Email {
         );
         // Lower-casing can lengthen a few characters; the key column is 255 too.
         if normalized.to_lowercase().chars().count() > MAX_CHARS {
-            return Err(format!(
-                "Ensure this field has no more than {MAX_CHARS} characters."
-            ));
+            return Err(too_long(MAX_CHARS, "characters"));
         }
         Ok(Self(normalized))
     }

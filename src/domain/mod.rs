@@ -6,11 +6,25 @@
 //! `google.rpc.BadRequest` field violations; the wording follows Django's.
 
 mod avatar;
+mod credentials;
 mod email;
 mod password;
+mod token_text;
+mod user;
 mod username;
 
 pub use avatar::Avatar;
+pub use credentials::{Credentials, LoginName};
 pub use email::Email;
 pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
+pub use token_text::TokenText;
+pub use user::User;
 pub use username::{MAX_USERNAME_CHARS, Username};
+
+/// DRF's message for an empty (or all-blank) field.
+const BLANK: &str = "This field may not be blank.";
+
+/// DRF's message for a field over its maximum length.
+fn too_long(max: usize, unit: &str) -> String {
+    format!("Ensure this field has no more than {max} {unit}.")
+}

@@ -4,6 +4,8 @@
 
 use std::{collections::HashSet, fmt, io::Read, sync::LazyLock};
 
+use super::{BLANK, too_long};
+
 const MIN_CHARS: usize = 8;
 const MAX_SIMILARITY: f64 = 0.7;
 
@@ -38,12 +40,10 @@ impl Password {
     /// Every rule the password breaks, in Django's order, or the password.
     pub fn parse(input: String, user: UserAttributes<'_>) -> Result<Self, Vec<String>> {
         if input.is_empty() {
-            return Err(vec!["This field may not be blank.".into()]);
+            return Err(vec![BLANK.into()]);
         }
         if input.len() > MAX_PASSWORD_BYTES {
-            return Err(vec![format!(
-                "Ensure this field has no more than {MAX_PASSWORD_BYTES} bytes."
-            )]);
+            return Err(vec![too_long(MAX_PASSWORD_BYTES, "bytes")]);
         }
         let mut errors = Vec::new();
         let attributes = [("username", user.username), ("email address", user.email)];

@@ -1,5 +1,7 @@
 use unicode_normalization::UnicodeNormalization;
 
+use super::{BLANK, too_long};
+
 /// Django's `AbstractUser.username` max_length.
 pub const MAX_USERNAME_CHARS: usize = 150;
 
@@ -12,12 +14,10 @@ impl Username {
     pub fn parse(input: &str) -> Result<Self, String> {
         let normalized: String = input.trim().nfkc().collect();
         if normalized.is_empty() {
-            return Err("This field may not be blank.".into());
+            return Err(BLANK.into());
         }
         if normalized.chars().count() > MAX_USERNAME_CHARS {
-            return Err(format!(
-                "Ensure this field has no more than {MAX_USERNAME_CHARS} characters."
-            ));
+            return Err(too_long(MAX_USERNAME_CHARS, "characters"));
         }
         // Python's `\w` in Django's `^[\w.@+-]+\Z`: letters, digits, marks and `_`.
         let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '@' | '.' | '+' | '-');

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
 
 use crate::{
-    error::Error,
+    error::{AuthFailure, Error},
     tokens::{Claims, TokenCodec, TokenType, unix_now},
 };
 
@@ -24,33 +24,23 @@ impl BearerAuth {
     }
 
     fn authenticate(&self, metadata: &MetadataMap) -> Result<Claims, Error> {
-        let header = metadata.get("authorization").ok_or_else(not_provided)?;
-        let header = header.to_str().map_err(|_| bad_header())?;
+        let header = metadata
+            .get("authorization")
+            .ok_or(AuthFailure::NotProvided)?;
+        let header = header
+            .to_str()
+            .map_err(|_| AuthFailure::BadAuthorizationHeader)?;
         let mut parts = header.split_whitespace();
         // Like simplejwt, another scheme (`Basic …`) means "no credentials".
         if parts.next() != Some("Bearer") {
-            return Err(not_provided());
+            return Err(AuthFailure::NotProvided.into());
         }
         let (Some(token), None) = (parts.next(), parts.next()) else {
-            return Err(bad_header());
+            return Err(AuthFailure::BadAuthorizationHeader.into());
         };
         Ok(self
             .tokens
             .decode(token, Some(TokenType::Access), unix_now())?)
-    }
-}
-
-fn not_provided() -> Error {
-    Error::Unauthenticated {
-        message: "Authentication credentials were not provided.",
-        reason: "not_authenticated",
-    }
-}
-
-fn bad_header() -> Error {
-    Error::Unauthenticated {
-        message: "Authorization header must contain two space-delimited values",
-        reason: "bad_authorization_header",
     }
 }
 

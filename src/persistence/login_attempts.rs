@@ -25,10 +25,9 @@ use sea_orm::{
 };
 
 use super::{
-    at_most_one,
+    StoreError, at_most_one,
     entities::login_attempt::{self, Column, Entity as LoginAttempts},
 };
-use crate::error::Error;
 
 /// The rules one key is admitted under.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +87,7 @@ pub async fn admit(
     key: &str,
     budget: Budget,
     now: NaiveDateTime,
-) -> Result<Admission, Error> {
+) -> Result<Admission, StoreError> {
     if let Some(row) = find(db, key).await?
         && let refusal @ (Admission::Throttled { .. } | Admission::Busy) = decide(&row, budget, now)
     {
@@ -138,7 +137,7 @@ pub async fn admit(
         .await?;
     let row = find(&txn, key)
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("login attempt row vanished")))?;
+        .ok_or_else(|| StoreError::other("login attempt row vanished"))?;
     let admission = decide(&row, budget, now);
     if let Admission::Admitted { .. } = admission {
         LoginAttempts::update_many()
@@ -176,7 +175,10 @@ fn decide(row: &login_attempt::Model, budget: Budget, now: NaiveDateTime) -> Adm
     }
 }
 
-async fn find(db: &impl ConnectionTrait, key: &str) -> Result<Option<login_attempt::Model>, Error> {
+async fn find(
+    db: &impl ConnectionTrait,
+    key: &str,
+) -> Result<Option<login_attempt::Model>, StoreError> {
     at_most_one(LoginAttempts::find_by_id(key.to_owned()).all(db).await?)
 }
 
@@ -190,7 +192,7 @@ pub async fn settle(
     key: &str,
     epoch: i64,
     outcome: Outcome,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let one_less = |counter: Column, admitted_in: i64| -> Expr {
         Expr::case(
             Expr::col(Column::LeaseEpoch)
@@ -224,7 +226,7 @@ pub async fn flush_stale(
     window_before: NaiveDateTime,
     budget: Budget,
     now: NaiveDateTime,
-) -> Result<u64, Error> {
+) -> Result<u64, StoreError> {
     let epoch = budget.epoch(now);
     let nothing_in_flight = Column::LeaseEpoch
         .lt(epoch - 1)

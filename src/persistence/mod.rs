@@ -1,10 +1,24 @@
-//! The database: connection set-up, SeaORM entities and the queries the
-//! handlers use. Nothing outside this module writes SQL or builds queries.
+//! Storage: connection set-up, SeaORM entities, the queries, and the
+//! read-through caches in front of them. Nothing outside this module writes
+//! SQL or builds queries, and rows that are cached are written only through
+//! their cache ([`UserProfiles`], [`RefreshTokens`]), so this replica always
+//! sees its own writes.
+//!
+//! Stateful parts (the caches) own a handle to the database given when they
+//! are made; query functions take one per call.
 
 pub mod entities;
+mod error;
+mod fresh_cache;
 pub mod login_attempts;
+mod refresh_tokens;
 pub mod token_blacklist;
+mod user_profiles;
 pub mod users;
+
+pub use error::StoreError;
+pub use refresh_tokens::RefreshTokens;
+pub use user_profiles::UserProfiles;
 
 use std::time::Duration;
 
@@ -15,7 +29,7 @@ use sea_orm::{
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
-use crate::config::Settings;
+use crate::config::DatabaseSettings;
 
 /// Opens the connection pool described by `settings`.
 ///
@@ -26,14 +40,14 @@ use crate::config::Settings;
 ///
 /// # Errors
 /// The database cannot be reached or the URL is malformed.
-pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(settings.database_url.expose().to_owned());
-    let busy_timeout = settings.database_timeout;
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(settings.url.expose().to_owned());
+    let busy_timeout = settings.timeout;
     options
-        .max_connections(settings.database_max_connections)
+        .max_connections(settings.max_connections)
         .min_connections(1)
-        .connect_timeout(settings.database_timeout)
-        .acquire_timeout(settings.database_timeout)
+        .connect_timeout(settings.timeout)
+        .acquire_timeout(settings.timeout)
         .idle_timeout(Duration::from_secs(600))
         // Ping only connections idle for a while (the ones a restart or a
         // firewall may have cut), not every checkout: the default ping on
@@ -55,7 +69,7 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
 ///
 /// # Errors
 /// As [`connect`] and [`migrate`], with the step that failed named.
-pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     use anyhow::Context;
     let db = connect(settings)
         .await
@@ -181,13 +195,13 @@ pub fn db_now() -> chrono::NaiveDateTime {
 /// The row of a lookup by a unique key, fetched with `all` rather than
 /// `one`: `one` adds `LIMIT ?`, and SQLite re-prepares a statement with a
 /// bound LIMIT on every execution (its planner peeks at the value), which
-/// cost a tenth of the server's CPU in a RefreshToken profile.
+/// showed up in RefreshToken profiles (BENCHMARKS.md).
 ///
 /// # Errors
 /// More than one row: the key is not unique after all.
-pub(crate) fn at_most_one<T>(rows: Vec<T>) -> Result<Option<T>, crate::error::Error> {
+fn at_most_one<T>(rows: Vec<T>) -> Result<Option<T>, StoreError> {
     if rows.len() > 1 {
-        return Err(crate::error::Error::Internal(anyhow::anyhow!(
+        return Err(StoreError::other(format_args!(
             "a lookup by a unique key found {} rows",
             rows.len()
         )));
@@ -208,8 +222,8 @@ pub async fn ping(db: &impl ConnectionTrait) -> Result<(), DbErr> {
 pub(crate) async fn memory_database() -> DatabaseConnection {
     let db = Database::connect("sqlite::memory:")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    migrate(&db).await.unwrap_or_else(|e| panic!("{e}"));
+        .expect("an in-memory database");
+    migrate(&db).await.expect("migrations");
     db
 }
 

@@ -16,13 +16,11 @@ use sea_orm::{
 };
 
 use super::{
-    at_most_one,
+    StoreError, at_most_one,
     entities::{blacklisted_token, outstanding_token, user},
+    error::unique_violation,
 };
-use crate::{
-    error::{Error, unique_violation},
-    tokens::{Claims, TokenError},
-};
+use crate::tokens::Claims;
 
 /// Why a refresh token is on the blacklist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +56,7 @@ impl BlacklistReason {
 /// which still lets other transactions insert rows referencing the user).
 /// SQLite has one writer at a time, and these transactions take its write
 /// lock up front ([`super::begin_write`]), so there that does it.
-async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(), Error> {
+async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(), StoreError> {
     use sea_orm::sea_query::LockType;
     let lock = match db.get_database_backend() {
         DatabaseBackend::Sqlite => return Ok(()),
@@ -81,13 +79,13 @@ async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(),
 ///
 /// # Errors
 /// `rotated_out` was blacklisted already, even by a concurrent call or a
-/// revocation: [`TokenError::Blacklisted`].
-pub async fn record_issued(
+/// revocation: [`StoreError::AlreadyBlacklisted`].
+pub(super) async fn record_issued(
     db: &DatabaseConnection,
     issued: &Claims,
     rotated_out: Option<i64>,
     now: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let txn = super::begin_write(db).await?;
     lock_user_tokens(&txn, issued.user_id).await?;
     if let Some(old) = rotated_out {
@@ -104,7 +102,7 @@ async fn insert_outstanding(
     claims: &Claims,
     user_id: Option<i64>,
     now: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let row = outstanding_token::ActiveModel {
         user_id: Set(user_id),
         jti: Set(claims.jti.clone()),
@@ -119,15 +117,18 @@ async fn insert_outstanding(
     Ok(())
 }
 
-pub async fn is_blacklisted(db: &impl ConnectionTrait, jti: &str) -> Result<bool, Error> {
+pub(super) async fn is_blacklisted(
+    db: &impl ConnectionTrait,
+    jti: &str,
+) -> Result<bool, StoreError> {
     Ok(blacklist_reason(db, jti).await?.is_some())
 }
 
 /// Why the refresh token `jti` is blacklisted; `None` if it is not.
-pub async fn blacklist_reason(
+pub(super) async fn blacklist_reason(
     db: &impl ConnectionTrait,
     jti: &str,
-) -> Result<Option<BlacklistReason>, Error> {
+) -> Result<Option<BlacklistReason>, StoreError> {
     // `all`, not `one`: see `super::at_most_one`.
     let found: Vec<String> = blacklisted_token::Entity::find()
         .select_only()
@@ -148,12 +149,12 @@ pub async fn blacklist_reason(
 /// and keeping this read out lets that transaction start with its write
 /// (SQLite then takes the write lock up front instead of failing to upgrade
 /// a read lock, and InnoDB has no shared lock to deadlock on).
-pub async fn outstanding_id(
+pub(super) async fn outstanding_id(
     db: &impl ConnectionTrait,
     claims: &Claims,
     owner: Option<i64>,
     now: NaiveDateTime,
-) -> Result<i64, Error> {
+) -> Result<i64, StoreError> {
     let find = async || {
         let ids = outstanding_token::Entity::find()
             .select_only()
@@ -170,18 +171,18 @@ pub async fn outstanding_id(
     insert_outstanding(db, claims, owner, now).await?;
     find()
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("outstanding token row vanished")))
+        .ok_or_else(|| StoreError::other("outstanding token row vanished"))
 }
 
 /// Blacklists the outstanding token `token_id`. A token blacklisted already,
 /// even by a concurrent call, is refused as blacklisted: of two calls racing
 /// with one token exactly one succeeds (the unique `token_id` decides).
-pub async fn blacklist(
+pub(super) async fn blacklist(
     db: &impl ConnectionTrait,
     token_id: i64,
     reason: BlacklistReason,
     now: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let row = blacklisted_token::ActiveModel {
         token_id: Set(token_id),
         blacklisted_at: Set(now),
@@ -193,7 +194,7 @@ pub async fn blacklist(
         .await
     {
         Ok(_) => Ok(()),
-        Err(err) if unique_violation(&err).is_some() => Err(TokenError::Blacklisted.into()),
+        Err(err) if unique_violation(&err).is_some() => Err(StoreError::AlreadyBlacklisted),
         Err(err) => Err(err.into()),
     }
 }
@@ -210,12 +211,12 @@ pub async fn blacklist(
 /// whose gap locks make revocations of different users deadlock.
 /// Concurrent calls for one user (several replays of a stolen token arrive
 /// at once) insert overlapping rows: the loser skips them rather than fail.
-pub async fn revoke_all_of_user(
+pub(super) async fn revoke_all_of_user(
     db: &DatabaseConnection,
     user_id: i64,
     expired_before: NaiveDateTime,
     now: NaiveDateTime,
-) -> Result<u64, Error> {
+) -> Result<u64, StoreError> {
     use sea_orm::sea_query::{Expr, ExprTrait, Query};
     let txn = super::begin_write(db).await?;
     lock_user_tokens(&txn, user_id).await?;
@@ -264,7 +265,7 @@ pub async fn revoke_all_of_user(
 pub async fn flush_expired(
     db: &impl ConnectionTrait,
     expired_before: NaiveDateTime,
-) -> Result<u64, Error> {
+) -> Result<u64, StoreError> {
     let result = outstanding_token::Entity::delete_many()
         .filter(outstanding_token::Column::ExpiresAt.lte(expired_before))
         .exec(db)
@@ -272,8 +273,8 @@ pub async fn flush_expired(
     Ok(result.rows_affected)
 }
 
-fn to_datetime(epoch_seconds: i64) -> Result<NaiveDateTime, Error> {
+fn to_datetime(epoch_seconds: i64) -> Result<NaiveDateTime, StoreError> {
     DateTime::from_timestamp(epoch_seconds, 0)
         .map(|t| t.naive_utc())
-        .ok_or(Error::Token(TokenError::Invalid))
+        .ok_or(StoreError::ExpiryOutOfRange)
 }

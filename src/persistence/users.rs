@@ -1,4 +1,6 @@
-//! Queries on the `users` table.
+//! Queries on the `users` table. The writers of existing rows are private
+//! to storage: the rest of the service changes a user through
+//! [`super::UserProfiles`], which keeps its cache in step.
 
 use chrono::NaiveDateTime;
 use sea_orm::{
@@ -6,16 +8,31 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
 };
 
+use super::{StoreError, error::unique_violation};
 use super::{
     at_most_one,
     entities::user::{self, Entity as Users},
 };
-use crate::{
-    domain::{Avatar, Email, Username},
-    error::{Error, unique_violation},
-};
+use crate::domain::{self, Avatar, Email, Username};
 
-pub use user::Model as User;
+/// A whole user row, password hash included: for logins and commands.
+pub use user::Model as UserRow;
+
+impl From<UserRow> for domain::User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            username: row.username,
+            avatar: row.avatar,
+            is_active: row.is_active,
+            is_staff: row.is_staff,
+            is_superuser: row.is_superuser,
+            last_login: row.last_login,
+            date_joined: row.date_joined,
+        }
+    }
+}
 
 /// A user about to be inserted; the password is already hashed.
 #[derive(Debug)]
@@ -35,7 +52,7 @@ pub async fn taken_field(
     db: &impl ConnectionTrait,
     email: &Email,
     username: &Username,
-) -> Result<Option<&'static str>, Error> {
+) -> Result<Option<&'static str>, StoreError> {
     let (email_key, username_key) = (email.key(), username.key());
     let clashes: Vec<(String, String)> = Users::find()
         .select_only()
@@ -66,7 +83,7 @@ pub async fn insert(
     db: &impl ConnectionTrait,
     new: NewUser,
     now: NaiveDateTime,
-) -> Result<User, Error> {
+) -> Result<UserRow, StoreError> {
     new_row(new, now)
         .insert(db)
         .await
@@ -80,7 +97,7 @@ pub async fn insert_many(
     db: &impl ConnectionTrait,
     users: Vec<NewUser>,
     now: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     if users.is_empty() {
         return Ok(());
     }
@@ -109,19 +126,19 @@ fn new_row(new: NewUser, now: NaiveDateTime) -> user::ActiveModel {
 }
 
 /// Names the field behind a unique-index violation; other errors pass through.
-fn already_exists_or(err: DbErr) -> Error {
+fn already_exists_or(err: DbErr) -> StoreError {
     match unique_violation(&err) {
         // Every backend's message names the index or column: ux_users_username_key,
         // users.username_key, …
         Some(message) if message.contains("username_key") => {
-            Error::AlreadyExists { field: "username" }
+            StoreError::Duplicate { field: "username" }
         }
-        Some(message) if message.contains("email_key") => Error::AlreadyExists { field: "email" },
-        _ => Error::from(err),
+        Some(message) if message.contains("email_key") => StoreError::Duplicate { field: "email" },
+        _ => StoreError::from(err),
     }
 }
 
-pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<User>, Error> {
+pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<UserRow>, StoreError> {
     at_most_one(Users::find_by_id(id).all(db).await?)
 }
 
@@ -129,7 +146,7 @@ pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Use
 pub async fn find_by_username(
     db: &impl ConnectionTrait,
     username_key: &str,
-) -> Result<Option<User>, Error> {
+) -> Result<Option<UserRow>, StoreError> {
     at_most_one(
         Users::find()
             .filter(user::Column::UsernameKey.eq(username_key))
@@ -139,11 +156,11 @@ pub async fn find_by_username(
 }
 
 /// Sets or clears the avatar; `None` if the user is gone.
-pub async fn set_avatar(
+pub(super) async fn set_avatar(
     db: &impl ConnectionTrait,
     id: i64,
     avatar: Option<Avatar>,
-) -> Result<Option<User>, Error> {
+) -> Result<Option<UserRow>, StoreError> {
     Users::update_many()
         .col_expr(
             user::Column::Avatar,
@@ -158,11 +175,11 @@ pub async fn set_avatar(
 }
 
 /// Replaces the stored password hash (after a parameter upgrade).
-pub async fn set_password_hash(
+pub(super) async fn set_password_hash(
     db: &impl ConnectionTrait,
     id: i64,
     password_hash: String,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     Users::update_many()
         .col_expr(user::Column::Password, Expr::value(password_hash))
         .filter(user::Column::Id.eq(id))
@@ -171,11 +188,11 @@ pub async fn set_password_hash(
     Ok(())
 }
 
-pub async fn record_login(
+pub(super) async fn record_login(
     db: &impl ConnectionTrait,
     id: i64,
     now: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     Users::update_many()
         .col_expr(user::Column::LastLogin, Expr::value(Some(now)))
         .filter(user::Column::Id.eq(id))
@@ -190,7 +207,7 @@ pub async fn list_after(
     db: &impl ConnectionTrait,
     after_id: i64,
     limit: u64,
-) -> Result<Vec<User>, Error> {
+) -> Result<Vec<UserRow>, StoreError> {
     Ok(Users::find()
         .filter(user::Column::Id.gt(after_id))
         .order_by_asc(user::Column::Id)
@@ -200,7 +217,7 @@ pub async fn list_after(
 }
 
 /// Whether a user with this id exists (for recording a token's owner).
-pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, Error> {
+pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, StoreError> {
     let found: Vec<i64> = Users::find_by_id(id)
         .select_only()
         .column(user::Column::Id)
@@ -216,7 +233,7 @@ pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, Error> {
 pub async fn sample_password_hashes(
     db: &impl ConnectionTrait,
     size: u32,
-) -> Result<(Vec<String>, f64), Error> {
+) -> Result<(Vec<String>, f64), StoreError> {
     let bounds: Vec<(Option<i64>, Option<i64>)> = Users::find()
         .select_only()
         .expr(user::Column::Id.min())

@@ -547,8 +547,8 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
 async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
     crate::helpers::on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.refresh_token_lifetime = Duration::from_secs(1);
-            s.token_leeway = Duration::from_secs(3600);
+            s.tokens.refresh_lifetime = Duration::from_secs(1);
+            s.tokens.leeway = Duration::from_secs(3600);
         })
         .await;
         let (_, pair) = app.signed_up("lazarus").await;

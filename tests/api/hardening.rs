@@ -317,8 +317,8 @@ async fn a_one_megabyte_token_is_refused_before_any_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_with_retry_info() {
     let app = TestApp::spawn_with(&Backend::Sqlite, |s| {
-        s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
-        s.argon2.queue_limit = 2;
+        s.passwords.max_concurrent = std::num::NonZeroUsize::new(1);
+        s.passwords.queue_limit = 2;
         s.throttle.failure_limit = 0; // the hashing queue is under test, not the throttle
     })
     .await;
@@ -401,8 +401,8 @@ async fn unknown_usernames_cost_as_much_as_wrong_passwords() {
 #[tokio::test]
 async fn unknown_usernames_cost_as_much_as_wrong_passwords_after_a_parameter_rise() {
     let old = TestApp::spawn_with(&Backend::Sqlite, |s| {
-        s.argon2.memory_kib = 4096;
-        s.argon2.iterations = 1;
+        s.passwords.memory_kib = 4096;
+        s.passwords.iterations = 1;
     })
     .await;
     for name in ["known", "second", "third"] {
@@ -418,8 +418,8 @@ async fn unknown_usernames_cost_as_much_as_wrong_passwords_after_a_parameter_ris
 async fn login_upgrades_hashes_weaker_than_the_configuration() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.argon2.memory_kib = 1024;
-            s.argon2.iterations = 1;
+            s.passwords.memory_kib = 1024;
+            s.passwords.iterations = 1;
         })
         .await;
         let user = app.register("legacy").await;
@@ -460,7 +460,8 @@ async fn login_upgrades_hashes_weaker_than_the_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_of_a_rotated_token_are_all_refused_cleanly() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, first) = app.signed_up("replayed").await;
         let rotated = app
             .refresh(&first.refresh)
@@ -482,7 +483,8 @@ async fn concurrent_replays_of_a_rotated_token_are_all_refused_cleanly() {
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, first) = app.signed_up("victim").await;
         let rotated = app
             .refresh(&first.refresh)

@@ -158,12 +158,11 @@ pub struct TestApp {
 }
 
 pub fn test_settings(url: &str) -> Settings {
-    Settings {
-        listen_addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        database_url: Secret::from(url),
-        jwt_secret: Some(Secret::from(SECRET)),
-        ..Settings::default()
-    }
+    let mut settings = Settings::default();
+    settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.database.url = Secret::from(url);
+    settings.tokens.jwt_secret = Some(Secret::from(SECRET));
+    settings
 }
 
 impl TestApp {

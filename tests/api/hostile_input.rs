@@ -6,7 +6,7 @@
 //! with 150 × U+FDFA or a NUL in the username failed inserting its throttle
 //! key.
 
-use auth_service::{error::INVALID_CREDENTIALS, pb, startup::MAX_REQUEST_BYTES};
+use auth_service::{error::INVALID_CREDENTIALS, grpc::MAX_REQUEST_BYTES, pb};
 use prost::Message;
 use tonic::{Code, Request, Status, metadata::AsciiMetadataValue};
 use tonic_types::StatusExt;
@@ -500,8 +500,8 @@ async fn hostile_strings_in_every_field_never_answer_internal() {
         let app = TestApp::spawn_with(backend, |s| {
             // Cheap hashes: hundreds of registrations and logins. The
             // parameters change only the hash's cost, not any code path.
-            s.argon2.memory_kib = 64;
-            s.argon2.iterations = 1;
+            s.passwords.memory_kib = 64;
+            s.passwords.iterations = 1;
             // Every attempt passes the throttle and reaches the lookup and
             // the hash, and writes its counter rows (username and address).
             s.throttle.failure_limit = 1_000_000;

@@ -127,7 +127,7 @@ async fn last_login_is_recorded_only_when_configured() {
         );
         app.stop().await;
 
-        let app = TestApp::spawn_with(&backend, |s| s.update_last_login = true).await;
+        let app = TestApp::spawn_with(&backend, |s| s.tokens.policy.update_last_login = true).await;
         let (_, pair) = app.signed_up("ivan").await;
         let me = app
             .get_me(&pair.access)

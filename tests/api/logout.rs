@@ -148,7 +148,7 @@ async fn a_logout_is_seen_at_once_here_and_within_the_cache_ttl_elsewhere() {
 async fn with_rotation_a_rotated_out_token_is_refused_at_once_on_every_replica() {
     on_every_backend(async |backend| {
         let rotating = |s: &mut Settings| {
-            s.rotate_refresh_tokens = true;
+            s.tokens.policy.rotate_refresh_tokens = true;
             s.cache.ttl = Duration::from_secs(3600);
         };
         let app = TestApp::spawn_with(&backend, rotating).await;

@@ -1,6 +1,9 @@
 //! Integration tests: the real server on port 0, called with the generated
 //! tonic clients, on every configured database (see `helpers`).
 
+// A panic is how a test fails: unwrap and expect freely here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bearer;
 mod cli;
 mod crash;

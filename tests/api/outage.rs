@@ -121,7 +121,7 @@ async fn outage_and_recovery(backend: Backend) {
     url.set_port(Some(proxy.addr.port()))
         .unwrap_or_else(|()| panic!("cannot set port"));
     let app = TestApp::spawn_on_with(url.as_str(), |s| {
-        s.database_timeout = Duration::from_secs(1)
+        s.database.timeout = Duration::from_secs(1)
     })
     .await;
     let (_, pair) = app.signed_up("outage").await;

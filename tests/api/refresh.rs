@@ -38,7 +38,8 @@ async fn refresh_without_rotation_returns_a_new_access_token_only() {
 #[tokio::test]
 async fn rotation_issues_a_new_refresh_token_and_blacklists_the_old() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, pair) = app.signed_up("ken").await;
         let rotated = app
             .refresh(&pair.refresh)
@@ -68,8 +69,8 @@ async fn rotation_issues_a_new_refresh_token_and_blacklists_the_old() {
 async fn rotation_without_blacklisting_keeps_the_old_token_valid() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.rotate_refresh_tokens = true;
-            s.blacklist_after_rotation = false;
+            s.tokens.policy.rotate_refresh_tokens = true;
+            s.tokens.policy.blacklist_after_rotation = false;
         })
         .await;
         let (_, pair) = app.signed_up("leo").await;
@@ -89,7 +90,8 @@ async fn rotation_without_blacklisting_keeps_the_old_token_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rotations_of_one_token_exactly_one_wins() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, pair) = app.signed_up("mallory").await;
         let attempts = (0..6).map(|_| app.refresh(&pair.refresh));
         let results = futures::future::join_all(attempts).await;

@@ -16,7 +16,8 @@ const TRIALS: usize = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_minted_during_a_replay_does_not_escape_the_revocation() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         app.register("victim").await;
         let mut escapes = Vec::new();
         let mut unexpected = Vec::new();
@@ -78,7 +79,8 @@ async fn a_token_minted_during_a_replay_does_not_escape_the_revocation() {
 #[tokio::test]
 async fn a_logged_out_token_presented_again_revokes_nothing_else() {
     on_every_backend(async |backend| {
-        let app = TestApp::spawn_with(&backend, |s| s.rotate_refresh_tokens = true).await;
+        let app =
+            TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, laptop) = app.signed_up("traveller").await;
         let phone = app.login("traveller").await;
         app.logout(&laptop.refresh)
@@ -107,9 +109,9 @@ async fn a_logged_out_token_presented_again_revokes_nothing_else() {
 async fn revocation_includes_tokens_expired_within_the_leeway() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.rotate_refresh_tokens = true;
-            s.refresh_token_lifetime = Duration::from_secs(1);
-            s.token_leeway = Duration::from_secs(3600);
+            s.tokens.policy.rotate_refresh_tokens = true;
+            s.tokens.refresh_lifetime = Duration::from_secs(1);
+            s.tokens.leeway = Duration::from_secs(3600);
         })
         .await;
         let (_, first) = app.signed_up("lenient").await;

@@ -65,7 +65,7 @@ async fn an_unreachable_database_is_unavailable_without_details() {
 async fn shutdown_finishes_calls_in_flight_then_refuses_new_ones() {
     // Slow hashing (~10x the default work) keeps Register running while the
     // shutdown starts.
-    let app = TestApp::spawn_with(&Backend::Sqlite, |s| s.argon2.iterations = 20).await;
+    let app = TestApp::spawn_with(&Backend::Sqlite, |s| s.passwords.iterations = 20).await;
     app.register("warmup").await; // the connection is up before the race starts
     let mut auth = app.auth.clone();
     let in_flight = tokio::spawn(async move {

@@ -292,8 +292,8 @@ async fn the_client_is_the_nth_entry_from_the_right() {
 async fn logins_shed_by_the_hash_queue_do_not_use_up_the_budget() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
-            s.argon2.queue_limit = 1;
+            s.passwords.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.passwords.queue_limit = 1;
         })
         .await;
         app.register("flooded").await;
@@ -328,7 +328,7 @@ async fn parallel_correct_logins_of_one_account_all_succeed() {
         let app = TestApp::spawn_with(&backend, |s| {
             // Room for all 64 in the hash queue, and time for them to get
             // through two cores: the throttle is under test.
-            s.argon2.queue_timeout = Duration::from_secs(120);
+            s.passwords.queue_timeout = Duration::from_secs(120);
         })
         .await;
         app.register("worker-pool").await;
@@ -348,8 +348,8 @@ async fn parallel_correct_logins_of_one_account_all_succeed() {
 async fn correct_logins_beyond_the_hash_queue_are_shed_by_the_queue_not_the_throttle() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
-            s.argon2.queue_limit = 4;
+            s.passwords.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.passwords.queue_limit = 4;
         })
         .await;
         app.register("crowded").await;
@@ -374,7 +374,7 @@ async fn correct_logins_beyond_the_hash_queue_are_shed_by_the_queue_not_the_thro
 async fn parallel_wrong_logins_check_at_most_the_limit() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.argon2.queue_timeout = Duration::from_secs(120);
+            s.passwords.queue_timeout = Duration::from_secs(120);
         })
         .await;
         app.register("guessed").await;
@@ -400,7 +400,7 @@ async fn parallel_wrong_logins_check_at_most_the_limit() {
 async fn a_few_wrong_logins_among_many_right_ones_throttle_nothing() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
-            s.argon2.queue_timeout = Duration::from_secs(120);
+            s.passwords.queue_timeout = Duration::from_secs(120);
         })
         .await;
         app.register("mixed").await;
@@ -447,9 +447,9 @@ async fn a_wrong_password_counts_even_when_its_caller_gives_up() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn_with(&backend, |s| {
             // A hash far longer than the callers' deadline.
-            s.argon2.memory_kib = 64 * 1024;
-            s.argon2.iterations = 8;
-            s.argon2.max_concurrent = std::num::NonZeroUsize::new(1);
+            s.passwords.memory_kib = 64 * 1024;
+            s.passwords.iterations = 8;
+            s.passwords.max_concurrent = std::num::NonZeroUsize::new(1);
             s.throttle.failure_limit = 2;
         })
         .await;

@@ -328,7 +328,7 @@ async fn by_default_any_user_may_list_users() {
 async fn with_staff_only_listing_non_staff_callers_are_denied() {
     on_every_backend(async |backend| {
         let staff_only = |s: &mut Settings| {
-            s.list_users = ListUsersAccess::Staff;
+            s.accounts.list_users = ListUsersAccess::Staff;
             s.cache.ttl = Duration::from_millis(300);
         };
         let app = TestApp::spawn_with(&backend, staff_only).await;

@@ -24,18 +24,16 @@ pub async fn seed(
     password: &str,
 ) -> anyhow::Result<Duration> {
     let began = Instant::now();
-    let settings = Settings {
-        database_url: database_url.into(),
-        ..Settings::default()
-    };
-    let db = persistence::open(&settings).await?;
+    let mut settings = Settings::default();
+    settings.database.url = database_url.into();
+    let db = persistence::open(&settings.database).await?;
     let anyone = UserAttributes {
         username: "seed",
         email: "seed@bench.example.com",
     };
     let password =
         Password::parse(password.to_owned(), anyone).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let hash = Hasher::new(settings.argon2)
+    let hash = Hasher::new(settings.passwords)
         .await?
         .hash(&password)
         .await

@@ -18,6 +18,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
@@ -33,7 +34,7 @@ use crate::{
     config::ThrottleSettings,
     error::Error,
     persistence::{
-        db_now,
+        StoreError, db_now,
         login_attempts::{self, Admission, Budget, Outcome},
     },
 };
@@ -47,6 +48,7 @@ const LAST_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct LoginThrottle {
+    db: DatabaseConnection,
     settings: ThrottleSettings,
     lease: Duration,
     gates: Arc<Gates>,
@@ -55,25 +57,13 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// `max_wait`: the longest an attempt may wait for its turn (the hash
     /// queue's timeout), which bounds how long a check can be in flight.
-    pub fn new(settings: ThrottleSettings, max_wait: Duration) -> Self {
+    pub fn new(db: DatabaseConnection, settings: ThrottleSettings, max_wait: Duration) -> Self {
         Self {
+            db,
             settings,
             lease: max_wait.saturating_add(LEASE_MARGIN),
             gates: Arc::default(),
         }
-    }
-
-    /// The trusted header naming the end user's address, if configured and
-    /// the address limit is on.
-    pub fn address_header(&self) -> Option<&str> {
-        self.address_limit_on()
-            .then_some(self.settings.address_header.as_deref())
-            .flatten()
-    }
-
-    /// Proxies in front of the service that append to the address header.
-    pub fn trusted_proxies(&self) -> usize {
-        usize::from(self.settings.trusted_proxies)
     }
 
     pub fn address_limit_on(&self) -> bool {
@@ -89,14 +79,13 @@ impl LoginThrottle {
     /// the hash queue's once `deadline` passes; and database errors.
     pub async fn admit(
         &self,
-        db: &DatabaseConnection,
         username_key: &str,
-        address: Option<&str>,
+        address: Option<IpAddr>,
         deadline: Instant,
     ) -> Result<Reservation, Error> {
         let mut reservation = Reservation {
             held: Some(Held {
-                db: db.clone(),
+                db: self.db.clone(),
                 keys: Vec::new(),
             }),
         };
@@ -117,7 +106,7 @@ impl LoginThrottle {
         // Always username before address: no two attempts wait on each
         // other's keys in opposite orders.
         for (key, limit, resets) in keys {
-            let held = self.admit_key(db, key, limit, resets, deadline).await?;
+            let held = self.admit_key(key, limit, resets, deadline).await?;
             if let Some(reservation) = reservation.held.as_mut() {
                 reservation.keys.push(held);
             }
@@ -127,7 +116,6 @@ impl LoginThrottle {
 
     async fn admit_key(
         &self,
-        db: &DatabaseConnection,
         key: String,
         limit: u32,
         resets: bool,
@@ -137,7 +125,7 @@ impl LoginThrottle {
         let permit = tokio::time::timeout_at(deadline, Arc::clone(&gate.turns).acquire_owned())
             .await
             .map_err(|_| Error::hash_queue_full())?
-            .map_err(|_| Error::Internal(anyhow::anyhow!("login throttle gate closed")))?;
+            .map_err(|_| Error::internal("login throttle gate closed"))?;
         let budget = self.budget(limit);
         let mut pause = FIRST_POLL;
         let waiting = Arc::clone(&gate);
@@ -146,7 +134,7 @@ impl LoginThrottle {
             tokio::pin!(settled);
             settled.as_mut().enable();
             let now = db_now();
-            match admit_detached(db, &key, budget, now).await? {
+            match admit_detached(&self.db, &key, budget, now).await? {
                 Admission::Admitted { epoch } => {
                     return Ok(HeldKey {
                         key,
@@ -189,14 +177,14 @@ impl LoginThrottle {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn flush_stale(&self, db: &DatabaseConnection) -> Result<u64, Error> {
+    pub async fn flush_stale(&self) -> Result<u64, Error> {
         let now = db_now();
         let window =
             chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
         let window_before = now
             .checked_sub_signed(window)
             .unwrap_or(chrono::NaiveDateTime::MIN);
-        login_attempts::flush_stale(db, window_before, self.budget(0), now).await
+        Ok(login_attempts::flush_stale(&self.db, window_before, self.budget(0), now).await?)
     }
 }
 
@@ -219,9 +207,10 @@ async fn admit_detached(
                 .ok();
         }
     });
-    admission
+    let admitted = admission
         .await
-        .map_err(|_| Error::Internal(anyhow::anyhow!("login admission task ended early")))?
+        .map_err(|_| Error::internal("login admission task ended early"))?;
+    Ok(admitted?)
 }
 
 /// Settles with a few retries: a settlement lost to a passing database
@@ -231,11 +220,11 @@ async fn settle_retrying(
     key: &str,
     epoch: i64,
     outcome: Outcome,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let mut pause = Duration::from_millis(50);
     for _ in 0..3 {
         match login_attempts::settle(db, key, epoch, outcome).await {
-            Err(Error::Conflict(_) | Error::Unavailable(_)) => {
+            Err(StoreError::Conflict(_) | StoreError::Unavailable(_)) => {
                 tokio::time::sleep(pause).await;
                 pause *= 4;
             }
@@ -303,7 +292,7 @@ impl Reservation {
             settled.map(|()| succeeded)
         })
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("login check task failed: {e}")))?
+        .map_err(|e| Error::internal(format_args!("login check task failed: {e}")))?
     }
 }
 
@@ -332,7 +321,9 @@ impl Held {
                 Some(false) => Outcome::Failed,
                 None => Outcome::Withdrawn,
             };
-            let settled = settle_retrying(&self.db, &held.key, held.epoch, outcome).await;
+            let settled = settle_retrying(&self.db, &held.key, held.epoch, outcome)
+                .await
+                .map_err(Error::from);
             result = result.and(settled);
             let gate = Arc::clone(&held.gate);
             drop(held); // the turn goes back before the waiters look

@@ -54,7 +54,7 @@ impl PageTokenCodec {
         let invalid = || Error::invalid("page_token", "Invalid page token.");
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         // Exactly the tag `encode` writes: a shorter truncated tag would be
-        // forgeable by guessing (1 byte: 256 tries). Found in review for the fuzzer.
+        // forgeable by guessing (1 byte: 256 tries).
         if bytes.len() != 8 + TAG_LEN {
             return Err(invalid());
         }
@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     fn codec(secret: &[u8]) -> PageTokenCodec {
-        PageTokenCodec::new(secret).unwrap_or_else(|e| panic!("{e}"))
+        PageTokenCodec::new(secret).unwrap()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! concurrent write can keep from storing a value read before it.
 //!
 //! The building block of the caches in front of the database
-//! ([`super::ActiveUsers`], [`super::RefreshBlacklist`]): each answers from
+//! ([`super::UserProfiles`], [`super::RefreshTokens`]): each answers from
 //! memory only what may be stale by `ttl` at most, and forgets a key
 //! whenever this replica writes it.
 
@@ -17,10 +17,11 @@ use std::{
 
 use tracing::Instrument;
 
-use crate::{config::CacheSettings, error::Error};
+use super::StoreError;
+use crate::config::CacheSettings;
 
 #[derive(Debug)]
-pub struct FreshCache<K, V> {
+pub(super) struct FreshCache<K, V> {
     entries: quick_cache::sync::Cache<K, (Instant, V)>,
     ttl: Duration,
     /// Bumped by every [`FreshCache::forget`]. A read that saw another
@@ -31,7 +32,7 @@ pub struct FreshCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     /// `None` when `settings` turn caching off.
-    pub fn new(settings: CacheSettings) -> Option<Self> {
+    pub(super) fn new(settings: CacheSettings) -> Option<Self> {
         (!settings.ttl.is_zero() && settings.capacity > 0).then(|| Self {
             entries: quick_cache::sync::Cache::new(settings.capacity),
             ttl: settings.ttl,
@@ -45,7 +46,7 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     ///
     /// # Errors
     /// `fetch`'s.
-    pub async fn read_through<E>(
+    pub(super) async fn read_through<E>(
         &self,
         key: K,
         fetch: impl Future<Output = Result<V, E>>,
@@ -100,8 +101,15 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
         }
     }
 
+    /// After this replica changed what some unknown keys stand for.
+    pub(super) fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.entries.clear();
+    }
+
     /// After this replica changed what `key` stands for.
-    pub fn forget(&self, key: &K) {
+    pub(super) fn forget(&self, key: &K) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.entries.remove(key);
@@ -117,12 +125,12 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
 /// right after a cancellation does not race with that task.
 ///
 /// # Errors
-/// `write`'s; INTERNAL if it panicked.
-pub async fn write_then_forget<K, V, T>(
+/// `write`'s; [`StoreError::Other`] if it panicked.
+pub(super) async fn write_then_forget<K, V, T>(
     cache: Option<&Arc<FreshCache<K, V>>>,
     key: K,
-    write: impl Future<Output = Result<T, Error>> + Send + 'static,
-) -> Result<T, Error>
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -144,7 +152,7 @@ where
         .in_current_span(),
     );
     task.await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("cache write task: {e}")))?
+        .map_err(|e| StoreError::other(format_args!("cache write task: {e}")))?
 }
 
 /// Forgets its key when dropped: when the write is done, or its caller gone.
@@ -171,7 +179,7 @@ mod tests {
     use super::*;
 
     fn cache(ttl: Duration) -> FreshCache<u32, &'static str> {
-        FreshCache::new(CacheSettings { ttl, capacity: 4 }).unwrap_or_else(|| panic!("on"))
+        FreshCache::new(CacheSettings { ttl, capacity: 4 }).expect("a cache that is on")
     }
 
     #[test]

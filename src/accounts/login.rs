@@ -1,0 +1,88 @@
+use std::net::IpAddr;
+
+use super::{Accounts, TokenPair, record_user};
+use crate::{
+    domain::Credentials,
+    error::{AuthFailure, Error},
+    persistence::{db_now, users},
+    tokens::unix_now,
+};
+
+impl Accounts {
+    /// Logs in with a username and password (simplejwt's
+    /// `TokenObtainPairView`): a fresh refresh token and its access token.
+    /// `client` is the end user's address, used only when logins are also
+    /// limited per address.
+    ///
+    /// # Errors
+    /// `InvalidCredentials` for an unknown user, a wrong password and an
+    /// inactive user alike; throttled or overloaded.
+    pub async fn log_in(
+        &self,
+        credentials: Credentials,
+        client: Option<IpAddr>,
+    ) -> Result<TokenPair, Error> {
+        let name = &credentials.name;
+        // In line for the hash first: a flood the queue sheds costs nothing more.
+        let place = self.hasher.line_up()?;
+        // Counted before any hashing; unknown names too, or the throttle
+        // itself would tell which names exist.
+        let reservation = self
+            .throttle
+            .admit(name.key(), client, place.deadline())
+            .await?;
+        // A name that cannot be a username belongs to nobody: no lookup, but
+        // still a (dummy) hash verification below, so no timing hint.
+        let user = match name.could_exist() {
+            true => users::find_by_username(&self.db, name.key()).await?,
+            false => None,
+        };
+        let stored_hash = user.as_ref().map(|u| u.password.clone());
+        // Inactive users pay for the hash too, and get the same answer.
+        let active = user.as_ref().is_some_and(|u| u.is_active);
+        let password = credentials.password().to_owned();
+        let check = async move { Ok(place.verify(&password, stored_hash).await? && active) };
+        let accepted = reservation.settle_after(check).await?;
+        let Some(user) = user.filter(|_| accepted) else {
+            return Err(AuthFailure::InvalidCredentials.into());
+        };
+        record_user(user.id);
+        self.upgrade_hash(&user, credentials.password()).await?;
+
+        if self.policy.update_last_login {
+            self.users.record_login(user.id, db_now()).await?;
+        }
+        let now = unix_now();
+        let refresh = self.tokens.issue_refresh(user.id, now)?;
+        self.refresh_tokens
+            .record_issued(&refresh.claims, db_now())
+            .await?;
+        let access = self.tokens.access_from_refresh(&refresh.claims, now)?;
+        Ok(TokenPair {
+            access: access.token,
+            refresh: Some(refresh.token),
+        })
+    }
+
+    /// Rehashes a correct password whose stored hash is weaker than the
+    /// configuration. Best effort: under hashing overload the login still
+    /// succeeds and the upgrade waits for the next one.
+    async fn upgrade_hash(&self, user: &users::UserRow, password: &str) -> Result<(), Error> {
+        match self.hasher.upgrade(password, &user.password).await {
+            Ok(Some(new_hash)) => {
+                self.users
+                    .set_password_hash(user.id, new_hash.clone())
+                    .await?;
+                self.hasher
+                    .stored_hash_changed(Some(&user.password), &new_hash);
+                tracing::info!(
+                    user_id = user.id,
+                    "password hash upgraded to the current parameters"
+                );
+                Ok(())
+            }
+            Ok(None) | Err(Error::Overloaded { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The application: every use case of the service — register, log in,
+//! refresh, verify, log out, read and update one's profile, list users — as
+//! a method of [`Accounts`] over domain values. No transport types here: the
+//! gRPC handlers (and any future surface) decode their requests into
+//! domain values, call one of these, and encode the result.
+
+mod login;
+pub mod login_throttle;
+mod page_token;
+mod profile;
+mod register;
+mod sessions;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+pub use login_throttle::LoginThrottle;
+pub use page_token::PageTokenCodec;
+pub use profile::{Page, PageRequest};
+pub use register::NewAccount;
+pub use sessions::{TokenPair, VerifiedToken};
+
+use crate::{
+    config::{ListUsersAccess, TokenPolicy},
+    domain::User,
+    error::{AuthFailure, Error},
+    passwords::Hasher,
+    persistence::{RefreshTokens, UserProfiles},
+    tokens::TokenCodec,
+};
+
+/// Everything the use cases share; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) tokens: Arc<TokenCodec>,
+    pub(crate) hasher: Hasher,
+    pub(crate) page_tokens: PageTokenCodec,
+    pub(crate) policy: TokenPolicy,
+    /// Who may call ListUsers.
+    pub(crate) list_users: ListUsersAccess,
+    pub(crate) throttle: LoginThrottle,
+    pub(crate) users: UserProfiles,
+    pub(crate) refresh_tokens: RefreshTokens,
+}
+
+impl Accounts {
+    /// The codec the bearer check verifies access tokens with.
+    pub fn token_codec(&self) -> Arc<TokenCodec> {
+        Arc::clone(&self.tokens)
+    }
+
+    /// Whether logins are also limited per client address (so the caller
+    /// must work out the address).
+    pub fn limits_logins_per_address(&self) -> bool {
+        self.throttle.address_limit_on()
+    }
+
+    /// The user, if it still exists and is active (simplejwt's
+    /// `JWTAuthentication.get_user`): the check behind every call made
+    /// with a token.
+    async fn active_user(&self, user_id: i64) -> Result<User, Error> {
+        match self.users.get(user_id).await? {
+            None => Err(AuthFailure::UserNotFound.into()),
+            Some(user) if !user.is_active => Err(AuthFailure::UserInactive.into()),
+            Some(user) => Ok(user),
+        }
+    }
+}
+
+/// Records the caller's user id on the call's log line.
+fn record_user(user_id: i64) {
+    tracing::Span::current().record("user_id", user_id);
+}

@@ -1,0 +1,52 @@
+use super::{Accounts, record_user};
+use crate::{
+    domain::{Avatar, Email, Password, User, Username},
+    error::Error,
+    persistence::{
+        db_now,
+        users::{self, NewUser},
+    },
+};
+
+/// A sign-up, every field already valid.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: Email,
+    pub username: Username,
+    pub password: Password,
+    pub avatar: Option<Avatar>,
+}
+
+impl Accounts {
+    /// Creates an ordinary (non-staff) user.
+    ///
+    /// # Errors
+    /// ALREADY_EXISTS naming the taken field; hashing overload.
+    pub async fn register(&self, account: NewAccount) -> Result<User, Error> {
+        let NewAccount {
+            email,
+            username,
+            password,
+            avatar,
+        } = account;
+        // Before hashing, so a taken name costs no argon2 work; the unique
+        // indexes still decide races.
+        if let Some(field) = users::taken_field(&self.db, &email, &username).await? {
+            return Err(Error::AlreadyExists { field });
+        }
+        let password_hash = self.hasher.hash(&password).await?;
+        let cost_of_new = password_hash.clone();
+        let new = NewUser {
+            email,
+            username,
+            password_hash,
+            avatar,
+            is_staff: false,
+            is_superuser: false,
+        };
+        let user = users::insert(&self.db, new, db_now()).await?;
+        self.hasher.stored_hash_changed(None, &cost_of_new);
+        record_user(user.id);
+        Ok(user.into())
+    }
+}

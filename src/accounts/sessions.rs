@@ -1,0 +1,137 @@
+//! What a refresh token is good for: new access tokens, its own
+//! verification, and logging out.
+
+use super::{Accounts, record_user};
+use crate::{
+    domain::TokenText,
+    error::{AuthFailure, Error},
+    persistence::{db_now, token_blacklist::BlacklistReason},
+    tokens::{Claims, TokenError, TokenType, unix_now},
+};
+
+/// A new access token and, with rotation on, the refresh token that
+/// replaces the one presented.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access: String,
+    pub refresh: Option<String>,
+}
+
+/// What VerifyToken tells about a valid token.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub token_type: TokenType,
+    pub user_id: i64,
+    /// `exp`, in seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl Accounts {
+    /// A new access token for a refresh token (simplejwt's
+    /// `TokenRefreshView`), and with rotation its successor.
+    ///
+    /// # Errors
+    /// An invalid, expired or blacklisted token; a token whose user is gone
+    /// or inactive.
+    pub async fn refresh(&self, token: TokenText<'_>) -> Result<TokenPair, Error> {
+        let now = unix_now();
+        let claims = self
+            .tokens
+            .decode(token.as_str(), Some(TokenType::Refresh), now)?;
+        record_user(claims.user_id);
+        if self.refresh_tokens.is_blacklisted(&claims.jti).await? {
+            if self.policy.detects_reuse() {
+                self.revoke_if_reused(&claims).await?;
+            }
+            return Err(TokenError::Blacklisted.into());
+        }
+        // A deleted or deactivated user's refresh token yields nothing
+        // (CVE-2024-22513 class; simplejwt ≥ 5.4 behaves the same).
+        match self.active_user(claims.user_id).await {
+            Ok(_) => {}
+            Err(Error::Unauthenticated(_)) => {
+                return Err(AuthFailure::NoActiveAccountForToken.into());
+            }
+            Err(e) => return Err(e),
+        }
+        let access = self.tokens.access_from_refresh(&claims, now)?;
+        let refresh = if self.policy.rotate_refresh_tokens {
+            let new = self.tokens.issue_refresh(claims.user_id, now)?;
+            self.refresh_tokens
+                .rotate(
+                    &claims,
+                    &new.claims,
+                    self.policy.blacklist_after_rotation,
+                    db_now(),
+                )
+                .await?;
+            Some(new.token)
+        } else {
+            None
+        };
+        Ok(TokenPair {
+            access: access.token,
+            refresh,
+        })
+    }
+
+    /// Refresh-token reuse detection (OAuth 2.0 Security BCP, beyond
+    /// simplejwt): with rotation, a refresh token is used once; seeing a
+    /// rotated-out one again means two parties hold the token family, so
+    /// every refresh token of the user is revoked. A token ended by Logout
+    /// is only refused: a stale retry must not log out every device.
+    /// (Losing a race against a concurrent rotation of the same token does
+    /// not land here: that call fails on the blacklist's unique index.)
+    async fn revoke_if_reused(&self, claims: &Claims) -> Result<(), Error> {
+        let reason = self.refresh_tokens.blacklist_reason(&claims.jti).await?;
+        if reason != Some(BlacklistReason::RotatedOut) {
+            return Ok(());
+        }
+        let now = db_now();
+        let revoked = self
+            .refresh_tokens
+            .revoke_all_of_user(claims.user_id, self.tokens.expired_before(now), now)
+            .await?;
+        tracing::warn!(
+            security_event = "refresh_token_reuse",
+            user_id = claims.user_id,
+            revoked,
+            "a rotated-out refresh token was presented again; revoked every refresh token of the user"
+        );
+        Ok(())
+    }
+
+    /// Whether a token of either type is valid now, not blacklisted, and
+    /// its user still active.
+    ///
+    /// # Errors
+    /// As for a call made with the token.
+    pub async fn verify(&self, token: TokenText<'_>) -> Result<VerifiedToken, Error> {
+        let claims = self.tokens.decode(token.as_str(), None, unix_now())?;
+        record_user(claims.user_id);
+        if claims.token_type == TokenType::Refresh
+            && self.refresh_tokens.is_blacklisted(&claims.jti).await?
+        {
+            return Err(TokenError::Blacklisted.into());
+        }
+        self.active_user(claims.user_id).await?;
+        Ok(VerifiedToken {
+            token_type: claims.token_type,
+            user_id: claims.user_id,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Blacklists a refresh token (simplejwt's `TokenBlacklistView`).
+    ///
+    /// # Errors
+    /// An invalid or expired token, or one blacklisted already.
+    pub async fn log_out(&self, token: TokenText<'_>) -> Result<(), Error> {
+        let claims = self
+            .tokens
+            .decode(token.as_str(), Some(TokenType::Refresh), unix_now())?;
+        record_user(claims.user_id);
+        self.refresh_tokens.log_out(&claims, db_now()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Protobuf messages ↔ domain values. Decoding parses every field into its
+//! domain type and reports all broken rules at once, as field violations.
+
+use chrono::NaiveDateTime;
+
+use crate::{
+    accounts::{NewAccount, Page, TokenPair, VerifiedToken},
+    domain::{Avatar, Credentials, Email, Password, TokenText, User, UserAttributes, Username},
+    error::Error,
+    pb,
+};
+
+impl TryFrom<pb::RegisterRequest> for NewAccount {
+    type Error = Error;
+
+    fn try_from(req: pb::RegisterRequest) -> Result<Self, Error> {
+        let avatar = match req.avatar.as_deref() {
+            None | Some("") => Ok(None),
+            Some(url) => Avatar::parse(url).map(Some),
+        };
+        let attributes = UserAttributes {
+            username: &req.username,
+            email: &req.email,
+        };
+        let parsed = (
+            Email::parse(&req.email),
+            Username::parse(&req.username),
+            Password::parse(req.password, attributes),
+            avatar,
+        );
+        match parsed {
+            (Ok(email), Ok(username), Ok(password), Ok(avatar)) => Ok(Self {
+                email,
+                username,
+                password,
+                avatar,
+            }),
+            (e, u, p, a) => Err(Error::invalid_fields([
+                ("email", e.err().into_iter().collect()),
+                ("username", u.err().into_iter().collect()),
+                ("password", p.err().unwrap_or_default()),
+                ("avatar", a.err().into_iter().collect()),
+            ])),
+        }
+    }
+}
+
+impl TryFrom<pb::ObtainTokenPairRequest> for Credentials {
+    type Error = Error;
+
+    fn try_from(req: pb::ObtainTokenPairRequest) -> Result<Self, Error> {
+        Credentials::parse(&req.username, req.password).map_err(Error::invalid_fields)
+    }
+}
+
+/// The token in `field`, unless it is blank.
+pub(super) fn token_text<'a>(field: &str, value: &'a str) -> Result<TokenText<'a>, Error> {
+    TokenText::parse(value).map_err(|e| Error::invalid(field, e))
+}
+
+/// The avatar to set, or `None` to clear it (an empty or blank URL).
+pub(super) fn avatar_update(req: &pb::UpdateAvatarRequest) -> Result<Option<Avatar>, Error> {
+    match req.avatar.trim() {
+        "" => Ok(None),
+        url => Avatar::parse(url)
+            .map(Some)
+            .map_err(|e| Error::invalid("avatar", e)),
+    }
+}
+
+impl From<User> for pb::User {
+    fn from(user: User) -> Self {
+        pb::User {
+            id: user.id,
+            email: user.email,
+            username: user.username,
+            avatar: user.avatar,
+            is_active: user.is_active,
+            is_staff: user.is_staff,
+            is_superuser: user.is_superuser,
+            last_login: user.last_login.map(timestamp),
+            date_joined: Some(timestamp(user.date_joined)),
+        }
+    }
+}
+
+impl From<TokenPair> for pb::TokenPair {
+    fn from(pair: TokenPair) -> Self {
+        pb::TokenPair {
+            access: pair.access,
+            // Without rotation, no new refresh token: empty, as proto3 says "unset".
+            refresh: pair.refresh.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<VerifiedToken> for pb::VerifyTokenResponse {
+    fn from(token: VerifiedToken) -> Self {
+        pb::VerifyTokenResponse {
+            token_type: token.token_type.as_str().to_owned(),
+            user_id: token.user_id,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: token.expires_at,
+                nanos: 0,
+            }),
+        }
+    }
+}
+
+impl From<Page> for pb::ListUsersResponse {
+    fn from(page: Page) -> Self {
+        pb::ListUsersResponse {
+            users: page.users.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
+}
+
+fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
+    let t = t.and_utc();
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}

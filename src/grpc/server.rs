@@ -1,0 +1,116 @@
+//! The tonic server: limits, the call-log layer, and every service
+//! (health, reflection, AuthService, UserService behind the bearer check).
+
+use std::{future::Future, time::Duration};
+
+use sea_orm::DatabaseConnection;
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::ServingStatus;
+
+use super::{
+    auth::AuthHandlers,
+    bearer::BearerAuth,
+    call_log::CallLogLayer,
+    client_address::ClientAddress,
+    health::{set_health, watch_database},
+    users::UserHandlers,
+};
+use crate::{
+    accounts::Accounts,
+    config::Settings,
+    pb::{self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+};
+
+/// The largest request message accepted (64 KiB): far above any valid one.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Metadata (headers) per call: room for a bearer token, not for abuse.
+const MAX_METADATA_BYTES: u32 = 16 * 1024;
+
+/// Serves `accounts` on `listener` until `shutdown` resolves, then stops
+/// accepting calls and lets the ones in flight finish, for at most the
+/// shutdown grace period. Health follows `db`.
+///
+/// # Errors
+/// The server failed (not a single call: those become statuses), or calls
+/// were still in flight when the grace period ended.
+pub async fn serve(
+    listener: TcpListener,
+    accounts: Accounts,
+    db: DatabaseConnection,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let watcher = tokio::spawn(watch_database(health, db, settings.database.timeout));
+    // grpcurl speaks v1alpha, newer clients v1: serve both.
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    // Every request of ours is small; a bigger one is refused before it
+    // is buffered, let alone parsed.
+    let bearer = BearerAuth::new(accounts.token_codec());
+    let auth = AuthServiceServer::new(AuthHandlers {
+        accounts: accounts.clone(),
+        client_address: ClientAddress::new(&settings.throttle),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let users = InterceptedService::new(
+        UserServiceServer::new(UserHandlers { accounts })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        bearer,
+    );
+
+    let local_addr = listener.local_addr()?;
+    tracing::info!(addr = %local_addr, "serving gRPC");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (signalled, on_signal) = oneshot::channel::<()>();
+    let server = Server::builder()
+        // One client cannot hog the server: bounded streams per
+        // connection, and dead peers are noticed and dropped.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
+        .layer(CallLogLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(users)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        });
+    // Graceful shutdown waits for every connection to close; a client
+    // that ignores GOAWAY must not keep the process up for ever.
+    let grace = settings.server.shutdown_grace;
+    let grace_over = async move {
+        match on_signal.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        () = grace_over => Err(anyhow::anyhow!(
+            // Calls were cut off: say so in the exit status, not only in a log line.
+            "shutdown grace period ({grace:?}) over with calls still in flight; they were cut off"
+        )),
+    };
+    watcher.abort();
+    served
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}

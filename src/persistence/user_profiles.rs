@@ -1,0 +1,275 @@
+//! "Who is the user behind this token?" — the one database read that
+//! GetMe, UpdateAvatar, ListUsers, VerifyToken and RefreshToken all make,
+//! answered from a small bounded cache of user profiles.
+//!
+//! Why a cache: that read was most of a GetMe's cost (the SQLite driver
+//! hands every query to a connection thread and back; the PostgreSQL one
+//! makes a network round trip). Why this is safe:
+//! - every change to an existing user row goes through this type (the
+//!   writers in [`super::users`] are private to storage), and drops the
+//!   entry, so this replica never answers from a row older than its own
+//!   last write;
+//! - a change made elsewhere (another replica, an admin deactivating or
+//!   deleting a user in the database) is seen within `ttl`: an entry is never
+//!   used after `ttl`. `ttl = 0` turns the cache off;
+//! - only the public profile is kept (no password hash), at most `capacity`
+//!   of them.
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use sea_orm::DatabaseConnection;
+
+use super::{
+    StoreError,
+    fresh_cache::{FreshCache, write_then_forget},
+    users,
+};
+use crate::{
+    config::CacheSettings,
+    domain::{Avatar, User},
+};
+
+#[derive(Debug, Clone)]
+pub struct UserProfiles {
+    db: DatabaseConnection,
+    /// Users found, by id; `None` when the cache is off.
+    cache: Option<Arc<FreshCache<i64, Option<User>>>>,
+}
+
+impl UserProfiles {
+    pub fn new(db: DatabaseConnection, settings: CacheSettings) -> Self {
+        Self {
+            db,
+            cache: FreshCache::new(settings).map(Arc::new),
+        }
+    }
+
+    /// The user's profile, active or not; `None` if there is no such user.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn get(&self, user_id: i64) -> Result<Option<User>, StoreError> {
+        let fetch = async {
+            let row = users::find_by_id(&self.db, user_id).await?;
+            Ok(row.map(User::from))
+        };
+        match &self.cache {
+            None => fetch.await,
+            Some(cache) => cache.read_through(user_id, fetch, Option::is_some).await,
+        }
+    }
+
+    /// Sets or clears the user's avatar: the new profile, `None` if the
+    /// user is gone.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn set_avatar(
+        &self,
+        user_id: i64,
+        avatar: Option<Avatar>,
+    ) -> Result<Option<User>, StoreError> {
+        let db = self.db.clone();
+        let stored = async move { users::set_avatar(&db, user_id, avatar).await };
+        Ok(self.write(user_id, stored).await?.map(User::from))
+    }
+
+    /// Replaces the user's password hash (after a parameter upgrade).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn set_password_hash(
+        &self,
+        user_id: i64,
+        password_hash: String,
+    ) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let stored = async move { users::set_password_hash(&db, user_id, password_hash).await };
+        self.write(user_id, stored).await
+    }
+
+    /// Records a successful login as the user's `last_login`.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn record_login(&self, user_id: i64, now: NaiveDateTime) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let recorded = async move { users::record_login(&db, user_id, now).await };
+        self.write(user_id, recorded).await
+    }
+
+    /// Runs `write`, a change to user `user_id`'s row, to completion even if
+    /// the caller is cancelled, and forgets the cached profile after it,
+    /// whatever the outcome (see [`write_then_forget`]).
+    async fn write<T: Send + 'static>(
+        &self,
+        user_id: i64,
+        write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        write_then_forget(self.cache.as_ref(), user_id, write).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn sqlite() -> (DatabaseConnection, i64) {
+        use sea_orm::ConnectionTrait;
+        let db = crate::persistence::memory_database().await;
+        db.execute_unprepared(
+            "INSERT INTO users (email, email_key, username, username_key, password, is_active, \
+             is_staff, is_superuser, date_joined) \
+             VALUES ('a@example.com', 'a@example.com', 'amy', 'amy', 'x', TRUE, FALSE, FALSE, \
+             '2026-01-01 00:00:00')",
+        )
+        .await
+        .expect("a user row");
+        (db, 1)
+    }
+
+    fn settings(ttl: Duration) -> CacheSettings {
+        CacheSettings { ttl, capacity: 16 }
+    }
+
+    /// Behind the cache's back; owns its connection, as
+    /// [`UserProfiles::write`] needs.
+    async fn set_avatar(db: DatabaseConnection, id: i64, avatar: &str) -> Result<(), StoreError> {
+        let avatar = Avatar::parse(avatar).expect("a valid avatar");
+        users::set_avatar(&db, id, Some(avatar)).await.map(|_| ())
+    }
+
+    async fn avatar(users: &UserProfiles, id: i64) -> Option<String> {
+        let user = users.get(id).await.expect("a read").expect("the user");
+        user.avatar
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_cache_is_seen_at_once() {
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        assert_eq!(avatar(&users, id).await, None);
+        let new = Avatar::parse("https://example.com/a.png").ok();
+        users.set_avatar(id, new).await.expect("an update");
+        assert_eq!(
+            avatar(&users, id).await.as_deref(),
+            Some("https://example.com/a.png")
+        );
+    }
+
+    /// A caller cancelled (deadline, disconnect) after the commit, before
+    /// the write returned: this replica must still see its own write at once.
+    #[tokio::test]
+    async fn a_write_cancelled_after_its_commit_is_seen_at_once() {
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        assert_eq!(avatar(&users, id).await, None);
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = users.write(id, async move {
+            set_avatar(write_db, id, "https://example.com/d.png").await?;
+            let _ = committed.send(());
+            // The answer never gets back to the caller.
+            std::future::pending::<Result<(), StoreError>>().await
+        });
+        tokio::select! {
+            _ = write => panic!("the write cannot finish"),
+            _ = on_commit => {} // drops the caller's future
+        }
+        assert_eq!(
+            avatar(&users, id).await.as_deref(),
+            Some("https://example.com/d.png")
+        );
+    }
+
+    /// A caller cancelled before the commit: the write still commits, and
+    /// a profile cached meanwhile is forgotten when it does.
+    #[tokio::test]
+    async fn a_write_cancelled_before_its_commit_still_commits_and_forgets() {
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let (go, on_go) = tokio::sync::oneshot::channel::<()>();
+        let (committed, on_commit) = tokio::sync::oneshot::channel();
+        let write_db = db.clone();
+        let write = users.write(id, async move {
+            let _ = on_go.await;
+            set_avatar(write_db, id, "https://example.com/e.png").await?;
+            let _ = committed.send(());
+            Ok(())
+        });
+        tokio::select! {
+            biased;
+            _ = write => panic!("the write cannot finish yet"),
+            () = std::future::ready(()) => {} // polled once, then dropped
+        }
+        // Read (and cached) while the write is pending.
+        assert_eq!(avatar(&users, id).await, None);
+        let _ = go.send(());
+        on_commit
+            .await
+            .expect("the write was abandoned with its caller");
+        // On this single-threaded runtime the write's task has forgotten the
+        // entry in the same poll that sent the signal.
+        assert_eq!(
+            avatar(&users, id).await.as_deref(),
+            Some("https://example.com/e.png")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_elsewhere_is_seen_after_the_ttl_and_not_before() {
+        let (db, id) = sqlite().await;
+        let ttl = Duration::from_millis(200);
+        let users = UserProfiles::new(db.clone(), settings(ttl));
+        assert!(users.get(id).await.is_ok_and(|u| u.is_some()));
+        // Behind the cache's back, as another replica or an admin would.
+        set_avatar(db.clone(), id, "https://example.com/b.png")
+            .await
+            .unwrap();
+        assert_eq!(avatar(&users, id).await, None);
+        tokio::time::sleep(ttl).await;
+        assert_eq!(
+            avatar(&users, id).await.as_deref(),
+            Some("https://example.com/b.png")
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_zero_ttl_every_read_goes_to_the_database() {
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(db.clone(), settings(Duration::ZERO));
+        assert!(users.get(id).await.is_ok_and(|u| u.is_some()));
+        set_avatar(db.clone(), id, "https://example.com/c.png")
+            .await
+            .unwrap();
+        assert_eq!(
+            avatar(&users, id).await.as_deref(),
+            Some("https://example.com/c.png")
+        );
+    }
+
+    #[tokio::test]
+    async fn deactivation_through_the_cache_is_seen_at_once_and_missing_users_are_none() {
+        use sea_orm::ConnectionTrait;
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let write_db = db.clone();
+        users
+            .write(id, async move {
+                write_db
+                    .execute_unprepared("UPDATE users SET is_active = FALSE")
+                    .await?;
+                Ok(())
+            })
+            .await
+            .expect("an update");
+        for _ in 0..2 {
+            let user = users.get(id).await.expect("a read").expect("the user");
+            assert!(!user.is_active);
+        }
+        assert_eq!(users.get(99).await.expect("a read"), None);
+    }
+}
