@@ -1,14 +1,17 @@
 //! Fuzzes what request fields go through before anything else: the domain
-//! parsers (`Email`, `Username`, `Password`, `Avatar`) and the ListUsers page
-//! token codec. The whole input, as text, is fed to every one of them; its
+//! parsers (`Email`, `Username`, `Password`, `Avatar`, login `Credentials`)
+//! and the ListUsers page token codec. The whole input, as text, is fed to every one of them; its
 //! first 8 bytes are also an i64 for the page-token round trip.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use auth_service::{
-    domain::{Avatar, Email, MAX_PASSWORD_BYTES, Password, UserAttributes, Username},
-    grpc::PageTokenCodec,
+    domain::{
+        Avatar, Credentials, Email, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, Password,
+        UserAttributes, Username,
+    },
+    accounts::PageTokenCodec,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -56,6 +59,19 @@ fuzz_target!(|data: &[u8]| {
         // Django's MinimumLength and NumericPassword validators.
         assert!(password.chars().count() >= 8, "password under 8 chars");
         assert!(!password.chars().all(char::is_numeric), "numeric password");
+    }
+
+    // Login: the name as given, the password after the first NUL.
+    let (name, login_password) = text.split_once('\0').unwrap_or((text, "pw"));
+    if let Ok(credentials) = Credentials::parse(name, login_password.to_owned()) {
+        // Both are bounded before any lookup or hashing.
+        assert!(name.chars().count() <= MAX_USERNAME_CHARS, "login name over the cap");
+        assert!(credentials.password().len() <= MAX_PASSWORD_BYTES, "login password over the cap");
+        // A name registered as a username logs in under the same key.
+        if let Ok(username) = Username::parse(name) {
+            assert!(credentials.name.could_exist(), "a valid username cannot exist");
+            assert_eq!(credentials.name.key(), username.key(), "login key differs");
+        }
     }
 
     if let Ok(avatar) = Avatar::parse(text) {
