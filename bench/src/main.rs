@@ -11,20 +11,15 @@
 //! memory. Only loopback targets are accepted.
 //!
 //! ```sh
-//! cargo build --release --bins
+//! cargo build --release    # auth-service and auth-bench, both into target/release/
 //! target/release/auth-bench --scenario get-me --duration 10s
 //! target/release/auth-bench --scenario login --concurrency 8 --json
 //! ```
 
-#[path = "auth_bench/argon2_bound.rs"]
 mod argon2_bound;
-#[path = "auth_bench/connection.rs"]
 mod connection;
-#[path = "auth_bench/load.rs"]
 mod load;
-#[path = "auth_bench/seed.rs"]
 mod seed;
-#[path = "auth_bench/server.rs"]
 mod server;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};

@@ -48,7 +48,7 @@ impl ServerProcess {
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             bin.is_file(),
-            "no server binary at {} (build it with `cargo build --release --bins`, or pass --server-bin / --addr)",
+            "no server binary at {} (build it with `cargo build --release`, or pass --server-bin / --addr)",
             bin.display()
         );
         let mut server = Self {
