@@ -105,10 +105,7 @@ async fn create_superuser_then_log_in() {
 
     let app = TestApp::spawn_on(&database.url).await;
     let pair = app.login("root").await;
-    let me = app
-        .get_me(&pair.access)
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}"));
+    let me = app.get_me(&pair.access).await.unwrap();
     assert!(me.is_staff && me.is_superuser && me.is_active);
     app.stop().await;
 
@@ -139,7 +136,7 @@ async fn migrate_creates_the_schema() {
     assert!(output.status.success(), "{}", stderr(&output));
     let db = sea_orm::Database::connect(database.url.as_str())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for table in ["users", "outstanding_tokens", "blacklisted_tokens"] {
         use sea_orm::ConnectionTrait;
         db.execute_unprepared(&format!("SELECT COUNT(*) FROM {table}"))
@@ -172,7 +169,7 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     let key_file = database
         .sqlite_file()
         .map(|p| p.with_file_name("auth.db.jwt-secret"));
-    let key_file = key_file.unwrap_or_else(|| panic!("not a SQLite database"));
+    let key_file = key_file.expect("not a SQLite database");
     let mode = std::fs::metadata(&key_file).map(|m| m.permissions().mode() & 0o777);
     assert_eq!(mode.ok(), Some(0o600));
 
@@ -181,8 +178,8 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     assert!(killed.map(|s| s.success()).unwrap_or(false));
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("the server did not stop within 30 s of SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the server did not stop within 30 s of SIGTERM")
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let key = std::fs::read_to_string(&key_file).unwrap_or_default();
     assert!(
@@ -203,7 +200,7 @@ async fn run_refused(command: Command) -> Output {
     tokio::time::timeout(START_REFUSAL_DEADLINE, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("still running after {START_REFUSAL_DEADLINE:?}: it started"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// Far longer than a refusal takes, even on a loaded machine.
@@ -216,10 +213,10 @@ async fn serve_with_key_file(key: &str, mode: u32) -> (Output, String) {
     let key_file = database
         .sqlite_file()
         .map(|p| p.with_file_name("auth.db.jwt-secret"))
-        .unwrap_or_else(|| panic!("not a SQLite database"));
+        .expect("not a SQLite database");
     std::fs::write(&key_file, key)
         .and_then(|()| std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // Default logging: the refusal must still be the only line.
     let mut command = auth_service(&["serve", "--listen-addr", "127.0.0.1:0"]);
     command.env("AUTH_DATABASE_URL", &database.url);
@@ -318,8 +315,8 @@ async fn serve_then_stop(database_url: &str, env: &[(&str, &str)]) -> Output {
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("no exit after SIGTERM")
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     output
 }
@@ -338,7 +335,7 @@ async fn serve_child_with(
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let addr = format!("127.0.0.1:{port}");
     let mut command = auth_service(&["serve", "--listen-addr", &addr]);
     command
@@ -346,11 +343,9 @@ async fn serve_child_with(
         .env("RUST_LOG", rust_log)
         .envs(env.iter().copied())
         .stderr(Stdio::piped());
-    let child = tokio::process::Command::from(command)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = tokio::process::Command::from(command).spawn().unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect_lazy();
     let mut health = HealthClient::new(channel);
     for _ in 0..200 {
@@ -374,7 +369,7 @@ async fn logs_hold_no_password_hash_token_or_key() {
     // debug: everything our code and the libraries log short of wire traces.
     let (child, addr) = serve_child(&database.url, "debug").await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect_lazy();
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut users = UserServiceClient::new(channel);
@@ -388,7 +383,7 @@ async fn logs_hold_no_password_hash_token_or_key() {
         })
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let login = |password: &str| pb::ObtainTokenPairRequest {
         username: "logs".into(),
         password: password.into(),
@@ -400,14 +395,14 @@ async fn logs_hold_no_password_hash_token_or_key() {
         .obtain_token_pair(login(password))
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let refreshed = auth
         .refresh_token(pb::RefreshTokenRequest {
             refresh: pair.refresh.clone(),
         })
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let _ = auth
         .verify_token(pb::VerifyTokenRequest {
             token: pair.access.clone(),
@@ -449,21 +444,21 @@ async fn logs_hold_no_password_hash_token_or_key() {
 
     let db = sea_orm::Database::connect(database.url.as_str())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let hash = auth_service::persistence::users::find_by_id(&db, user.id)
         .await
         .ok()
         .flatten()
         .map(|u| u.password)
-        .unwrap_or_else(|| panic!("no user"));
+        .expect("no user");
     let hash_digest = hash.rsplit('$').next().unwrap_or_default().to_owned();
 
     let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("no exit after SIGTERM")
+        .unwrap();
     let log = stderr(&output);
     assert!(log.contains("grpc call"), "the call log is missing: {log}");
     let secrets = [
@@ -500,7 +495,7 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
     ];
     let (child, addr) = serve_child_with(&database.url, "warn", &slow).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect_lazy();
     // Eight slow registrations on two hashing slots: seconds of work.
     let calls: Vec<_> = (0..8)
@@ -522,8 +517,8 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("no exit after SIGTERM")
+        .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("grace period"),
@@ -552,9 +547,7 @@ async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
         })
         .await;
         let (_, pair) = app.signed_up("lazarus").await;
-        app.logout(&pair.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.logout(&pair.refresh).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let output = run(auth_service(&["flush-expired-tokens"])
             .env("AUTH_DATABASE_URL", app.database_url())

@@ -56,9 +56,7 @@ impl Server {
     /// Starts the binary on `database_url` with `env` added, and waits until
     /// its health service answers SERVING.
     async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
-        Self::try_start(database_url, env)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        Self::try_start(database_url, env).await.unwrap()
     }
 
     /// As [`Self::start`], but an exit before serving is an `Err` with the
@@ -96,7 +94,7 @@ impl Server {
         self.child
             .id()
             .map(|id| id.to_string())
-            .unwrap_or_else(|| panic!("the server has already been reaped"))
+            .expect("the server has already been reaped")
     }
 
     fn uri(&self) -> String {
@@ -160,7 +158,7 @@ fn serve_command(database_url: &str, addr: SocketAddr, env: &[(&str, &str)]) -> 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+        .expect("no free port")
 }
 
 fn lazy_channel(uri: &str) -> Channel {
@@ -200,7 +198,7 @@ async fn output_of(child: Child) -> Output {
     child
         .wait_with_output()
         .await
-        .unwrap_or_else(|e| panic!("waiting for the server: {e}"))
+        .expect("waiting for the server")
 }
 
 pub(crate) fn stderr(output: &Output) -> String {
@@ -261,7 +259,7 @@ async fn stored_users(url: &str) -> Vec<(String, String)> {
             "SELECT username, password FROM users ORDER BY id",
         ))
         .await
-        .unwrap_or_else(|e| panic!("SELECT FROM users: {e}"));
+        .expect("SELECT FROM users");
     let users = rows
         .iter()
         .map(|row| {
@@ -482,9 +480,7 @@ async fn sigkill_under_load(backend: &Backend) {
     // when it dies.
     tally.killing.store(true, Ordering::SeqCst);
     let mut child = server.child;
-    child
-        .start_kill()
-        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+    child.start_kill().expect("SIGKILL");
     let output = output_of(child).await;
     tally.dead.store(true, Ordering::SeqCst);
     assert_eq!(
@@ -497,11 +493,11 @@ async fn sigkill_under_load(backend: &Backend) {
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
     tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(task) = load.join_next().await {
-            task.unwrap_or_else(|e| panic!("load task: {e}"));
+            task.expect("load task");
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the load did not stop after the kill"));
+    .expect("the load did not stop after the kill");
 
     let failures = tally.failed_before_kill();
     assert!(
@@ -631,7 +627,7 @@ async fn sigkill_under_load(backend: &Backend) {
     // The restarted server writes, and stops cleanly.
     register(&mut auth.clone(), "after_restart")
         .await
-        .unwrap_or_else(|s| panic!("register after the restart: {s:?}"));
+        .expect("register after the restart");
     let output = server.terminate(Duration::from_secs(60)).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
@@ -669,11 +665,11 @@ async fn sigterm_under_load(backend: &Backend) {
 
     // One established connection carries every call.
     let channel = Channel::from_shared(server.uri())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
+        .expect("cannot connect");
     let auth = AuthServiceClient::new(channel);
 
     let started_calls = Arc::new(AtomicUsize::new(0));
@@ -709,13 +705,13 @@ async fn sigterm_under_load(backend: &Backend) {
         output_of(server.child),
     )
     .await
-    .unwrap_or_else(|_| panic!("the server did not exit within the grace period + 30 s"));
+    .expect("the server did not exit within the grace period + 30 s");
     let stopped_after = sigterm_at.elapsed();
 
     let mut in_flight = 0;
     let mut failed = Vec::new();
     while let Some(joined) = calls.join_next().await {
-        let (username, result, finished_at) = joined.unwrap_or_else(|e| panic!("call: {e}"));
+        let (username, result, finished_at) = joined.expect("call");
         if finished_at > sigterm_at {
             in_flight += 1;
         }
@@ -748,9 +744,7 @@ async fn sigterm_under_load(backend: &Backend) {
         in_flight >= SLOW_REGISTERS / 2,
         "only {in_flight} calls were in flight at SIGTERM: the test proves little"
     );
-    let status = late
-        .err()
-        .unwrap_or_else(|| panic!("a call on a new connection after SIGTERM was served"));
+    let status = late.expect_err("a call on a new connection after SIGTERM was served");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         alive_at_probe && alive_after_probe,

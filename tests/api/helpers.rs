@@ -75,7 +75,7 @@ impl TestDatabase {
         let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
         match backend {
             Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let dir = tempfile::tempdir().expect("tempdir");
                 let path: PathBuf = dir.path().join("auth.db");
                 TestDatabase {
                     url: format!("sqlite://{}?mode=rwc", path.display()),
@@ -159,7 +159,7 @@ pub struct TestApp {
 
 pub fn test_settings(url: &str) -> Settings {
     Settings {
-        listen_addr: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: Secret::from(url),
         jwt_secret: Some(Secret::from(SECRET)),
         ..Settings::default()
@@ -198,7 +198,7 @@ impl TestApp {
         let cache_ttl = settings.cache.ttl;
         let app = Application::build(settings)
             .await
-            .unwrap_or_else(|e| panic!("server failed to start: {e:#}"));
+            .expect("server failed to start");
         let addr = app.local_addr();
         let db = app.database().clone();
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -206,7 +206,7 @@ impl TestApp {
             let _ = stop.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .connect_lazy();
         TestApp {
             addr,
@@ -234,10 +234,9 @@ impl TestApp {
                 format!("SELECT COUNT(*) AS n FROM {table}"),
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no row"));
-        row.try_get::<i64>("", "n")
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
+            .expect("no row");
+        row.try_get::<i64>("", "n").unwrap()
     }
 
     /// Stops the server gracefully and checks that it stopped cleanly.
@@ -246,8 +245,8 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            let result = server.await.unwrap_or_else(|e| panic!("server task: {e}"));
-            result.unwrap_or_else(|e| panic!("server error: {e:#}"));
+            let result = server.await.expect("server task");
+            result.expect("server error");
         }
     }
 
@@ -347,7 +346,7 @@ impl TestApp {
                 if active { "TRUE" } else { "FALSE" }
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
     }
 
@@ -360,14 +359,14 @@ impl TestApp {
                 if staff { "TRUE" } else { "FALSE" }
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
     }
 
     pub async fn stored_password_hash(&self, user_id: i64) -> String {
         auth_service::persistence::users::find_by_id(&self.db, user_id)
             .await
-            .unwrap_or_else(|e| panic!("{e:?}"))
+            .unwrap()
             .map(|u| u.password)
             .unwrap_or_else(|| panic!("no user {user_id}"))
     }
@@ -377,7 +376,7 @@ impl TestApp {
         self.db
             .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
     }
 }
@@ -456,10 +455,8 @@ fn part(token: &str, index: usize) -> serde_json::Value {
         .split('.')
         .nth(index)
         .unwrap_or_else(|| panic!("not a JWT: {token}"));
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .unwrap_or_else(|e| panic!("base64: {e}"));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("json: {e}"))
+    let bytes = URL_SAFE_NO_PAD.decode(segment).expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
 }
 
 /// Signs `header.payload` with HMAC-SHA256 by hand, as PyJWT does: tokens
@@ -475,8 +472,7 @@ pub fn forge(header: &str, payload: &serde_json::Value, key: &str) -> String {
 
 /// The base64url HMAC-SHA256 of `signing_input` (`header.payload`).
 pub fn hs256_signature(signing_input: &str, key: &str) -> String {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(signing_input.as_bytes());
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }

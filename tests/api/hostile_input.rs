@@ -190,14 +190,11 @@ async fn on_every_backend_report(probe: impl AsyncFn(&Backend) -> Findings) {
         let findings = probe(&backend).await;
         eprintln!("{} calls on {backend}", findings.calls);
         if let Some(report) = findings.report(&backend.to_string()) {
-            reports
-                .lock()
-                .unwrap_or_else(|e| panic!("{e}"))
-                .push(report);
+            reports.lock().unwrap().push(report);
         }
     })
     .await;
-    let reports = reports.into_inner().unwrap_or_else(|e| panic!("{e}"));
+    let reports = reports.into_inner().unwrap();
     assert!(reports.is_empty(), "{}", reports.join("\n"));
 }
 
@@ -250,7 +247,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         ))
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("ListUsers: {s:?}"));
+        .expect("ListUsers");
     assert!(!page.next_page_token.is_empty());
     Fixture {
         access: tokens.access,
@@ -522,7 +519,7 @@ async fn hostile_strings_in_every_field_never_answer_internal() {
         let tokens = app.login("survivor").await;
         app.get_me(&tokens.access)
             .await
-            .unwrap_or_else(|s| panic!("GetMe after the probes: {s:?}"));
+            .expect("GetMe after the probes");
         app.stop().await;
         findings
     })

@@ -1,6 +1,9 @@
 //! Integration tests: the real server on port 0, called with the generated
 //! tonic clients, on every configured database (see `helpers`).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bearer;
 mod cli;
 mod crash;

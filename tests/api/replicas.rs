@@ -32,7 +32,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
                     Ok(server) => servers.push(server),
                     Err(e) => failures
                         .lock()
-                        .unwrap_or_else(|e| panic!("{e}"))
+                        .unwrap()
                         .push(format!("{backend}, trial {trial}: {e}")),
                 }
             }
@@ -51,7 +51,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
         }
     })
     .await;
-    let failures = failures.into_inner().unwrap_or_else(|e| panic!("{e}"));
+    let failures = failures.into_inner().unwrap();
     assert!(
         failures.is_empty(),
         "{} replicas exited before serving ({TRIALS} trials of {REPLICAS} per backend):\n{}",
