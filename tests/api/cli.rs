@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, TestDatabase};
+use crate::helpers::{Backend, PASSWORD, TestApp, TestDatabase, register_request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
 
@@ -485,7 +485,7 @@ async fn logs_hold_no_password_hash_token_or_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
-    use auth_service::pb::{self, auth_service_client::AuthServiceClient};
+    use auth_service::pb::auth_service_client::AuthServiceClient;
 
     let database = TestDatabase::create(&Backend::Sqlite).await;
     let slow = [
@@ -501,15 +501,7 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
     let calls: Vec<_> = (0..8)
         .map(|i| {
             let mut auth = AuthServiceClient::new(channel.clone());
-            tokio::spawn(async move {
-                auth.register(pb::RegisterRequest {
-                    email: format!("slow{i}@example.com"),
-                    username: format!("slow{i}"),
-                    password: "correct horse battery".into(),
-                    avatar: None,
-                })
-                .await
-            })
+            tokio::spawn(async move { auth.register(register_request(&format!("slow{i}"))).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -26,7 +26,8 @@ use tonic_health::pb::{
 };
 
 use crate::helpers::{
-    Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, simplejwt_claims,
+    Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, register_request,
+    simplejwt_claims,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
@@ -203,15 +204,6 @@ async fn output_of(child: Child) -> Output {
 
 pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-pub(crate) fn register_request(username: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        email: format!("{username}@example.com"),
-        username: username.into(),
-        password: PASSWORD.into(),
-        avatar: None,
-    }
 }
 
 async fn register(

@@ -381,6 +381,16 @@ impl TestApp {
     }
 }
 
+/// Register `username` as `<username>@example.com` with [`PASSWORD`].
+pub fn register_request(username: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        email: format!("{username}@example.com"),
+        username: username.into(),
+        password: PASSWORD.into(),
+        avatar: None,
+    }
+}
+
 /// `message` with `authorization: Bearer <token>` metadata.
 pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     with_authorization(message, &format!("Bearer {token}"))

@@ -12,7 +12,7 @@ use tonic::{Code, Request, Status, metadata::AsciiMetadataValue};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    Backend, HS256_HEADER, PASSWORD, SECRET, TestApp, bearer, forge, on_every_backend,
+    Backend, HS256_HEADER, SECRET, TestApp, bearer, forge, on_every_backend, register_request,
     simplejwt_claims,
 };
 
@@ -269,12 +269,7 @@ async fn register_probes(app: &TestApp, findings: &mut Findings, hostile: &[(Str
             ("avatar", "in a URL", format!("https://example.com/{h}")),
         ] {
             n += 1;
-            let mut request = pb::RegisterRequest {
-                email: format!("reg{n}@example.com"),
-                username: format!("reg{n}"),
-                password: PASSWORD.into(),
-                avatar: None,
-            };
+            let mut request = register_request(&format!("reg{n}"));
             match field {
                 "email" => request.email = value,
                 "username" => request.username = value,

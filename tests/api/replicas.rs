@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::{
-    crash::{CHEAP_HASHING, Server, register_request, stderr},
-    helpers::{TestDatabase, on_every_backend},
+    crash::{CHEAP_HASHING, Server, stderr},
+    helpers::{TestDatabase, on_every_backend, register_request},
 };
 
 const REPLICAS: usize = 4;

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use auth_service::pb;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, PASSWORD, TestApp, expect_code, on_every_backend};
+use crate::helpers::{Backend, PASSWORD, TestApp, expect_code, on_every_backend, register_request};
 
 #[tokio::test]
 async fn health_reports_every_service_serving() {
@@ -64,15 +63,7 @@ async fn shutdown_finishes_calls_in_flight_then_refuses_new_ones() {
     let app = TestApp::spawn_with(&Backend::Sqlite, |s| s.argon2.iterations = 20).await;
     app.register("warmup").await; // the connection is up before the race starts
     let mut auth = app.auth.clone();
-    let in_flight = tokio::spawn(async move {
-        auth.register(pb::RegisterRequest {
-            email: "jack@example.com".into(),
-            username: "jack".into(),
-            password: PASSWORD.into(),
-            avatar: None,
-        })
-        .await
-    });
+    let in_flight = tokio::spawn(async move { auth.register(register_request("jack")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let addr = app.addr;
     app.stop().await;
