@@ -6,9 +6,7 @@
 //! a real crash: no destructor, no pool close, no flush.
 
 use std::{
-    net::SocketAddr,
     os::unix::process::ExitStatusExt,
-    process::{Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -19,192 +17,19 @@ use std::{
 use auth_service::pb::{self, auth_service_client::AuthServiceClient};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, Database, Statement};
-use tokio::process::{Child, Command};
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+
+use crate::{
+    child::{CHEAP_HASHING, ChildServer, stderr},
+    helpers::{
+        Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, register_request,
+        simplejwt_claims,
+    },
 };
-
-use crate::helpers::{
-    Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, register_request,
-    simplejwt_claims,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
-
-/// How long the server may take to start serving (migrations on a fresh
-/// database, on a loaded machine).
-const START_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Longest any single call may take on a loaded machine before the test
 /// gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Cheap argon2 for the crash test: the load is then bound by database
-/// writes, so the kill lands in them rather than in hashing.
-pub(crate) const CHEAP_HASHING: [(&str, &str); 2] = [
-    ("AUTH_ARGON2_MEMORY_KIB", "1024"),
-    ("AUTH_ARGON2_ITERATIONS", "1"),
-];
-
-/// `auth-service serve`, running as a child process of the test.
-pub(crate) struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the binary on `database_url` with `env` added, and waits until
-    /// its health service answers SERVING.
-    async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
-        Self::try_start(database_url, env).await.unwrap()
-    }
-
-    /// As [`Self::start`], but an exit before serving is an `Err` with the
-    /// exit status and stderr.
-    pub(crate) async fn try_start(
-        database_url: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Server, String> {
-        const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
-            let addr = free_addr();
-            let mut child = serve_command(database_url, addr, env)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
-            if wait_until_serving(&mut child, addr).await {
-                return Ok(Server { child, addr });
-            }
-            // It exited. The free port may have been taken between our probe
-            // and its bind (other tests run in parallel): try another one.
-            let output = output_of(child).await;
-            let err = String::from_utf8_lossy(&output.stderr).into_owned();
-            if attempt < ATTEMPTS && err.contains("cannot listen") {
-                eprintln!("port {} was taken, retrying: {err}", addr.port());
-                continue;
-            }
-            return Err(format!(
-                "the server exited before serving ({}): {err}",
-                output.status
-            ));
-        }
-        Err("the server never started".to_owned())
-    }
-
-    fn pid(&self) -> String {
-        self.child
-            .id()
-            .map(|id| id.to_string())
-            .expect("the server has already been reaped")
-    }
-
-    fn uri(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// A client on a connection of its own, opened on first use.
-    pub(crate) fn auth_client(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(lazy_channel(&self.uri()))
-    }
-
-    /// Sends `signal` (`TERM`, `INT`, …) with kill(1), as an operator would.
-    fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
-        assert!(sent.success(), "kill -{signal} {pid} failed: {sent}");
-    }
-
-    /// SIGTERM, then the exit status and output, failing after `within`.
-    pub(crate) async fn terminate(self, within: Duration) -> Output {
-        self.signal("TERM");
-        tokio::time::timeout(within, output_of(self.child))
-            .await
-            .unwrap_or_else(|_| panic!("the server did not exit within {within:?} of SIGTERM"))
-    }
-}
-
-/// The command line for `serve`: a clean `AUTH_*` environment, a fixed key.
-fn serve_command(database_url: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUTH_") {
-            command.env_remove(key);
-        }
-    }
-    // The server's log, for debugging a failure: TEST_LOG=1 cargo test.
-    let logging = std::env::var_os("TEST_LOG").is_some();
-    command
-        .arg("serve")
-        .env("AUTH_DATABASE_URL", database_url)
-        .env("AUTH_JWT_SECRET", SECRET)
-        .env("AUTH_LISTEN_ADDR", addr.to_string())
-        .env("RUST_LOG", if logging { "info" } else { "off" })
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if logging {
-            Stdio::inherit()
-        } else {
-            Stdio::piped()
-        })
-        // A failing test must not leave a server behind.
-        .kill_on_drop(true);
-    command
-}
-
-/// A port nobody listens on right now.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("no free port")
-}
-
-fn lazy_channel(uri: &str) -> Channel {
-    Channel::from_shared(uri.to_owned())
-        .unwrap_or_else(|e| panic!("{uri}: {e}"))
-        .connect_timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// Polls the health service until `auth.v1.AuthService` is SERVING (true)
-/// or the process exits (false).
-async fn wait_until_serving(child: &mut Child, addr: SocketAddr) -> bool {
-    let mut health = HealthClient::new(lazy_channel(&format!("http://{addr}")));
-    let started = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        let check = health.check(HealthCheckRequest {
-            service: "auth.v1.AuthService".into(),
-        });
-        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), check).await
-            && response.into_inner().status() == ServingStatus::Serving
-        {
-            return true;
-        }
-        assert!(
-            started.elapsed() < START_DEADLINE,
-            "the server did not serve on {addr} within {START_DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits for `child` to exit and collects its stderr.
-async fn output_of(child: Child) -> Output {
-    child
-        .wait_with_output()
-        .await
-        .expect("waiting for the server")
-}
-
-pub(crate) fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 async fn register(
     auth: &mut AuthServiceClient<Channel>,
@@ -344,7 +169,7 @@ async fn sigkill_loses_no_acknowledged_register_or_logout() {
 
 async fn sigkill_under_load(backend: &Backend) {
     let database = TestDatabase::create(backend).await;
-    let server = Server::start(&database.url, &CHEAP_HASHING).await;
+    let server = ChildServer::start(&database.url, &CHEAP_HASHING).await;
     let mut auth = server.auth_client();
 
     // Users with sessions to log out of: refresh tokens the server issued,
@@ -471,9 +296,7 @@ async fn sigkill_under_load(backend: &Backend) {
     // The load goes on until the process is gone, so calls are in flight
     // when it dies.
     tally.killing.store(true, Ordering::SeqCst);
-    let mut child = server.child;
-    child.start_kill().expect("SIGKILL");
-    let output = output_of(child).await;
+    let output = server.kill().await;
     tally.dead.store(true, Ordering::SeqCst);
     assert_eq!(
         output.status.signal(),
@@ -526,7 +349,7 @@ async fn sigkill_under_load(backend: &Backend) {
     );
 
     // The same database, a new process.
-    let server = Server::start(&database.url, &CHEAP_HASHING).await;
+    let server = ChildServer::start(&database.url, &CHEAP_HASHING).await;
     let auth = server.auth_client();
 
     // Every acknowledged Register: the user logs in, with the id it was given.
@@ -641,7 +464,7 @@ async fn sigterm_under_load_finishes_in_flight_calls_and_exits_zero() {
 async fn sigterm_under_load(backend: &Backend) {
     let database = TestDatabase::create(backend).await;
     let grace = humantime::format_duration(SHUTDOWN_GRACE).to_string();
-    let mut server = Server::start(
+    let mut server = ChildServer::start(
         &database.url,
         &[
             // Slow hashing: every Register takes a while.
@@ -688,16 +511,11 @@ async fn sigterm_under_load(backend: &Backend) {
     // A new connection once the server has had time to see the signal
     // (the calls above keep it busy for a while yet).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let alive_at_probe = matches!(server.child.try_wait(), Ok(None));
+    let alive_at_probe = server.is_running();
     let late = register(&mut server.auth_client(), "late").await;
-    let alive_after_probe = matches!(server.child.try_wait(), Ok(None));
+    let alive_after_probe = server.is_running();
 
-    let output = tokio::time::timeout(
-        SHUTDOWN_GRACE + Duration::from_secs(30),
-        output_of(server.child),
-    )
-    .await
-    .expect("the server did not exit within the grace period + 30 s");
+    let output = server.wait(SHUTDOWN_GRACE + Duration::from_secs(30)).await;
     let stopped_after = sigterm_at.elapsed();
 
     let mut in_flight = 0;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bearer;
+mod child;
 mod cli;
 mod crash;
 mod hardening;

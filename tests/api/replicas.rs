@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::{
-    crash::{CHEAP_HASHING, Server, stderr},
+    child::{CHEAP_HASHING, ChildServer, stderr},
     helpers::{TestDatabase, on_every_backend, register_request},
 };
 
@@ -23,7 +23,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
             // Spawned within milliseconds of each other: each start spawns
             // its process on the first poll, before waiting for it.
             let started = futures::future::join_all(
-                (0..REPLICAS).map(|_| Server::try_start(&database.url, &CHEAP_HASHING)),
+                (0..REPLICAS).map(|_| ChildServer::try_start(&database.url, &CHEAP_HASHING)),
             )
             .await;
             let mut servers = Vec::new();
