@@ -197,7 +197,7 @@ async fn a_key_file_readable_by_others_is_refused() {
 
 #[tokio::test]
 async fn a_short_key_file_is_refused() {
-    // The case: a key file holding `x` signed tokens anyone could forge.
+    // A key file holding `x` would sign tokens anyone could forge.
     let (output, key_file) = serve_with_key_file("x\n", 0o600).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);

@@ -103,9 +103,8 @@ impl TestDatabase {
             }
         }
     }
-}
 
-impl TestDatabase {
+    /// The database file, for SQLite.
     pub fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
     }
@@ -157,6 +156,7 @@ pub struct TestApp {
     _database: Option<TestDatabase>,
 }
 
+/// The server's settings for the tests: database `url`, a free port, [`SECRET`].
 pub fn test_settings(url: &str) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
@@ -167,6 +167,7 @@ pub fn test_settings(url: &str) -> Settings {
 }
 
 impl TestApp {
+    /// Spawns the server on a fresh database of `backend`.
     pub async fn spawn(backend: &Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
@@ -188,6 +189,7 @@ impl TestApp {
         Self::start(url, |_| {}).await
     }
 
+    /// As [`Self::spawn_on`], with `configure` applied to the test settings.
     pub async fn spawn_on_with(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
         Self::start(url, configure).await
     }
@@ -396,6 +398,7 @@ pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     with_authorization(message, &format!("Bearer {token}"))
 }
 
+/// `message` with `authorization: <value>` metadata, `value` as it is.
 pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value = value
@@ -405,14 +408,27 @@ pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     request
 }
 
-/// UNAUTHENTICATED because the refresh token was logged out or rotated out.
+/// Asserts `result` failed with `code`, returning the status.
+#[track_caller]
+pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Asserts UNAUTHENTICATED because the refresh token was logged out or
+/// rotated out.
 #[track_caller]
 pub fn expect_blacklisted<T: fmt::Debug>(result: Result<T, Status>) {
     let status = expect_code(result, Code::Unauthenticated);
     assert_eq!(status.message(), "Token is blacklisted");
 }
 
-/// INVALID_ARGUMENT with DRF's blank-field message as the one
+/// Asserts INVALID_ARGUMENT with DRF's blank-field message as the one
 /// `google.rpc.BadRequest` field violation, naming `field`.
 #[track_caller]
 pub fn expect_blank_field<T: fmt::Debug>(result: Result<T, Status>, field: &str) {
@@ -439,23 +455,12 @@ pub fn field_violations(status: &Status) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Asserts `result` failed with `code`, returning the status.
-#[track_caller]
-pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "unexpected status: {status:?}");
-            status
-        }
-    }
-}
-
 /// The JSON payload of a JWT, decoded without any checks.
 pub fn claims(token: &str) -> serde_json::Value {
     part(token, 1)
 }
 
+/// The JSON header of a JWT, decoded without any checks.
 pub fn header(token: &str) -> serde_json::Value {
     part(token, 0)
 }

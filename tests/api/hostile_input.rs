@@ -2,9 +2,9 @@
 //! marks, strings NFKC blows up, RTL overrides, 4-byte emoji, length
 //! boundaries): whatever the input, no call answers INTERNAL or UNKNOWN (a
 //! database refusing a value is a bug, not an answer), and login and
-//! register keep their documented answers. Found on PostgreSQL: a login
-//! with 150 × U+FDFA or a NUL in the username failed inserting its throttle
-//! key.
+//! register keep their documented answers. On PostgreSQL, for one, a login
+//! with 150 × U+FDFA or a NUL in the username must not fail inserting its
+//! throttle key.
 
 use auth_service::{error::INVALID_CREDENTIALS, pb, startup::MAX_REQUEST_BYTES};
 use prost::Message;
