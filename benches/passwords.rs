@@ -6,6 +6,9 @@
 //!
 //! Each iteration takes tens of milliseconds: few samples, short windows.
 
+// A benchmark's setup that fails can only panic: unwrap says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
@@ -19,16 +22,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 const PASSWORD: &str = "correct horse battery staple";
 
 fn raw_argon2() -> Argon2<'static> {
-    passwords::argon2id(&Argon2Settings::default()).unwrap_or_else(|e| panic!("{e}"))
+    passwords::argon2id(&Argon2Settings::default()).unwrap()
 }
 
 fn argon2id(c: &mut Criterion) {
     let argon2 = raw_argon2();
     let stored = argon2
         .hash_password(PASSWORD.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .to_string();
-    let parsed = PasswordHash::new(&stored).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = PasswordHash::new(&stored).unwrap();
 
     let mut group = c.benchmark_group("argon2id_default_params");
     group
@@ -43,10 +46,10 @@ fn argon2id(c: &mut Criterion) {
     });
 
     // The service's path: same work, plus spawn_blocking and the permit.
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let hasher = runtime
         .block_on(Hasher::new(Argon2Settings::default()))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let password = Password::parse(
         PASSWORD.to_owned(),
         UserAttributes {
@@ -54,7 +57,7 @@ fn argon2id(c: &mut Criterion) {
             email: "bench@example.com",
         },
     )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    .unwrap();
     group.bench_function("hasher_hash", |b| {
         b.to_async(&runtime).iter(|| hasher.hash(&password));
     });

@@ -2,6 +2,9 @@
 //! (VerifyToken, RefreshToken) and the bearer interceptor in front of
 //! UserService, which decodes the access token from the metadata.
 
+// A benchmark's setup that fails can only panic: unwrap says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{sync::Arc, time::Duration};
 
 use auth_service::{
@@ -20,17 +23,13 @@ fn codec() -> TokenCodec {
         Duration::from_secs(86_400),
         Duration::from_secs(30 * 86_400),
     )
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap()
 }
 
 /// A refresh token and an access token derived from it, issued `now`.
 fn pair(codec: &TokenCodec, now: i64) -> (IssuedToken, IssuedToken) {
-    let refresh = codec
-        .issue_refresh(42, now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let access = codec
-        .access_from_refresh(&refresh.claims, now)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let refresh = codec.issue_refresh(42, now).unwrap();
+    let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
     (refresh, access)
 }
 
@@ -58,9 +57,8 @@ fn jwt(c: &mut Criterion) {
 fn bearer(c: &mut Criterion) {
     let codec = Arc::new(codec());
     let (_, access) = pair(&codec, unix_now());
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", access.token)
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let header: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", access.token).parse().unwrap();
     let mut auth = BearerAuth::new(codec);
 
     // Building the request is the transport's work, not the interceptor's:
@@ -75,10 +73,7 @@ fn bearer(c: &mut Criterion) {
     c.bench_function("bearer_interceptor", |b| {
         b.iter_batched(
             request,
-            |request| {
-                auth.call(request)
-                    .unwrap_or_else(|e| panic!("refused: {e:?}"))
-            },
+            |request| auth.call(request).expect("refused"),
             BatchSize::SmallInput,
         );
     });

@@ -1,39 +1,11 @@
 //! The binary itself: start-up failures, subcommands, signals.
 
-use std::{
-    process::{Command, Output, Stdio},
-    time::Duration,
+use std::{os::unix::fs::PermissionsExt, process::Output, time::Duration};
+
+use crate::{
+    child::{ChildServer, auth_service, run, run_within, stderr, stdout},
+    helpers::{Backend, PASSWORD, TestApp, TestDatabase, register_request},
 };
-
-use std::os::unix::fs::PermissionsExt;
-
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-use crate::helpers::{Backend, PASSWORD, TestApp, TestDatabase};
-
-const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
-
-/// The binary with a clean `AUTH_*` environment.
-fn auth_service(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUTH_") {
-            command.env_remove(key);
-        }
-    }
-    command.args(args).stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn a_bad_flag_is_one_line_and_a_failure() {
@@ -105,10 +77,7 @@ async fn create_superuser_then_log_in() {
 
     let app = TestApp::spawn_on(&database.url).await;
     let pair = app.login("root").await;
-    let me = app
-        .get_me(&pair.access)
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}"));
+    let me = app.get_me(&pair.access).await.unwrap();
     assert!(me.is_staff && me.is_superuser && me.is_active);
     app.stop().await;
 
@@ -139,7 +108,7 @@ async fn migrate_creates_the_schema() {
     assert!(output.status.success(), "{}", stderr(&output));
     let db = sea_orm::Database::connect(database.url.as_str())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for table in ["users", "outstanding_tokens", "blacklisted_tokens"] {
         use sea_orm::ConnectionTrait;
         db.execute_unprepared(&format!("SELECT COUNT(*) FROM {table}"))
@@ -160,29 +129,27 @@ async fn flush_expired_tokens_runs() {
         .env("AUTH_DATABASE_URL", &database.url)
         .env("RUST_LOG", "off"));
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 0 expired"));
+    assert!(stdout(&output).contains("deleted 0 expired"));
 }
 
 #[tokio::test]
 async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
-    let (child, _addr) = serve_child_with(&database.url, "debug", &[]).await;
+    let server = ChildServer::on(&database.url)
+        .without_signing_key()
+        .log("debug")
+        .start()
+        .await;
 
     // The key file sits beside the database, readable by its owner only.
     let key_file = database
         .sqlite_file()
         .map(|p| p.with_file_name("auth.db.jwt-secret"));
-    let key_file = key_file.unwrap_or_else(|| panic!("not a SQLite database"));
+    let key_file = key_file.expect("not a SQLite database");
     let mode = std::fs::metadata(&key_file).map(|m| m.permissions().mode() & 0o777);
     assert_eq!(mode.ok(), Some(0o600));
 
-    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(killed.map(|s| s.success()).unwrap_or(false));
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the server did not stop within 30 s of SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = server.terminate(Duration::from_secs(30)).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let key = std::fs::read_to_string(&key_file).unwrap_or_default();
     assert!(
@@ -191,22 +158,8 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
     );
 }
 
-/// Runs `command`, which must fail at start-up; a server that starts instead
-/// is killed after `START_REFUSAL_DEADLINE` and the test fails.
-async fn run_refused(command: Command) -> Output {
-    let child = tokio::process::Command::from(command)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
-    tokio::time::timeout(START_REFUSAL_DEADLINE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("still running after {START_REFUSAL_DEADLINE:?}: it started"))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Far longer than a refusal takes, even on a loaded machine.
+/// Far longer than a refusal takes, even on a loaded machine: a `serve`
+/// still running then has started instead of refusing to.
 const START_REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `serve` on a fresh SQLite database whose key file holds `key` with
@@ -216,14 +169,14 @@ async fn serve_with_key_file(key: &str, mode: u32) -> (Output, String) {
     let key_file = database
         .sqlite_file()
         .map(|p| p.with_file_name("auth.db.jwt-secret"))
-        .unwrap_or_else(|| panic!("not a SQLite database"));
+        .expect("not a SQLite database");
     std::fs::write(&key_file, key)
         .and_then(|()| std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // Default logging: the refusal must still be the only line.
     let mut command = auth_service(&["serve", "--listen-addr", "127.0.0.1:0"]);
     command.env("AUTH_DATABASE_URL", &database.url);
-    let output = run_refused(command).await;
+    let output = run_within(command, START_REFUSAL_DEADLINE).await;
     (output, key_file.display().to_string())
 }
 
@@ -244,7 +197,7 @@ async fn a_key_file_readable_by_others_is_refused() {
 
 #[tokio::test]
 async fn a_short_key_file_is_refused() {
-    // The case: a key file holding `x` signed tokens anyone could forge.
+    // A key file holding `x` would sign tokens anyone could forge.
     let (output, key_file) = serve_with_key_file("x\n", 0o600).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
@@ -259,7 +212,7 @@ async fn a_short_jwt_secret_is_refused() {
     command
         .env("AUTH_DATABASE_URL", "sqlite::memory:")
         .env("AUTH_JWT_SECRET", "short-secret");
-    let output = run_refused(command).await;
+    let output = run_within(command, START_REFUSAL_DEADLINE).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -313,53 +266,14 @@ async fn rotation_without_blacklisting_warns_that_reuse_detection_is_off() {
 /// Serves with `env` at `RUST_LOG=warn` until it answers, then SIGTERMs it
 /// and checks it exited 0; its output.
 async fn serve_then_stop(database_url: &str, env: &[(&str, &str)]) -> Output {
-    let (child, _addr) = serve_child_with(database_url, "warn", env).await;
-    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let server = ChildServer::on(database_url)
+        .envs(env)
+        .log("warn")
+        .start()
+        .await;
+    let output = server.terminate(Duration::from_secs(30)).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     output
-}
-
-/// Serves `database_url` from the binary on a free port with `RUST_LOG`;
-/// returns the child and the address once it answers health checks.
-async fn serve_child(database_url: &str, rust_log: &str) -> (tokio::process::Child, String) {
-    serve_child_with(database_url, rust_log, &[("AUTH_JWT_SECRET", LOG_TEST_KEY)]).await
-}
-
-async fn serve_child_with(
-    database_url: &str,
-    rust_log: &str,
-    env: &[(&str, &str)],
-) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = format!("127.0.0.1:{port}");
-    let mut command = auth_service(&["serve", "--listen-addr", &addr]);
-    command
-        .env("AUTH_DATABASE_URL", database_url)
-        .env("RUST_LOG", rust_log)
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped());
-    let child = tokio::process::Command::from(command)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect_lazy();
-    let mut health = HealthClient::new(channel);
-    for _ in 0..200 {
-        if health.check(HealthCheckRequest::default()).await.is_ok() {
-            return (child, addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server never answered");
 }
 
 const LOG_TEST_KEY: &str = "log-test-signing-key-that-must-never-be-logged";
@@ -372,10 +286,12 @@ async fn logs_hold_no_password_hash_token_or_key() {
 
     let database = TestDatabase::create(&Backend::Sqlite).await;
     // debug: everything our code and the libraries log short of wire traces.
-    let (child, addr) = serve_child(&database.url, "debug").await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect_lazy();
+    let server = ChildServer::on(&database.url)
+        .envs(&[("AUTH_JWT_SECRET", LOG_TEST_KEY)])
+        .log("debug")
+        .start()
+        .await;
+    let channel = server.channel();
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut users = UserServiceClient::new(channel);
     let password = "Secret-Passphrase-4-Logs";
@@ -388,7 +304,7 @@ async fn logs_hold_no_password_hash_token_or_key() {
         })
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let login = |password: &str| pb::ObtainTokenPairRequest {
         username: "logs".into(),
         password: password.into(),
@@ -400,14 +316,14 @@ async fn logs_hold_no_password_hash_token_or_key() {
         .obtain_token_pair(login(password))
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let refreshed = auth
         .refresh_token(pb::RefreshTokenRequest {
             refresh: pair.refresh.clone(),
         })
         .await
         .map(tonic::Response::into_inner)
-        .unwrap_or_else(|s| panic!("{s:?}"));
+        .unwrap();
     let _ = auth
         .verify_token(pb::VerifyTokenRequest {
             token: pair.access.clone(),
@@ -449,21 +365,16 @@ async fn logs_hold_no_password_hash_token_or_key() {
 
     let db = sea_orm::Database::connect(database.url.as_str())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let hash = auth_service::persistence::users::find_by_id(&db, user.id)
         .await
         .ok()
         .flatten()
         .map(|u| u.password)
-        .unwrap_or_else(|| panic!("no user"));
+        .expect("no user");
     let hash_digest = hash.rsplit('$').next().unwrap_or_default().to_owned();
 
-    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = server.terminate(Duration::from_secs(30)).await;
     let log = stderr(&output);
     assert!(log.contains("grpc call"), "the call log is missing: {log}");
     let secrets = [
@@ -490,7 +401,7 @@ async fn logs_hold_no_password_hash_token_or_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
-    use auth_service::pb::{self, auth_service_client::AuthServiceClient};
+    use auth_service::pb::auth_service_client::AuthServiceClient;
 
     let database = TestDatabase::create(&Backend::Sqlite).await;
     let slow = [
@@ -498,32 +409,21 @@ async fn calls_cut_off_by_the_grace_period_make_a_failed_exit() {
         ("AUTH_ARGON2_ITERATIONS", "60"),
         ("AUTH_PASSWORD_HASH_QUEUE_TIMEOUT", "120s"),
     ];
-    let (child, addr) = serve_child_with(&database.url, "warn", &slow).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect_lazy();
+    let server = ChildServer::on(&database.url)
+        .envs(&slow)
+        .log("warn")
+        .start()
+        .await;
+    let channel = server.channel();
     // Eight slow registrations on two hashing slots: seconds of work.
     let calls: Vec<_> = (0..8)
         .map(|i| {
             let mut auth = AuthServiceClient::new(channel.clone());
-            tokio::spawn(async move {
-                auth.register(pb::RegisterRequest {
-                    email: format!("slow{i}@example.com"),
-                    username: format!("slow{i}"),
-                    password: "correct horse battery".into(),
-                    avatar: None,
-                })
-                .await
-            })
+            tokio::spawn(async move { auth.register(register_request(&format!("slow{i}"))).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().map(|id| id.to_string()).unwrap_or_default();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("no exit after SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = server.terminate(Duration::from_secs(60)).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("grace period"),
@@ -552,9 +452,7 @@ async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
         })
         .await;
         let (_, pair) = app.signed_up("lazarus").await;
-        app.logout(&pair.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.logout(&pair.refresh).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let output = run(auth_service(&["flush-expired-tokens"])
             .env("AUTH_DATABASE_URL", app.database_url())
@@ -563,9 +461,9 @@ async fn flushing_keeps_blacklisted_tokens_the_leeway_still_accepts() {
             .env("RUST_LOG", "off"));
         assert!(output.status.success(), "{}", stderr(&output));
         assert!(
-            String::from_utf8_lossy(&output.stdout).contains("deleted 0 expired"),
+            stdout(&output).contains("deleted 0 expired"),
             "{}",
-            String::from_utf8_lossy(&output.stdout)
+            stdout(&output)
         );
         crate::helpers::expect_blacklisted(app.refresh(&pair.refresh).await);
         app.stop().await;

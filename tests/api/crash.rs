@@ -6,9 +6,7 @@
 //! a real crash: no destructor, no pool close, no flush.
 
 use std::{
-    net::SocketAddr,
     os::unix::process::ExitStatusExt,
-    process::{Output, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -19,202 +17,20 @@ use std::{
 use auth_service::pb::{self, auth_service_client::AuthServiceClient};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, Database, Statement};
-use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+
+use crate::{
+    child::{CHEAP_HASHING, ChildServer, stderr},
+    helpers::{
+        Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, register_request,
+        simplejwt_claims,
+    },
 };
-
-use crate::helpers::{
-    Backend, HS256_HEADER, PASSWORD, SECRET, TestDatabase, claims, forge, simplejwt_claims,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
-
-/// How long the server may take to start serving (migrations on a fresh
-/// database, on a loaded machine).
-const START_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Longest any single call may take on a loaded machine before the test
 /// gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Cheap argon2 for the crash test: the load is then bound by database
-/// writes, so the kill lands in them rather than in hashing.
-pub(crate) const CHEAP_HASHING: [(&str, &str); 2] = [
-    ("AUTH_ARGON2_MEMORY_KIB", "1024"),
-    ("AUTH_ARGON2_ITERATIONS", "1"),
-];
-
-/// `auth-service serve`, running as a child process of the test.
-pub(crate) struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the binary on `database_url` with `env` added, and waits until
-    /// its health service answers SERVING.
-    async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
-        Self::try_start(database_url, env)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// As [`Self::start`], but an exit before serving is an `Err` with the
-    /// exit status and stderr.
-    pub(crate) async fn try_start(
-        database_url: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Server, String> {
-        const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
-            let addr = free_addr();
-            let mut child = serve_command(database_url, addr, env)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
-            if wait_until_serving(&mut child, addr).await {
-                return Ok(Server { child, addr });
-            }
-            // It exited. The free port may have been taken between our probe
-            // and its bind (other tests run in parallel): try another one.
-            let output = output_of(child).await;
-            let err = String::from_utf8_lossy(&output.stderr).into_owned();
-            if attempt < ATTEMPTS && err.contains("cannot listen") {
-                eprintln!("port {} was taken, retrying: {err}", addr.port());
-                continue;
-            }
-            return Err(format!(
-                "the server exited before serving ({}): {err}",
-                output.status
-            ));
-        }
-        Err("the server never started".to_owned())
-    }
-
-    fn pid(&self) -> String {
-        self.child
-            .id()
-            .map(|id| id.to_string())
-            .unwrap_or_else(|| panic!("the server has already been reaped"))
-    }
-
-    fn uri(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// A client on a connection of its own, opened on first use.
-    pub(crate) fn auth_client(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(lazy_channel(&self.uri()))
-    }
-
-    /// Sends `signal` (`TERM`, `INT`, …) with kill(1), as an operator would.
-    fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
-        assert!(sent.success(), "kill -{signal} {pid} failed: {sent}");
-    }
-
-    /// SIGTERM, then the exit status and output, failing after `within`.
-    pub(crate) async fn terminate(self, within: Duration) -> Output {
-        self.signal("TERM");
-        tokio::time::timeout(within, output_of(self.child))
-            .await
-            .unwrap_or_else(|_| panic!("the server did not exit within {within:?} of SIGTERM"))
-    }
-}
-
-/// The command line for `serve`: a clean `AUTH_*` environment, a fixed key.
-fn serve_command(database_url: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUTH_") {
-            command.env_remove(key);
-        }
-    }
-    // The server's log, for debugging a failure: TEST_LOG=1 cargo test.
-    let logging = std::env::var_os("TEST_LOG").is_some();
-    command
-        .arg("serve")
-        .env("AUTH_DATABASE_URL", database_url)
-        .env("AUTH_JWT_SECRET", SECRET)
-        .env("AUTH_LISTEN_ADDR", addr.to_string())
-        .env("RUST_LOG", if logging { "info" } else { "off" })
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if logging {
-            Stdio::inherit()
-        } else {
-            Stdio::piped()
-        })
-        // A failing test must not leave a server behind.
-        .kill_on_drop(true);
-    command
-}
-
-/// A port nobody listens on right now.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-fn lazy_channel(uri: &str) -> Channel {
-    Channel::from_shared(uri.to_owned())
-        .unwrap_or_else(|e| panic!("{uri}: {e}"))
-        .connect_timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// Polls the health service until `auth.v1.AuthService` is SERVING (true)
-/// or the process exits (false).
-async fn wait_until_serving(child: &mut Child, addr: SocketAddr) -> bool {
-    let mut health = HealthClient::new(lazy_channel(&format!("http://{addr}")));
-    let started = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        let check = health.check(HealthCheckRequest {
-            service: "auth.v1.AuthService".into(),
-        });
-        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), check).await
-            && response.into_inner().status() == ServingStatus::Serving
-        {
-            return true;
-        }
-        assert!(
-            started.elapsed() < START_DEADLINE,
-            "the server did not serve on {addr} within {START_DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits for `child` to exit and collects its stderr.
-async fn output_of(child: Child) -> Output {
-    child
-        .wait_with_output()
-        .await
-        .unwrap_or_else(|e| panic!("waiting for the server: {e}"))
-}
-
-pub(crate) fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-pub(crate) fn register_request(username: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        email: format!("{username}@example.com"),
-        username: username.into(),
-        password: PASSWORD.into(),
-        avatar: None,
-    }
-}
 
 async fn register(
     auth: &mut AuthServiceClient<Channel>,
@@ -261,7 +77,7 @@ async fn stored_users(url: &str) -> Vec<(String, String)> {
             "SELECT username, password FROM users ORDER BY id",
         ))
         .await
-        .unwrap_or_else(|e| panic!("SELECT FROM users: {e}"));
+        .expect("SELECT FROM users");
     let users = rows
         .iter()
         .map(|row| {
@@ -354,22 +170,41 @@ async fn sigkill_loses_no_acknowledged_register_or_logout() {
 
 async fn sigkill_under_load(backend: &Backend) {
     let database = TestDatabase::create(backend).await;
-    let server = Server::start(&database.url, &CHEAP_HASHING).await;
-    let mut auth = server.auth_client();
+    let server = ChildServer::start(&database.url, &CHEAP_HASHING).await;
+    let tokens = refresh_tokens_to_log_out(&mut server.auth_client()).await;
+    let load = Load::start(&server, tokens);
+    load.wait_until_enough_acknowledged().await;
+    let acknowledged = kill_mid_flight(server, load).await;
 
-    // Users with sessions to log out of: refresh tokens the server issued,
-    // interleaved with tokens it never saw (as from a Django service sharing
-    // the key), whose Logout must also record the outstanding token.
+    // The same database, a new process.
+    let server = ChildServer::start(&database.url, &CHEAP_HASHING).await;
+    let auth = server.auth_client();
+    assert_acknowledged_registers_kept(&auth, &acknowledged.registered).await;
+    assert_acknowledged_logouts_kept(&auth, &acknowledged.logged_out).await;
+    assert_nothing_half_written(&database.url, &auth, acknowledged.registered.len()).await;
+
+    // The restarted server writes, and stops cleanly.
+    register(&mut auth.clone(), "after_restart")
+        .await
+        .expect("register after the restart");
+    let output = server.terminate(Duration::from_secs(60)).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// Users with sessions to log out of: refresh tokens the server issued,
+/// interleaved with tokens it never saw (as from a Django service sharing
+/// the key), whose Logout must also record the outstanding token.
+async fn refresh_tokens_to_log_out(auth: &mut AuthServiceClient<Channel>) -> Vec<String> {
     let mut tokens = Vec::new();
     let mut owners = Vec::new();
     for i in 0..PREPARED_USERS {
         let username = format!("prepared{i}");
-        let user = register(&mut auth, &username)
+        let user = register(auth, &username)
             .await
             .unwrap_or_else(|s| panic!("register {username}: {s:?}"));
         owners.push(user.id);
         for _ in 0..SESSIONS_PER_USER {
-            let pair = login(&mut auth, &username)
+            let pair = login(auth, &username)
                 .await
                 .unwrap_or_else(|s| panic!("login {username}: {s:?}"));
             tokens.push(pair.refresh);
@@ -390,102 +225,154 @@ async fn sigkill_under_load(backend: &Backend) {
         interleaved.extend(issued_tokens.next());
         interleaved.push(forged_token);
     }
-    let tokens = Arc::new(interleaved);
-    let next_token = Arc::new(AtomicUsize::new(0));
+    interleaved
+}
 
-    let tally = Arc::new(Tally::default());
-    let mut load = tokio::task::JoinSet::new();
-    for task in 0..REGISTER_TASKS {
-        // A connection per task.
-        let mut auth = server.auth_client();
-        let tally = Arc::clone(&tally);
-        load.spawn(async move {
-            for n in 0.. {
-                if tally.dead() {
-                    break;
-                }
-                let username = format!("load{task}n{n}");
-                let started_alive = !tally.killing();
-                match register(&mut auth, &username).await {
-                    Ok(user) => {
-                        if let Ok(mut registered) = tally.registered.lock() {
-                            registered.push((username, user.id));
-                        }
-                    }
-                    Err(status) => {
-                        let what = format!("Register {username}: {status:?}");
-                        if tally.failed(started_alive, what) {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-    }
-    for _ in 0..LOGOUT_TASKS {
-        let mut auth = server.auth_client();
-        let tally = Arc::clone(&tally);
-        let (tokens, next_token) = (Arc::clone(&tokens), Arc::clone(&next_token));
-        load.spawn(async move {
-            while !tally.dead() {
-                let Some(token) = tokens.get(next_token.fetch_add(1, Ordering::SeqCst)) else {
-                    break;
-                };
-                let started_alive = !tally.killing();
-                let logout = auth.logout(pb::LogoutRequest {
-                    refresh: token.clone(),
-                });
-                match call(logout).await {
-                    Ok(_) => {
-                        if let Ok(mut logged_out) = tally.logged_out.lock() {
-                            logged_out.push(token.clone());
-                        }
-                    }
-                    Err(status) => {
-                        if tally.failed(started_alive, format!("Logout: {status:?}")) {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+/// Register and Logout calls kept up against the server until it is gone,
+/// each task on a connection of its own.
+struct Load {
+    tally: Arc<Tally>,
+    tokens: Arc<Vec<String>>,
+    /// Index of the next refresh token a Logout task takes.
+    next_token: Arc<AtomicUsize>,
+    tasks: JoinSet<()>,
+    started: Instant,
+}
+
+impl Load {
+    /// Starts the Register tasks (new users) and the Logout tasks (working
+    /// through `tokens`).
+    fn start(server: &ChildServer, tokens: Vec<String>) -> Load {
+        let tally = Arc::new(Tally::default());
+        let tokens = Arc::new(tokens);
+        let next_token = Arc::new(AtomicUsize::new(0));
+        let mut tasks = JoinSet::new();
+        for task in 0..REGISTER_TASKS {
+            tasks.spawn(keep_registering(
+                task,
+                server.auth_client(),
+                Arc::clone(&tally),
+            ));
+        }
+        for _ in 0..LOGOUT_TASKS {
+            tasks.spawn(keep_logging_out(
+                server.auth_client(),
+                Arc::clone(&tally),
+                Arc::clone(&tokens),
+                Arc::clone(&next_token),
+            ));
+        }
+        Load {
+            tally,
+            tokens,
+            next_token,
+            tasks,
+            started: Instant::now(),
+        }
     }
 
-    // Kill once enough calls were acknowledged, at least 300 ms in, plus a
-    // random 0–500 ms so the kill lands at a different point every run.
-    let load_started = Instant::now();
-    loop {
-        let failures = tally.failed_before_kill();
-        assert!(
-            failures.is_empty(),
-            "calls failed under load: {failures:#?}"
-        );
-        if tally.registered() >= MIN_ACKNOWLEDGED
-            && tally.logged_out() >= MIN_ACKNOWLEDGED
-            && load_started.elapsed() >= Duration::from_millis(300)
-        {
+    /// Waits until enough calls of each kind were acknowledged, at least
+    /// 300 ms in; no call may fail meanwhile.
+    async fn wait_until_enough_acknowledged(&self) {
+        let tally = &self.tally;
+        loop {
+            let failures = tally.failed_before_kill();
+            assert!(
+                failures.is_empty(),
+                "calls failed under load: {failures:#?}"
+            );
+            if tally.registered() >= MIN_ACKNOWLEDGED
+                && tally.logged_out() >= MIN_ACKNOWLEDGED
+                && self.started.elapsed() >= Duration::from_millis(300)
+            {
+                return;
+            }
+            assert!(
+                self.started.elapsed() < Duration::from_secs(120),
+                "too few calls acknowledged in 120 s: {} Register, {} Logout",
+                tally.registered(),
+                tally.logged_out()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Registers new users, `load{task}n{n}`, until the server is gone.
+async fn keep_registering(task: usize, mut auth: AuthServiceClient<Channel>, tally: Arc<Tally>) {
+    for n in 0.. {
+        if tally.dead() {
             break;
         }
-        assert!(
-            load_started.elapsed() < Duration::from_secs(120),
-            "too few calls acknowledged in 120 s: {} Register, {} Logout",
-            tally.registered(),
-            tally.logged_out()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let username = format!("load{task}n{n}");
+        let started_alive = !tally.killing();
+        match register(&mut auth, &username).await {
+            Ok(user) => {
+                if let Ok(mut registered) = tally.registered.lock() {
+                    registered.push((username, user.id));
+                }
+            }
+            Err(status) => {
+                let what = format!("Register {username}: {status:?}");
+                if tally.failed(started_alive, what) {
+                    break;
+                }
+            }
+        }
     }
+}
+
+/// Logs out of the next of `tokens` until they run out or the server is gone.
+async fn keep_logging_out(
+    mut auth: AuthServiceClient<Channel>,
+    tally: Arc<Tally>,
+    tokens: Arc<Vec<String>>,
+    next_token: Arc<AtomicUsize>,
+) {
+    while !tally.dead() {
+        let Some(token) = tokens.get(next_token.fetch_add(1, Ordering::SeqCst)) else {
+            break;
+        };
+        let started_alive = !tally.killing();
+        let logout = auth.logout(pb::LogoutRequest {
+            refresh: token.clone(),
+        });
+        match call(logout).await {
+            Ok(_) => {
+                if let Ok(mut logged_out) = tally.logged_out.lock() {
+                    logged_out.push(token.clone());
+                }
+            }
+            Err(status) => {
+                if tally.failed(started_alive, format!("Logout: {status:?}")) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The calls the server answered OK before it died.
+struct Acknowledged {
+    /// Username and id of every user registered.
+    registered: Vec<(String, i64)>,
+    /// Every refresh token logged out.
+    logged_out: Vec<String>,
+}
+
+/// SIGKILL while `load` keeps calling, at a random 0–500 ms more so the
+/// kill lands at a different point every run; checks that it was a clean
+/// kill with calls in flight, and returns what was acknowledged.
+async fn kill_mid_flight(server: ChildServer, mut load: Load) -> Acknowledged {
     tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 500)).await;
+    let tally = Arc::clone(&load.tally);
     let (registered_at_kill, logged_out_at_kill) = (tally.registered(), tally.logged_out());
-    let tokens_taken = next_token.load(Ordering::SeqCst);
-    let killed_after = load_started.elapsed();
+    let tokens_taken = load.next_token.load(Ordering::SeqCst);
+    let killed_after = load.started.elapsed();
     // The load goes on until the process is gone, so calls are in flight
     // when it dies.
     tally.killing.store(true, Ordering::SeqCst);
-    let mut child = server.child;
-    child
-        .start_kill()
-        .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
-    let output = output_of(child).await;
+    let output = server.kill().await;
     tally.dead.store(true, Ordering::SeqCst);
     assert_eq!(
         output.status.signal(),
@@ -496,12 +383,12 @@ async fn sigkill_under_load(backend: &Backend) {
     );
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
     tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(task) = load.join_next().await {
-            task.unwrap_or_else(|e| panic!("load task: {e}"));
+        while let Some(task) = load.tasks.join_next().await {
+            task.expect("load task");
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the load did not stop after the kill"));
+    .expect("the load did not stop after the kill");
 
     let failures = tally.failed_before_kill();
     assert!(
@@ -525,23 +412,28 @@ async fn sigkill_under_load(backend: &Backend) {
          {cut_off} calls cut off; {tokens_taken} of {} refresh tokens taken",
         registered.len(),
         logged_out.len(),
-        tokens.len(),
+        load.tokens.len(),
     );
     assert!(registered.len() >= MIN_ACKNOWLEDGED && logged_out.len() >= MIN_ACKNOWLEDGED);
     assert!(
-        tokens_taken < tokens.len(),
+        tokens_taken < load.tokens.len(),
         "the logout tasks ran out of tokens before the kill"
     );
     assert!(
         cut_off > 0,
         "no call was in flight when the server was killed"
     );
+    Acknowledged {
+        registered,
+        logged_out,
+    }
+}
 
-    // The same database, a new process.
-    let server = Server::start(&database.url, &CHEAP_HASHING).await;
-    let auth = server.auth_client();
-
-    // Every acknowledged Register: the user logs in, with the id it was given.
+/// Every acknowledged Register: the user logs in, with the id it was given.
+async fn assert_acknowledged_registers_kept(
+    auth: &AuthServiceClient<Channel>,
+    registered: &[(String, i64)],
+) {
     let lost: Vec<String> = futures::stream::iter(registered.iter().cloned())
         .map(|(username, id)| {
             let mut auth = auth.clone();
@@ -561,8 +453,13 @@ async fn sigkill_under_load(backend: &Backend) {
         .collect()
         .await;
     assert!(lost.is_empty(), "acknowledged Register lost: {lost:#?}");
+}
 
-    // Every acknowledged Logout: the token is refused as blacklisted.
+/// Every acknowledged Logout: the token is refused as blacklisted.
+async fn assert_acknowledged_logouts_kept(
+    auth: &AuthServiceClient<Channel>,
+    logged_out: &[String],
+) {
     let lost: Vec<String> = futures::stream::iter(logged_out.iter().cloned())
         .map(|token| {
             let mut auth = auth.clone();
@@ -590,15 +487,21 @@ async fn sigkill_under_load(backend: &Backend) {
         .collect()
         .await;
     assert!(lost.is_empty(), "acknowledged Logout lost: {lost:#?}");
+}
 
-    // Nothing half-written: every user in the database, acknowledged or not,
-    // has a usable argon2id hash and logs in with the password it registered.
-    let users = stored_users(&database.url).await;
+/// Nothing half-written: every user in the database, acknowledged or not,
+/// has a usable argon2id hash and logs in with the password it registered.
+async fn assert_nothing_half_written(
+    database_url: &str,
+    auth: &AuthServiceClient<Channel>,
+    registered: usize,
+) {
+    let acknowledged = PREPARED_USERS + registered;
+    let users = stored_users(database_url).await;
     assert!(
-        users.len() >= PREPARED_USERS + registered.len(),
-        "{} users stored, {} acknowledged",
+        users.len() >= acknowledged,
+        "{} users stored, {acknowledged} acknowledged",
         users.len(),
-        PREPARED_USERS + registered.len()
     );
     let unusable: Vec<&String> = users
         .iter()
@@ -622,24 +525,16 @@ async fn sigkill_under_load(backend: &Backend) {
         .await;
     assert!(broken.is_empty(), "stored users cannot log in: {broken:#?}");
     eprintln!(
-        "{} users stored ({} acknowledged, {} written but unacknowledged)",
+        "{} users stored ({acknowledged} acknowledged, {} written but unacknowledged)",
         users.len(),
-        PREPARED_USERS + registered.len(),
-        users.len() - PREPARED_USERS - registered.len()
+        users.len() - acknowledged
     );
-
-    // The restarted server writes, and stops cleanly.
-    register(&mut auth.clone(), "after_restart")
-        .await
-        .unwrap_or_else(|s| panic!("register after the restart: {s:?}"));
-    let output = server.terminate(Duration::from_secs(60)).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
 const SLOW_REGISTERS: usize = 16;
-/// Draining the 16 slow calls takes 2–8 s on a loaded 2-core machine: the
-/// grace period leaves room for worse, and still fails the test if the
-/// server waits for it to run out.
+/// Draining the slow calls takes seconds on a loaded machine: the grace
+/// period leaves room for worse, and still fails the test if the server
+/// waits for it to run out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,7 +548,7 @@ async fn sigterm_under_load_finishes_in_flight_calls_and_exits_zero() {
 async fn sigterm_under_load(backend: &Backend) {
     let database = TestDatabase::create(backend).await;
     let grace = humantime::format_duration(SHUTDOWN_GRACE).to_string();
-    let mut server = Server::start(
+    let mut server = ChildServer::start(
         &database.url,
         &[
             // Slow hashing: every Register takes a while.
@@ -666,72 +561,23 @@ async fn sigterm_under_load(backend: &Backend) {
         ],
     )
     .await;
-
-    // One established connection carries every call.
-    let channel = Channel::from_shared(server.uri())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
-    let auth = AuthServiceClient::new(channel);
-
-    let started_calls = Arc::new(AtomicUsize::new(0));
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..SLOW_REGISTERS {
-        let mut auth = auth.clone();
-        let started_calls = Arc::clone(&started_calls);
-        calls.spawn(async move {
-            let username = format!("slow{i}");
-            let request = auth.register(register_request(&username));
-            started_calls.fetch_add(1, Ordering::SeqCst);
-            let result = call(request).await;
-            (username, result, Instant::now())
-        });
-    }
-    // Every call on the wire, then SIGTERM while they are being served.
-    while started_calls.load(Ordering::SeqCst) < SLOW_REGISTERS {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let calls = slow_registers_on_the_wire(&server).await;
     let sigterm_at = Instant::now();
     server.signal("TERM");
-
-    // A new connection once the server has had time to see the signal
-    // (the calls above keep it busy for a while yet).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alive_at_probe = matches!(server.child.try_wait(), Ok(None));
-    let late = register(&mut server.auth_client(), "late").await;
-    let alive_after_probe = matches!(server.child.try_wait(), Ok(None));
-
-    let output = tokio::time::timeout(
-        SHUTDOWN_GRACE + Duration::from_secs(30),
-        output_of(server.child),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the server did not exit within the grace period + 30 s"));
+    let probe = new_connection_after_sigterm(&mut server).await;
+    let output = server.wait(SHUTDOWN_GRACE + Duration::from_secs(30)).await;
     let stopped_after = sigterm_at.elapsed();
-
-    let mut in_flight = 0;
-    let mut failed = Vec::new();
-    while let Some(joined) = calls.join_next().await {
-        let (username, result, finished_at) = joined.unwrap_or_else(|e| panic!("call: {e}"));
-        if finished_at > sigterm_at {
-            in_flight += 1;
-        }
-        if let Err(status) = result {
-            failed.push(format!("{username}: {status:?}"));
-        }
-    }
+    let (in_flight, failed) = outcome_of(calls, sigterm_at).await;
     eprintln!(
         "{in_flight} of {SLOW_REGISTERS} calls in flight at SIGTERM; exited {} after \
-         {stopped_after:?}; new connection at +300 ms (server {}): {late:?}",
+         {stopped_after:?}; new connection at +300 ms (server {}): {:?}",
         output.status,
-        if alive_at_probe && alive_after_probe {
+        if probe.server_was_running {
             "still running"
         } else {
             "already gone"
         },
+        probe.answer,
     );
 
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -748,17 +594,96 @@ async fn sigterm_under_load(backend: &Backend) {
         in_flight >= SLOW_REGISTERS / 2,
         "only {in_flight} calls were in flight at SIGTERM: the test proves little"
     );
-    let status = late
-        .err()
-        .unwrap_or_else(|| panic!("a call on a new connection after SIGTERM was served"));
+    let status = probe
+        .answer
+        .expect_err("a call on a new connection after SIGTERM was served");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
-        alive_at_probe && alive_after_probe,
+        probe.server_was_running,
         "the server had already exited: the new connection was not refused by a stopping server"
     );
+    assert_only_the_slow_registers_stored(&database.url).await;
+}
 
-    // Every finished call is in the database, with the slow hash; the late one is not.
-    let users = stored_users(&database.url).await;
+/// Starts `SLOW_REGISTERS` Register calls, `slow{i}`, on one established
+/// connection, and returns once they are all on the wire and being served:
+/// each call's username, answer and end.
+async fn slow_registers_on_the_wire(
+    server: &ChildServer,
+) -> JoinSet<(String, Result<pb::User, Status>, Instant)> {
+    let channel = Channel::from_shared(server.uri())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("cannot connect");
+    let auth = AuthServiceClient::new(channel);
+
+    let started_calls = Arc::new(AtomicUsize::new(0));
+    let mut calls = JoinSet::new();
+    for i in 0..SLOW_REGISTERS {
+        let mut auth = auth.clone();
+        let started_calls = Arc::clone(&started_calls);
+        calls.spawn(async move {
+            let username = format!("slow{i}");
+            let request = auth.register(register_request(&username));
+            started_calls.fetch_add(1, Ordering::SeqCst);
+            let result = call(request).await;
+            (username, result, Instant::now())
+        });
+    }
+    while started_calls.load(Ordering::SeqCst) < SLOW_REGISTERS {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    calls
+}
+
+/// A Register on a new connection, and whether the server was running
+/// around it.
+struct Probe {
+    answer: Result<pb::User, Status>,
+    /// Running both before and after the call: a refusal came from a
+    /// stopping server, not an exited one.
+    server_was_running: bool,
+}
+
+/// A new connection once the server has had time to see the signal (the
+/// slow calls keep it busy for a while yet).
+async fn new_connection_after_sigterm(server: &mut ChildServer) -> Probe {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alive_at_probe = server.is_running();
+    let answer = register(&mut server.auth_client(), "late").await;
+    let alive_after_probe = server.is_running();
+    Probe {
+        answer,
+        server_was_running: alive_at_probe && alive_after_probe,
+    }
+}
+
+/// How many `calls` finished after `sigterm_at` (in flight at SIGTERM), and
+/// those that failed.
+async fn outcome_of(
+    mut calls: JoinSet<(String, Result<pb::User, Status>, Instant)>,
+    sigterm_at: Instant,
+) -> (usize, Vec<String>) {
+    let mut in_flight = 0;
+    let mut failed = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        let (username, result, finished_at) = joined.expect("call");
+        if finished_at > sigterm_at {
+            in_flight += 1;
+        }
+        if let Err(status) = result {
+            failed.push(format!("{username}: {status:?}"));
+        }
+    }
+    (in_flight, failed)
+}
+
+/// Every finished call is in the database, with the slow hash; the late one is not.
+async fn assert_only_the_slow_registers_stored(database_url: &str) {
+    let users = stored_users(database_url).await;
     let mut usernames: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
     usernames.sort_unstable();
     let mut expected: Vec<String> = (0..SLOW_REGISTERS).map(|i| format!("slow{i}")).collect();

@@ -60,12 +60,12 @@ impl Decoder for RawCodec {
 
 async fn raw_call(app: &TestApp, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap_or_else(|e| panic!("{e}"));
+    grpc.ready().await.unwrap();
     grpc.unary(
         Request::new(body),
         http::uri::PathAndQuery::from_static(path),
@@ -463,10 +463,7 @@ async fn concurrent_replays_of_a_rotated_token_are_all_refused_cleanly() {
         let app =
             TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, first) = app.signed_up("replayed").await;
-        let rotated = app
-            .refresh(&first.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let rotated = app.refresh(&first.refresh).await.unwrap();
         for _ in 0..3 {
             app.login("replayed").await;
         }
@@ -486,10 +483,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
         let app =
             TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, first) = app.signed_up("victim").await;
-        let rotated = app
-            .refresh(&first.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let rotated = app.refresh(&first.refresh).await.unwrap();
         let other_device = app.login("victim").await;
         let (_, bystander) = app.signed_up("bystander").await;
 
@@ -499,13 +493,9 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
             expect_blacklisted(app.refresh(refresh).await);
         }
         // Other users are untouched, and the victim can log in again.
-        app.refresh(&bystander.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.refresh(&bystander.refresh).await.unwrap();
         let fresh = app.login("victim").await;
-        app.refresh(&fresh.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.refresh(&fresh.refresh).await.unwrap();
         app.stop().await;
     })
     .await;

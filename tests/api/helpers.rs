@@ -75,7 +75,7 @@ impl TestDatabase {
         let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
         match backend {
             Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let dir = tempfile::tempdir().expect("tempdir");
                 let path: PathBuf = dir.path().join("auth.db");
                 TestDatabase {
                     url: format!("sqlite://{}?mode=rwc", path.display()),
@@ -103,9 +103,8 @@ impl TestDatabase {
             }
         }
     }
-}
 
-impl TestDatabase {
+    /// The database file, for SQLite.
     pub fn sqlite_file(&self) -> Option<&std::path::Path> {
         self.sqlite_file.as_deref()
     }
@@ -157,6 +156,7 @@ pub struct TestApp {
     _database: Option<TestDatabase>,
 }
 
+/// The server's settings for the tests: database `url`, a free port, [`SECRET`].
 pub fn test_settings(url: &str) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen_addr = "127.0.0.1:0".parse().unwrap();
@@ -166,6 +166,7 @@ pub fn test_settings(url: &str) -> Settings {
 }
 
 impl TestApp {
+    /// Spawns the server on a fresh database of `backend`.
     pub async fn spawn(backend: &Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
@@ -187,6 +188,7 @@ impl TestApp {
         Self::start(url, |_| {}).await
     }
 
+    /// As [`Self::spawn_on`], with `configure` applied to the test settings.
     pub async fn spawn_on_with(url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
         Self::start(url, configure).await
     }
@@ -197,7 +199,7 @@ impl TestApp {
         let cache_ttl = settings.cache.ttl;
         let app = Application::build(settings)
             .await
-            .unwrap_or_else(|e| panic!("server failed to start: {e:#}"));
+            .expect("server failed to start");
         let addr = app.local_addr();
         let db = app.database().clone();
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -205,7 +207,7 @@ impl TestApp {
             let _ = stop.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .connect_lazy();
         TestApp {
             addr,
@@ -233,10 +235,9 @@ impl TestApp {
                 format!("SELECT COUNT(*) AS n FROM {table}"),
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no row"));
-        row.try_get::<i64>("", "n")
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
+            .expect("no row");
+        row.try_get::<i64>("", "n").unwrap()
     }
 
     /// Stops the server gracefully and checks that it stopped cleanly.
@@ -245,8 +246,8 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            let result = server.await.unwrap_or_else(|e| panic!("server task: {e}"));
-            result.unwrap_or_else(|e| panic!("server error: {e:#}"));
+            let result = server.await.expect("server task");
+            result.expect("server error");
         }
     }
 
@@ -346,7 +347,7 @@ impl TestApp {
                 if active { "TRUE" } else { "FALSE" }
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
     }
 
@@ -359,14 +360,14 @@ impl TestApp {
                 if staff { "TRUE" } else { "FALSE" }
             ))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
     }
 
     pub async fn stored_password_hash(&self, user_id: i64) -> String {
         auth_service::persistence::users::find_by_id(&self.db, user_id)
             .await
-            .unwrap_or_else(|e| panic!("{e:?}"))
+            .unwrap()
             .map(|u| u.password)
             .unwrap_or_else(|| panic!("no user {user_id}"))
     }
@@ -376,8 +377,18 @@ impl TestApp {
         self.db
             .execute_unprepared(&format!("DELETE FROM users WHERE id = {user_id}"))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         tokio::time::sleep(self.cache_ttl).await;
+    }
+}
+
+/// Register `username` as `<username>@example.com` with [`PASSWORD`].
+pub fn register_request(username: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        email: format!("{username}@example.com"),
+        username: username.into(),
+        password: PASSWORD.into(),
+        avatar: None,
     }
 }
 
@@ -386,6 +397,7 @@ pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     with_authorization(message, &format!("Bearer {token}"))
 }
 
+/// `message` with `authorization: <value>` metadata, `value` as it is.
 pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     let mut request = Request::new(message);
     let value = value
@@ -395,14 +407,27 @@ pub fn with_authorization<T>(message: T, value: &str) -> Request<T> {
     request
 }
 
-/// UNAUTHENTICATED because the refresh token was logged out or rotated out.
+/// Asserts `result` failed with `code`, returning the status.
+#[track_caller]
+pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Asserts UNAUTHENTICATED because the refresh token was logged out or
+/// rotated out.
 #[track_caller]
 pub fn expect_blacklisted<T: fmt::Debug>(result: Result<T, Status>) {
     let status = expect_code(result, Code::Unauthenticated);
     assert_eq!(status.message(), "Token is blacklisted");
 }
 
-/// INVALID_ARGUMENT with DRF's blank-field message as the one
+/// Asserts INVALID_ARGUMENT with DRF's blank-field message as the one
 /// `google.rpc.BadRequest` field violation, naming `field`.
 #[track_caller]
 pub fn expect_blank_field<T: fmt::Debug>(result: Result<T, Status>, field: &str) {
@@ -429,23 +454,12 @@ pub fn field_violations(status: &Status) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Asserts `result` failed with `code`, returning the status.
-#[track_caller]
-pub fn expect_code<T: fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "unexpected status: {status:?}");
-            status
-        }
-    }
-}
-
 /// The JSON payload of a JWT, decoded without any checks.
 pub fn claims(token: &str) -> serde_json::Value {
     part(token, 1)
 }
 
+/// The JSON header of a JWT, decoded without any checks.
 pub fn header(token: &str) -> serde_json::Value {
     part(token, 0)
 }
@@ -455,10 +469,8 @@ fn part(token: &str, index: usize) -> serde_json::Value {
         .split('.')
         .nth(index)
         .unwrap_or_else(|| panic!("not a JWT: {token}"));
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .unwrap_or_else(|e| panic!("base64: {e}"));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("json: {e}"))
+    let bytes = URL_SAFE_NO_PAD.decode(segment).expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
 }
 
 /// Signs `header.payload` with HMAC-SHA256 by hand, as PyJWT does: tokens
@@ -474,8 +486,7 @@ pub fn forge(header: &str, payload: &serde_json::Value, key: &str) -> String {
 
 /// The base64url HMAC-SHA256 of `signing_input` (`header.payload`).
 pub fn hs256_signature(signing_input: &str, key: &str) -> String {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(signing_input.as_bytes());
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }

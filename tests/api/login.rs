@@ -47,10 +47,7 @@ async fn login_issues_simplejwt_token_pair() {
         keys.sort_unstable();
         assert_eq!(keys, ["exp", "iat", "jti", "token_type", "user_id"]);
 
-        let me = app
-            .get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let me = app.get_me(&pair.access).await.unwrap();
         assert_eq!(me.id, user.id);
         app.stop().await;
     })
@@ -117,10 +114,7 @@ async fn last_login_is_recorded_only_when_configured() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("heidi").await;
-        let me = app
-            .get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let me = app.get_me(&pair.access).await.unwrap();
         assert!(
             me.last_login.is_none(),
             "UPDATE_LAST_LOGIN is off by default"
@@ -129,10 +123,7 @@ async fn last_login_is_recorded_only_when_configured() {
 
         let app = TestApp::spawn_with(&backend, |s| s.tokens.policy.update_last_login = true).await;
         let (_, pair) = app.signed_up("ivan").await;
-        let me = app
-            .get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let me = app.get_me(&pair.access).await.unwrap();
         let last_login = me.last_login.map_or(0, |t| t.seconds);
         assert!(
             (chrono::Utc::now().timestamp() - last_login).abs() < 60,

@@ -1,10 +1,11 @@
 //! Integration tests: the real server on port 0, called with the generated
 //! tonic clients, on every configured database (see `helpers`).
 
-// A panic is how a test fails: unwrap and expect freely here.
+// A test fails by panicking: unwrap and expect are how it says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bearer;
+mod child;
 mod cli;
 mod crash;
 mod hardening;

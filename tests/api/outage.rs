@@ -38,10 +38,8 @@ struct Proxy {
 
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let acceptor = tokio::spawn({
@@ -111,7 +109,7 @@ async fn wait_for_health(app: &TestApp, wanted: ServingStatus) {
 
 async fn outage_and_recovery(backend: Backend) {
     let database = TestDatabase::create(&backend).await;
-    let mut url = url::Url::parse(&database.url).unwrap_or_else(|e| panic!("{e}"));
+    let mut url = url::Url::parse(&database.url).unwrap();
     let upstream = format!(
         "{}:{}",
         url.host_str().unwrap_or("127.0.0.1"),
@@ -119,7 +117,7 @@ async fn outage_and_recovery(backend: Backend) {
     );
     let proxy = Proxy::start(upstream).await;
     url.set_port(Some(proxy.addr.port()))
-        .unwrap_or_else(|()| panic!("cannot set port"));
+        .expect("cannot set port");
     let app = TestApp::spawn_on_with(url.as_str(), |s| {
         s.database.timeout = Duration::from_secs(1)
     })
@@ -145,10 +143,7 @@ async fn outage_and_recovery(backend: Backend) {
 
     proxy.restore();
     wait_for_health(&app, ServingStatus::Serving).await;
-    let me = app
-        .get_me(&pair.access)
-        .await
-        .unwrap_or_else(|s| panic!("not recovered: {s:?}"));
+    let me = app.get_me(&pair.access).await.expect("not recovered");
     assert_eq!(me.username, "outage");
     app.login("outage").await;
     app.stop().await;
@@ -159,14 +154,14 @@ async fn outage_and_recovery(backend: Backend) {
 #[ignore = "needs AUTH_TEST_POSTGRES_URL; .ci/run runs it"]
 async fn postgres_outage_is_unavailable_then_recovers() {
     let url = std::env::var("AUTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| panic!("set AUTH_TEST_POSTGRES_URL to run this test"));
+        .expect("set AUTH_TEST_POSTGRES_URL to run this test");
     outage_and_recovery(Backend::Postgres(url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs AUTH_TEST_MYSQL_URL; .ci/run runs it"]
 async fn mariadb_outage_is_unavailable_then_recovers() {
-    let url = std::env::var("AUTH_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| panic!("set AUTH_TEST_MYSQL_URL to run this test"));
+    let url =
+        std::env::var("AUTH_TEST_MYSQL_URL").expect("set AUTH_TEST_MYSQL_URL to run this test");
     outage_and_recovery(Backend::MySql(url)).await;
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::{
-    crash::{CHEAP_HASHING, Server, register_request, stderr},
-    helpers::{TestDatabase, on_every_backend},
+    child::{CHEAP_HASHING, ChildServer, stderr},
+    helpers::{TestDatabase, on_every_backend, register_request},
 };
 
 const REPLICAS: usize = 4;
@@ -23,7 +23,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
             // Spawned within milliseconds of each other: each start spawns
             // its process on the first poll, before waiting for it.
             let started = futures::future::join_all(
-                (0..REPLICAS).map(|_| Server::try_start(&database.url, &CHEAP_HASHING)),
+                (0..REPLICAS).map(|_| ChildServer::try_start(&database.url, &CHEAP_HASHING)),
             )
             .await;
             let mut servers = Vec::new();
@@ -32,7 +32,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
                     Ok(server) => servers.push(server),
                     Err(e) => failures
                         .lock()
-                        .unwrap_or_else(|e| panic!("{e}"))
+                        .unwrap()
                         .push(format!("{backend}, trial {trial}: {e}")),
                 }
             }
@@ -51,7 +51,7 @@ async fn replicas_started_together_on_an_empty_database_all_serve() {
         }
     })
     .await;
-    let failures = failures.into_inner().unwrap_or_else(|e| panic!("{e}"));
+    let failures = failures.into_inner().unwrap();
     assert!(
         failures.is_empty(),
         "{} replicas exited before serving ({TRIALS} trials of {REPLICAS} per backend):\n{}",

@@ -23,11 +23,7 @@ async fn a_token_minted_during_a_replay_does_not_escape_the_revocation() {
         let mut unexpected = Vec::new();
         for trial in 0..TRIALS {
             let stolen = app.login("victim").await.refresh;
-            let mut current = app
-                .refresh(&stolen)
-                .await
-                .unwrap_or_else(|s| panic!("{s:?}"))
-                .refresh;
+            let mut current = app.refresh(&stolen).await.unwrap().refresh;
             let replayed = std::sync::atomic::AtomicBool::new(false);
             let attacker = async {
                 let mut rotations = 0;
@@ -83,20 +79,13 @@ async fn a_logged_out_token_presented_again_revokes_nothing_else() {
             TestApp::spawn_with(&backend, |s| s.tokens.policy.rotate_refresh_tokens = true).await;
         let (_, laptop) = app.signed_up("traveller").await;
         let phone = app.login("traveller").await;
-        app.logout(&laptop.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.logout(&laptop.refresh).await.unwrap();
         for _ in 0..2 {
             expect_blacklisted(app.refresh(&laptop.refresh).await);
         }
         // The phone's session is untouched.
-        let rotated = app
-            .refresh(&phone.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
-        app.refresh(&rotated.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let rotated = app.refresh(&phone.refresh).await.unwrap();
+        app.refresh(&rotated.refresh).await.unwrap();
         assert_eq!(blacklisted_by(&app, "revoked").await, 0);
         app.stop().await;
     })
@@ -115,9 +104,7 @@ async fn revocation_includes_tokens_expired_within_the_leeway() {
         })
         .await;
         let (_, first) = app.signed_up("lenient").await;
-        app.refresh(&first.refresh)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.refresh(&first.refresh).await.unwrap();
         let other_device = app.login("lenient").await;
         tokio::time::sleep(Duration::from_millis(2100)).await;
         // Past `exp`, inside the leeway: still a working token.

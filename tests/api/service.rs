@@ -2,19 +2,18 @@
 
 use std::time::Duration;
 
-use auth_service::pb;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, PASSWORD, TestApp, expect_code, on_every_backend};
+use crate::helpers::{Backend, PASSWORD, TestApp, expect_code, on_every_backend, register_request};
 
 #[tokio::test]
 async fn health_reports_every_service_serving() {
     let app = TestApp::spawn(&Backend::Sqlite).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .connect_lazy();
     let mut health = HealthClient::new(channel);
     for service in ["", "auth.v1.AuthService", "auth.v1.UserService"] {
@@ -42,11 +41,7 @@ async fn an_unreachable_database_is_unavailable_without_details() {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("ida").await;
         // Closing the server's pool makes every query fail to get a connection.
-        app.db
-            .clone()
-            .close()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        app.db.clone().close().await.unwrap();
 
         let status = expect_code(app.get_me(&pair.access).await, Code::Unavailable);
         assert_eq!(status.message(), "database unavailable, try again later");
@@ -68,20 +63,12 @@ async fn shutdown_finishes_calls_in_flight_then_refuses_new_ones() {
     let app = TestApp::spawn_with(&Backend::Sqlite, |s| s.passwords.iterations = 20).await;
     app.register("warmup").await; // the connection is up before the race starts
     let mut auth = app.auth.clone();
-    let in_flight = tokio::spawn(async move {
-        auth.register(pb::RegisterRequest {
-            email: "jack@example.com".into(),
-            username: "jack".into(),
-            password: PASSWORD.into(),
-            avatar: None,
-        })
-        .await
-    });
+    let in_flight = tokio::spawn(async move { auth.register(register_request("jack")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let addr = app.addr;
     app.stop().await;
 
-    let registered = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    let registered = in_flight.await.unwrap();
     assert!(
         registered.is_ok(),
         "the call in flight finished: {registered:?}"

@@ -148,7 +148,7 @@ fn login_from(
         username: username.into(),
         password: password.into(),
     });
-    let value = forwarded_for.parse().unwrap_or_else(|e| panic!("{e}"));
+    let value = forwarded_for.parse().unwrap();
     request.metadata_mut().insert("x-forwarded-for", value);
     request
 }
@@ -461,9 +461,7 @@ async fn a_wrong_password_counts_even_when_its_caller_gives_up() {
             });
             request.set_timeout(Duration::from_millis(40));
             let result = app.auth.clone().obtain_token_pair(request).await;
-            let status = result
-                .err()
-                .unwrap_or_else(|| panic!("a wrong password was accepted"));
+            let status = result.expect_err("a wrong password was accepted");
             assert!(
                 matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
                 "{status:?}"
@@ -478,7 +476,7 @@ async fn a_wrong_password_counts_even_when_its_caller_gives_up() {
                 break;
             }
         }
-        let answer = answer.unwrap_or_else(|| panic!("the cancelled failures were never counted"));
+        let answer = answer.expect("the cancelled failures were never counted");
         let status = expect_code(answer, Code::ResourceExhausted);
         assert_eq!(status.message(), THROTTLED);
         app.stop().await;

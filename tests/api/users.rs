@@ -52,8 +52,8 @@ async fn seed(app: &TestApp, n: usize) {
     let now = chrono::Utc::now().naive_utc();
     let new_users: Vec<NewUser> = (0..n)
         .map(|i| NewUser {
-            email: Email::parse(&format!("seed{i}@example.com")).unwrap_or_else(|e| panic!("{e}")),
-            username: Username::parse(&format!("seed{i}")).unwrap_or_else(|e| panic!("{e}")),
+            email: Email::parse(&format!("seed{i}@example.com")).unwrap(),
+            username: Username::parse(&format!("seed{i}")).unwrap(),
             password_hash: "!unusable".into(),
             avatar: None,
             is_staff: false,
@@ -63,9 +63,7 @@ async fn seed(app: &TestApp, n: usize) {
     let mut batches = new_users.into_iter().peekable();
     while batches.peek().is_some() {
         let batch: Vec<NewUser> = batches.by_ref().take(400).collect();
-        users::insert_many(&app.db, batch, now)
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        users::insert_many(&app.db, batch, now).await.unwrap();
     }
 }
 
@@ -75,10 +73,7 @@ async fn get_me_returns_the_caller() {
         let app = TestApp::spawn(&backend).await;
         let (dan, dan_tokens) = app.signed_up("dan").await;
         app.signed_up("eve").await;
-        let me = app
-            .get_me(&dan_tokens.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let me = app.get_me(&dan_tokens.access).await.unwrap();
         assert_eq!(me, dan);
         app.stop().await;
     })
@@ -91,14 +86,10 @@ async fn update_avatar_sets_clears_and_validates() {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("fay").await;
         let url = "https://cdn.example.com/fay.png";
-        let user = update_avatar(&app, &pair.access, url)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let user = update_avatar(&app, &pair.access, url).await.unwrap();
         assert_eq!(user.avatar.as_deref(), Some(url));
         // Setting the same value again is fine (MySQL reports 0 changed rows).
-        update_avatar(&app, &pair.access, url)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        update_avatar(&app, &pair.access, url).await.unwrap();
         assert_eq!(
             app.get_me(&pair.access)
                 .await
@@ -108,9 +99,7 @@ async fn update_avatar_sets_clears_and_validates() {
             Some(url)
         );
 
-        let user = update_avatar(&app, &pair.access, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let user = update_avatar(&app, &pair.access, "").await.unwrap();
         assert_eq!(user.avatar, None);
 
         for bad in [
@@ -139,10 +128,7 @@ async fn update_avatar_sets_clears_and_validates() {
 
 /// The avatar GetMe answers for the bearer of `access`.
 async fn avatar_seen(app: &TestApp, access: &str) -> Option<String> {
-    app.get_me(access)
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}"))
-        .avatar
+    app.get_me(access).await.unwrap().avatar
 }
 
 /// The user cache (`AUTH_USER_CACHE_TTL`): this replica's own writes are
@@ -154,13 +140,9 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
         let hour = |s: &mut Settings| s.cache.ttl = Duration::from_secs(3600);
         let app = TestApp::spawn_with(&backend, hour).await;
         let (_, pair) = app.signed_up("gil").await;
-        app.get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.get_me(&pair.access).await.unwrap();
         let url = "https://cdn.example.com/gil.png";
-        update_avatar(&app, &pair.access, url)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        update_avatar(&app, &pair.access, url).await.unwrap();
         assert_eq!(
             avatar_seen(&app, &pair.access).await.as_deref(),
             Some(url),
@@ -172,12 +154,8 @@ async fn cached_profiles_follow_own_writes_at_once_and_others_within_the_ttl() {
         let app = TestApp::spawn_with(&backend, short).await;
         let replica = TestApp::spawn_on_with(app.database_url(), short).await;
         let (hal, pair) = app.signed_up("hal").await;
-        app.get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
-        update_avatar(&replica, &pair.access, url)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.get_me(&pair.access).await.unwrap();
+        update_avatar(&replica, &pair.access, url).await.unwrap();
         tokio::time::sleep(app.cache_ttl).await;
         assert_eq!(
             avatar_seen(&app, &pair.access).await.as_deref(),
@@ -203,9 +181,7 @@ async fn with_the_user_cache_off_deactivation_is_seen_at_once() {
         let app = TestApp::spawn_with(&backend, off).await;
         assert!(app.cache_ttl.is_zero());
         let (ida, pair) = app.signed_up("ida").await;
-        app.get_me(&pair.access)
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        app.get_me(&pair.access).await.unwrap();
         app.set_active(ida.id, false).await;
         expect_code(app.get_me(&pair.access).await, Code::Unauthenticated);
         app.stop().await;
@@ -224,9 +200,7 @@ async fn list_users_pages_through_everyone_once_in_id_order() {
         let mut token = String::new();
         let mut pages = 0;
         loop {
-            let page = list(&app, &pair.access, 50, &token)
-                .await
-                .unwrap_or_else(|s| panic!("{s:?}"));
+            let page = list(&app, &pair.access, 50, &token).await.unwrap();
             pages += 1;
             assert!(page.users.len() <= 50);
             seen.extend(page.users.iter().map(|u| u.id));
@@ -243,9 +217,7 @@ async fn list_users_pages_through_everyone_once_in_id_order() {
         );
 
         // An exact multiple of the page size ends without an empty extra page.
-        let page = list(&app, &pair.access, 120, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let page = list(&app, &pair.access, 120, "").await.unwrap();
         assert_eq!(page.users.len(), 120);
         assert!(page.next_page_token.is_empty());
         app.stop().await;
@@ -260,17 +232,13 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
         let (_, pair) = app.signed_up("hal").await;
         seed(&app, 1004).await; // 1005 users
 
-        let page = list(&app, &pair.access, 0, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let page = list(&app, &pair.access, 0, "").await.unwrap();
         assert_eq!(page.users.len(), 50, "0 means the default");
-        let page = list(&app, &pair.access, 5000, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let page = list(&app, &pair.access, 5000, "").await.unwrap();
         assert_eq!(page.users.len(), 1000, "clamped to 1000");
         let rest = list(&app, &pair.access, 5000, &page.next_page_token)
             .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+            .unwrap();
         assert_eq!(rest.users.len(), 5);
 
         let status = expect_code(
@@ -313,9 +281,7 @@ async fn by_default_any_user_may_list_users() {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("ivy").await;
         let (jon, _) = app.signed_up("jon").await;
-        let page = list(&app, &pair.access, 10, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let page = list(&app, &pair.access, 10, "").await.unwrap();
         assert!(page.users.contains(&jon), "{page:?}");
         app.stop().await;
     })
@@ -345,9 +311,7 @@ async fn with_staff_only_listing_non_staff_callers_are_denied() {
             Code::PermissionDenied,
         );
         app.set_staff(lee.id, true).await;
-        let page = list(&app, &admin.access, 10, "")
-            .await
-            .unwrap_or_else(|s| panic!("{s:?}"));
+        let page = list(&app, &admin.access, 10, "").await.unwrap();
         assert_eq!(page.users.len(), 2);
         // Demoted in the database: refused once the cache TTL has passed.
         app.set_staff(lee.id, false).await;
