@@ -84,22 +84,12 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "email: Enter a valid email address.");
         let details = status.get_error_details();
-        let violations: Vec<(String, String)> = details
-            .bad_request()
-            .map(|b| {
-                b.field_violations
-                    .iter()
-                    .map(|v| (v.field.clone(), v.description.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(
-            violations,
-            [(
-                "email".to_owned(),
-                "Enter a valid email address.".to_owned()
-            )]
-        );
+        let violations = details.bad_request().map(|b| b.field_violations.as_slice());
+        let [violation] = violations.unwrap_or_default() else {
+            panic!("not one violation: {violations:?}");
+        };
+        assert_eq!(violation.field, "email");
+        assert_eq!(violation.description, "Enter a valid email address.");
     }
 
     #[test]

@@ -167,6 +167,44 @@ impl<K: Eq + Hash + Clone, V: Clone> Drop for ForgetOnDrop<'_, K, V> {
     }
 }
 
+/// Test support for the caches: callers that give up around a write's commit.
+#[cfg(test)]
+pub(super) mod cancelled {
+    use tokio::sync::oneshot;
+
+    /// Drives the write made by `write` until it reports its commit on the
+    /// sender it is given, then drops it: a caller that gives up (deadline,
+    /// disconnect) after the commit, before the answer.
+    pub(in crate::persistence) async fn after_commit<F: Future>(
+        write: impl FnOnce(oneshot::Sender<()>) -> F,
+    ) {
+        let (committed, on_commit) = oneshot::channel();
+        let write = write(committed);
+        tokio::select! {
+            _ = write => panic!("the write cannot finish"),
+            _ = on_commit => {} // drops the caller's future
+        }
+    }
+
+    /// Polls the write made by `write` once and drops it, before it commits
+    /// (it waits for the receiver it is given): a caller that gives up early.
+    /// Returns the sender that lets the write go on, and the receiver that
+    /// fires when it committed.
+    pub(in crate::persistence) async fn before_commit<F: Future>(
+        write: impl FnOnce(oneshot::Receiver<()>, oneshot::Sender<()>) -> F,
+    ) -> (oneshot::Sender<()>, oneshot::Receiver<()>) {
+        let (go, on_go) = oneshot::channel();
+        let (committed, on_commit) = oneshot::channel();
+        let write = write(on_go, committed);
+        tokio::select! {
+            biased;
+            _ = write => panic!("the write cannot finish yet"),
+            () = std::future::ready(()) => {} // polled once, then dropped
+        }
+        (go, on_commit)
+    }
+}
+
 /// When a read began, for [`FreshCache::store`].
 #[derive(Debug, Clone, Copy)]
 struct Ticket {

@@ -164,7 +164,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::tokens::TokenType;
+    use crate::{persistence::fresh_cache::cancelled, tokens::TokenType};
 
     impl RefreshTokens {
         /// Any blacklisting, through the cache as [`RefreshTokens::log_out`]'s.
@@ -233,18 +233,15 @@ mod tests {
         let (db, jti, id) = sqlite().await;
         let blacklist = cached(&db);
         assert!(!contains(&blacklist, &jti).await);
-        let (committed, on_commit) = tokio::sync::oneshot::channel();
-        let write_db = db.clone();
-        let write = blacklist.write_for_test(&jti, async move {
-            log_out(&write_db, id).await?;
-            let _ = committed.send(());
-            // The answer never gets back to the caller.
-            std::future::pending::<Result<(), StoreError>>().await
-        });
-        tokio::select! {
-            _ = write => panic!("the write cannot finish"),
-            _ = on_commit => {} // drops the caller's future
-        }
+        cancelled::after_commit(|committed| {
+            blacklist.write_for_test(&jti, async move {
+                log_out(&db, id).await?;
+                let _ = committed.send(());
+                // The answer never gets back to the caller.
+                std::future::pending::<Result<(), StoreError>>().await
+            })
+        })
+        .await;
         assert!(
             contains(&blacklist, &jti).await,
             "logged-out token accepted"
@@ -257,20 +254,15 @@ mod tests {
     async fn a_logout_cancelled_before_its_commit_still_commits_and_forgets() {
         let (db, jti, id) = sqlite().await;
         let blacklist = cached(&db);
-        let (go, on_go) = tokio::sync::oneshot::channel::<()>();
-        let (committed, on_commit) = tokio::sync::oneshot::channel();
-        let write_db = db.clone();
-        let write = blacklist.write_for_test(&jti, async move {
-            let _ = on_go.await;
-            log_out(&write_db, id).await?;
-            let _ = committed.send(());
-            Ok(())
-        });
-        tokio::select! {
-            biased;
-            _ = write => panic!("the write cannot finish yet"),
-            () = std::future::ready(()) => {} // polled once, then dropped
-        }
+        let (go, on_commit) = cancelled::before_commit(|on_go, committed| {
+            blacklist.write_for_test(&jti, async move {
+                let _ = on_go.await;
+                log_out(&db, id).await?;
+                let _ = committed.send(());
+                Ok(())
+            })
+        })
+        .await;
         // Read (and cached) while the write is pending.
         assert!(!contains(&blacklist, &jti).await);
         let _ = go.send(());

@@ -116,6 +116,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::persistence::fresh_cache::cancelled;
 
     async fn sqlite() -> (DatabaseConnection, i64) {
         use sea_orm::ConnectionTrait;
@@ -167,18 +168,15 @@ mod tests {
         let (db, id) = sqlite().await;
         let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
         assert_eq!(avatar(&users, id).await, None);
-        let (committed, on_commit) = tokio::sync::oneshot::channel();
-        let write_db = db.clone();
-        let write = users.write(id, async move {
-            set_avatar(write_db, id, "https://example.com/d.png").await?;
-            let _ = committed.send(());
-            // The answer never gets back to the caller.
-            std::future::pending::<Result<(), StoreError>>().await
-        });
-        tokio::select! {
-            _ = write => panic!("the write cannot finish"),
-            _ = on_commit => {} // drops the caller's future
-        }
+        cancelled::after_commit(|committed| {
+            users.write(id, async move {
+                set_avatar(db, id, "https://example.com/d.png").await?;
+                let _ = committed.send(());
+                // The answer never gets back to the caller.
+                std::future::pending::<Result<(), StoreError>>().await
+            })
+        })
+        .await;
         assert_eq!(
             avatar(&users, id).await.as_deref(),
             Some("https://example.com/d.png")
@@ -191,20 +189,15 @@ mod tests {
     async fn a_write_cancelled_before_its_commit_still_commits_and_forgets() {
         let (db, id) = sqlite().await;
         let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
-        let (go, on_go) = tokio::sync::oneshot::channel::<()>();
-        let (committed, on_commit) = tokio::sync::oneshot::channel();
-        let write_db = db.clone();
-        let write = users.write(id, async move {
-            let _ = on_go.await;
-            set_avatar(write_db, id, "https://example.com/e.png").await?;
-            let _ = committed.send(());
-            Ok(())
-        });
-        tokio::select! {
-            biased;
-            _ = write => panic!("the write cannot finish yet"),
-            () = std::future::ready(()) => {} // polled once, then dropped
-        }
+        let (go, on_commit) = cancelled::before_commit(|on_go, committed| {
+            users.write(id, async move {
+                let _ = on_go.await;
+                set_avatar(db, id, "https://example.com/e.png").await?;
+                let _ = committed.send(());
+                Ok(())
+            })
+        })
+        .await;
         // Read (and cached) while the write is pending.
         assert_eq!(avatar(&users, id).await, None);
         let _ = go.send(());

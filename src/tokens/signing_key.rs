@@ -232,17 +232,22 @@ mod tests {
         path
     }
 
+    /// Why the key file at `path` is refused; the message must name the file.
+    fn refusal(path: &Path) -> String {
+        let err = load_or_create_key(path)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        let err = err.expect_err("the key file was accepted");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        err
+    }
+
     #[test]
     fn a_key_file_readable_by_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let key = random_key();
         for mode in [0o644, 0o640, 0o604, 0o620] {
-            let path = key_file(dir.path(), &key, mode);
-            let err = load_or_create_key(&path)
-                .map(|_| ())
-                .map_err(|e| format!("{e:#}"));
-            let err = err.expect_err(&format!("mode {mode:o} accepted"));
-            assert!(err.contains(&path.display().to_string()), "{err}");
+            let err = refusal(&key_file(dir.path(), &key, mode));
             assert!(err.contains("chmod 600"), "{err}");
             assert!(!err.contains(&key), "the key reached the message: {err}");
         }
@@ -260,12 +265,7 @@ mod tests {
             &"k".repeat(31),
             &format!(" {}\n", "k".repeat(31)),
         ] {
-            let path = key_file(dir.path(), content, 0o600);
-            let err = load_or_create_key(&path)
-                .map(|_| ())
-                .map_err(|e| format!("{e:#}"));
-            let err = err.expect_err(&format!("{content:?} accepted"));
-            assert!(err.contains(&path.display().to_string()), "{err}");
+            let err = refusal(&key_file(dir.path(), content, 0o600));
             assert!(err.contains("32 bytes"), "{err}");
         }
         let path = key_file(dir.path(), &format!("{}\n", "k".repeat(32)), 0o600);
