@@ -43,10 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.throttle.clone(),
                 settings.passwords.queue_timeout,
             );
-            let stale = throttle
-                .flush_stale()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let stale = throttle.flush_stale().await.map_err(describe)?;
             println!(
                 "deleted {deleted} expired outstanding tokens and {stale} stale login counters"
             );

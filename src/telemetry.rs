@@ -10,3 +10,9 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Records the caller's user id on the current call's log line (the span
+/// the call log opened), wherever the id becomes known.
+pub fn record_user(user_id: i64) {
+    tracing::Span::current().record("user_id", user_id);
+}

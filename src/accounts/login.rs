@@ -1,10 +1,11 @@
 use std::net::IpAddr;
 
-use super::{Accounts, TokenPair, record_user};
+use super::{Accounts, TokenPair};
 use crate::{
     domain::Credentials,
     error::{AuthFailure, Error},
     persistence::{db_now, users},
+    telemetry::record_user,
     tokens::unix_now,
 };
 

@@ -66,7 +66,7 @@ impl LoginThrottle {
         }
     }
 
-    pub fn address_limit_on(&self) -> bool {
+    fn address_limit_on(&self) -> bool {
         self.settings.address_failure_limit > 0
     }
 
@@ -177,14 +177,14 @@ impl LoginThrottle {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn flush_stale(&self) -> Result<u64, Error> {
+    pub async fn flush_stale(&self) -> Result<u64, StoreError> {
         let now = db_now();
         let window =
             chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
         let window_before = now
             .checked_sub_signed(window)
             .unwrap_or(chrono::NaiveDateTime::MIN);
-        Ok(login_attempts::flush_stale(&self.db, window_before, self.budget(0), now).await?)
+        login_attempts::flush_stale(&self.db, window_before, self.budget(0), now).await
     }
 }
 

@@ -51,12 +51,6 @@ impl Accounts {
         Arc::clone(&self.tokens)
     }
 
-    /// Whether logins are also limited per client address (so the caller
-    /// must work out the address).
-    pub fn limits_logins_per_address(&self) -> bool {
-        self.throttle.address_limit_on()
-    }
-
     /// The user, if it still exists and is active (simplejwt's
     /// `JWTAuthentication.get_user`): the check behind every call made
     /// with a token.
@@ -67,9 +61,4 @@ impl Accounts {
             Some(user) => Ok(user),
         }
     }
-}
-
-/// Records the caller's user id on the call's log line.
-fn record_user(user_id: i64) {
-    tracing::Span::current().record("user_id", user_id);
 }

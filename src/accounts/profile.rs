@@ -1,7 +1,7 @@
 //! Calls on behalf of an authenticated user: their own profile, and the
 //! list of users.
 
-use super::{Accounts, record_user};
+use super::Accounts;
 use crate::{
     config::ListUsersAccess,
     domain::{Avatar, User},
@@ -33,7 +33,6 @@ impl Accounts {
     /// # Errors
     /// The user is gone or inactive.
     pub async fn me(&self, user_id: i64) -> Result<User, Error> {
-        record_user(user_id);
         self.active_user(user_id).await
     }
 
@@ -42,7 +41,6 @@ impl Accounts {
     /// # Errors
     /// The user is gone or inactive.
     pub async fn update_avatar(&self, user_id: i64, avatar: Option<Avatar>) -> Result<User, Error> {
-        record_user(user_id);
         self.active_user(user_id).await?;
         self.users
             .set_avatar(user_id, avatar)
@@ -56,7 +54,6 @@ impl Accounts {
     /// The caller is gone or inactive, or not staff where only staff may
     /// list; a negative size or a page token that is not ours.
     pub async fn list_users(&self, user_id: i64, page: PageRequest<'_>) -> Result<Page, Error> {
-        record_user(user_id);
         // The caller's current row (as cached), not the token's age-old view.
         let me = self.active_user(user_id).await?;
         if self.list_users == ListUsersAccess::Staff && !me.is_staff {

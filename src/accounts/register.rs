@@ -1,4 +1,4 @@
-use super::{Accounts, record_user};
+use super::Accounts;
 use crate::{
     domain::{Avatar, Email, Password, User, Username},
     error::Error,
@@ -6,6 +6,7 @@ use crate::{
         db_now,
         users::{self, NewUser},
     },
+    telemetry::record_user,
 };
 
 /// A sign-up, every field already valid.

@@ -1,11 +1,12 @@
 //! What a refresh token is good for: new access tokens, its own
 //! verification, and logging out.
 
-use super::{Accounts, record_user};
+use super::Accounts;
 use crate::{
     domain::TokenText,
     error::{AuthFailure, Error},
     persistence::{db_now, token_blacklist::BlacklistReason},
+    telemetry::record_user,
     tokens::{Claims, TokenError, TokenType, unix_now},
 };
 

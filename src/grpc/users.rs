@@ -9,6 +9,7 @@ use crate::{
     accounts::{Accounts, PageRequest},
     error::Error,
     pb::{self, user_service_server::UserService},
+    telemetry::record_user,
     tokens::Claims,
 };
 
@@ -17,12 +18,14 @@ pub(super) struct UserHandlers {
     pub(super) accounts: Accounts,
 }
 
-/// The caller's user id, from the claims the bearer interceptor verified.
+/// The caller's user id, from the claims the bearer interceptor verified;
+/// recorded on the call's log line.
 fn caller<T>(request: &Request<T>) -> Result<i64, Error> {
     let claims = request
         .extensions()
         .get::<Claims>()
         .ok_or_else(|| Error::internal("UserService reached without BearerAuth"))?;
+    record_user(claims.user_id);
     Ok(claims.user_id)
 }
 
