@@ -10,7 +10,9 @@ pub mod signing_key;
 
 use std::{fmt, time::Duration};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind, jwk::JwkSet,
+};
 use serde::{Deserialize, Serialize};
 
 const ALGORITHM: Algorithm = Algorithm::HS256;
@@ -194,6 +196,12 @@ impl TokenCodec {
     /// now (see [`expired_before`]).
     pub fn expired_before(&self, now: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
         expired_before(now, Duration::from_secs(self.validation.leeway))
+    }
+
+    /// The public keys that verify our tokens, as a JWKS. Empty with
+    /// HS256: a shared secret is never published.
+    pub fn public_keys(&self) -> JwkSet {
+        JwkSet { keys: Vec::new() }
     }
 
     /// A refresh token for `user_id`, as `RefreshToken.for_user`.

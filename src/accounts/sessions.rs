@@ -1,6 +1,8 @@
 //! What a refresh token is good for: new access tokens, its own
 //! verification, and logging out.
 
+use jsonwebtoken::jwk::JwkSet;
+
 use super::Accounts;
 use crate::{
     domain::TokenText,
@@ -121,6 +123,11 @@ impl Accounts {
             user_id: claims.user_id,
             expires_at: claims.exp,
         })
+    }
+
+    /// The public keys consumers verify our tokens with.
+    pub fn public_keys(&self) -> JwkSet {
+        self.tokens.public_keys()
     }
 
     /// Blacklists a refresh token (simplejwt's `TokenBlacklistView`).

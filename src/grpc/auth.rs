@@ -71,4 +71,11 @@ impl AuthService for AuthHandlers {
             .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::Jwks>, Status> {
+        Ok(Response::new(self.accounts.public_keys().into()))
+    }
 }

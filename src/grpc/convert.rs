@@ -2,6 +2,7 @@
 //! domain type and reports all broken rules at once, as field violations.
 
 use chrono::NaiveDateTime;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 
 use crate::{
     accounts::{NewAccount, Page, TokenPair, VerifiedToken},
@@ -114,6 +115,62 @@ impl From<Page> for pb::ListUsersResponse {
             next_page_token: page.next_page_token,
         }
     }
+}
+
+impl From<JwkSet> for pb::Jwks {
+    fn from(set: JwkSet) -> Self {
+        pb::Jwks {
+            keys: set.keys.iter().map(jwk).collect(),
+        }
+    }
+}
+
+/// The members of `key` that apply to its type; the rest stay empty.
+fn jwk(key: &Jwk) -> pb::Jwk {
+    let common = &key.common;
+    let mut out = pb::Jwk {
+        kid: common.key_id.clone().unwrap_or_default(),
+        alg: common
+            .key_algorithm
+            .map(|alg| alg.to_string())
+            .unwrap_or_default(),
+        r#use: match &common.public_key_use {
+            Some(PublicKeyUse::Signature) => "sig".to_owned(),
+            Some(PublicKeyUse::Encryption) => "enc".to_owned(),
+            Some(PublicKeyUse::Other(other)) => other.clone(),
+            None => String::new(),
+        },
+        ..pb::Jwk::default()
+    };
+    match &key.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) => {
+            out.kty = "OKP".to_owned();
+            out.crv = curve(&p.curve);
+            out.x.clone_from(&p.x);
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            out.kty = "EC".to_owned();
+            out.crv = curve(&p.curve);
+            out.x.clone_from(&p.x);
+            out.y.clone_from(&p.y);
+        }
+        AlgorithmParameters::RSA(p) => {
+            out.kty = "RSA".to_owned();
+            out.n.clone_from(&p.n);
+            out.e.clone_from(&p.e);
+        }
+        // A shared secret (never published) or a key type we do not make.
+        _ => {}
+    }
+    out
+}
+
+/// The curve's JWK name ("P-256", "Ed25519"), as the library serialises it.
+fn curve(curve: &EllipticCurve) -> String {
+    serde_json::to_value(curve)
+        .ok()
+        .and_then(|name| name.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {

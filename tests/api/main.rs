@@ -11,6 +11,7 @@ mod crash;
 mod hardening;
 mod helpers;
 mod hostile_input;
+mod jwks;
 mod login;
 mod logout;
 mod outage;
