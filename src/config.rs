@@ -2,7 +2,7 @@
 //! variable, parsed once at start-up into [`Settings`]. Tests build
 //! `Settings` directly instead of going through the command line.
 
-use std::{fmt, net::SocketAddr, num::NonZeroUsize, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, builder::BoolishValueParser};
 
@@ -130,6 +130,40 @@ pub struct TokenSettings {
           value_parser = humantime::parse_duration, global = true)]
     pub refresh_lifetime: Duration,
 
+    /// How tokens are signed: HS256 with a shared secret (simplejwt's
+    /// default), or with a private key whose public part consumers fetch as
+    /// a JWKS: EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA, 2048+ bits).
+    #[arg(long = "jwt-algorithm", env = "AUTH_JWT_ALGORITHM", value_enum, ignore_case = true,
+          default_value_t = JwtAlgorithm::Hs256, global = true)]
+    pub algorithm: JwtAlgorithm,
+
+    /// PKCS#8 PEM private key that signs (EdDSA, ES256, RS256). Optional only
+    /// on SQLite, where one is generated beside the database.
+    #[arg(
+        long = "jwt-private-key-file",
+        env = "AUTH_JWT_PRIVATE_KEY_FILE",
+        global = true
+    )]
+    pub private_key_file: Option<PathBuf>,
+
+    /// Comma-separated PEM files (public or private keys) that verify tokens
+    /// but do not sign: the previous key during a rotation, or the next one.
+    #[arg(
+        long = "jwt-verify-key-files",
+        env = "AUTH_JWT_VERIFY_KEY_FILES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub verify_key_files: Vec<PathBuf>,
+
+    /// `iss` written into every token and required of every token (simplejwt's ISSUER).
+    #[arg(long = "jwt-issuer", env = "AUTH_JWT_ISSUER", global = true)]
+    pub issuer: Option<String>,
+
+    /// `aud` written into every token and required of every token (simplejwt's AUDIENCE).
+    #[arg(long = "jwt-audience", env = "AUTH_JWT_AUDIENCE", global = true)]
+    pub audience: Option<String>,
+
     /// Clock skew tolerated on `exp`, `nbf` and `iat` (simplejwt's LEEWAY).
     #[arg(long = "token-leeway", env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
           value_parser = humantime::parse_duration, global = true)]
@@ -137,6 +171,19 @@ pub struct TokenSettings {
 
     #[command(flatten)]
     pub policy: TokenPolicy,
+}
+
+/// The JWT signing algorithm (the names are the JWA ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "RS256")]
+    Rs256,
 }
 
 /// simplejwt's behaviour switches.

@@ -18,7 +18,7 @@ use crate::{
     grpc,
     passwords::Hasher,
     persistence::{self, RefreshTokens, UserProfiles},
-    tokens::{TokenCodec, signing_key::signing_key},
+    tokens::{TokenCodec, keys},
 };
 
 pub struct Application {
@@ -36,15 +36,20 @@ impl Application {
     /// # Errors
     /// Unreachable database, failed migration, missing signing key, address in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // The key first: a missing one is a configuration error, whatever the database.
-        let secret = signing_key(&settings.tokens, settings.database.url.expose())?;
+        // The keys first: a missing one is a configuration error, whatever the database.
+        let keys = keys::load(&settings.tokens, settings.database.url.expose())?;
+        let page_tokens = PageTokenCodec::new(keys.secret_material())?;
         let db = persistence::open(&settings.database).await?;
-        let tokens = TokenCodec::new(
-            &secret,
+        let tokens = TokenCodec::with_keys(
+            keys,
             settings.tokens.access_lifetime,
             settings.tokens.refresh_lifetime,
         )?
-        .with_leeway(settings.tokens.leeway);
+        .with_leeway(settings.tokens.leeway)
+        .with_issuer_and_audience(
+            settings.tokens.issuer.clone(),
+            settings.tokens.audience.clone(),
+        );
         let policy = settings.tokens.policy;
         let accounts = Accounts {
             users: UserProfiles::new(db.clone(), settings.cache),
@@ -60,7 +65,7 @@ impl Application {
             ),
             hasher: dummy_hash_calibrated(Hasher::new(settings.passwords).await?, &db).await?,
             tokens: Arc::new(tokens),
-            page_tokens: PageTokenCodec::new(&secret)?,
+            page_tokens,
             list_users: settings.accounts.list_users,
             policy,
             db: db.clone(),
@@ -101,17 +106,46 @@ impl Application {
     /// The server failed (not a single call: those become statuses).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let db = self.db.clone();
-        grpc::serve(
+        // Installed now: a SIGHUP's default action would end the process.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloader = tokio::spawn(reload_keys_on_sighup(
+            hangups,
+            self.accounts.token_codec(),
+            self.settings.clone(),
+        ));
+        let served = grpc::serve(
             self.listener,
             self.accounts,
             self.db,
             &self.settings,
             shutdown,
         )
-        .await?;
+        .await;
+        reloader.abort();
+        served?;
         tracing::info!("server stopped");
         db.close().await?;
         Ok(())
+    }
+}
+
+/// Reads the key files again on every SIGHUP and signs and verifies with
+/// them from then on; a file that fails keeps the current keys.
+async fn reload_keys_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    tokens: Arc<TokenCodec>,
+    settings: Settings,
+) {
+    while hangups.recv().await.is_some() {
+        let reloaded = keys::load(&settings.tokens, settings.database.url.expose())
+            .and_then(|keys| tokens.replace_keys(keys));
+        match reloaded {
+            Ok(()) => tracing::info!(kids = ?tokens.kids(), "SIGHUP: signing keys reloaded"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: the key files could not be reloaded; keeping the current keys"
+            ),
+        }
     }
 }
 

@@ -6,16 +6,16 @@
 //! from older simplejwt versions are accepted). Error messages are
 //! simplejwt's, so callers see the same words they saw from Django.
 
+pub mod keys;
 pub mod signing_key;
 
 use std::{fmt, time::Duration};
 
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind, jwk::JwkSet,
-};
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 
-const ALGORITHM: Algorithm = Algorithm::HS256;
+pub use keys::KeyRing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenType {
@@ -102,6 +102,10 @@ struct OutgoingClaims<'a> {
     iat: i64,
     jti: &'a str,
     user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
 }
 
 /// Claims as they may arrive: anything can be missing or of the wrong type,
@@ -130,20 +134,23 @@ pub fn expired_before(now: chrono::NaiveDateTime, leeway: Duration) -> chrono::N
         .unwrap_or(chrono::NaiveDateTime::MIN)
 }
 
-/// Signs and verifies tokens. Keys are derived once, at start-up.
+/// Signs and verifies tokens with the current [`KeyRing`], which SIGHUP
+/// can replace while calls are in flight.
 pub struct TokenCodec {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: ArcSwap<KeyRing>,
     validation: Validation,
     /// Seconds of clock skew tolerated.
     leeway: i64,
     access_lifetime: i64,
     refresh_lifetime: i64,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl fmt::Debug for TokenCodec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCodec")
+            .field("keys", &self.keys.load())
             .field("access_lifetime", &self.access_lifetime)
             .field("refresh_lifetime", &self.refresh_lifetime)
             .finish_non_exhaustive()
@@ -151,6 +158,8 @@ impl fmt::Debug for TokenCodec {
 }
 
 impl TokenCodec {
+    /// HS256 with a shared secret (tests, benchmarks); see [`Self::with_keys`].
+    ///
     /// # Errors
     /// An empty secret, or a lifetime too long to represent.
     pub fn new(
@@ -158,13 +167,22 @@ impl TokenCodec {
         access_lifetime: Duration,
         refresh_lifetime: Duration,
     ) -> anyhow::Result<Self> {
-        let encoding = EncodingKey::from_secret(secret)
-            .map_err(|_| anyhow::anyhow!("the JWT signing key must not be empty"))?;
-        let decoding = DecodingKey::from_secret(secret)
-            .map_err(|_| anyhow::anyhow!("the JWT signing key must not be empty"))?;
+        Self::with_keys(
+            KeyRing::shared_secret(secret)?,
+            access_lifetime,
+            refresh_lifetime,
+        )
+    }
 
+    /// # Errors
+    /// A lifetime too long to represent.
+    pub fn with_keys(
+        keys: KeyRing,
+        access_lifetime: Duration,
+        refresh_lifetime: Duration,
+    ) -> anyhow::Result<Self> {
         // Only the configured algorithm: `none` and algorithm confusion fail here.
-        let mut validation = Validation::new(ALGORITHM);
+        let mut validation = Validation::new(keys.algorithm());
         validation.leeway = 0;
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -174,13 +192,60 @@ impl TokenCodec {
             i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("token lifetime too long"))
         };
         Ok(Self {
-            encoding,
-            decoding,
+            keys: ArcSwap::from_pointee(keys),
             validation,
             leeway: 0,
             access_lifetime: seconds(access_lifetime)?,
             refresh_lifetime: seconds(refresh_lifetime)?,
+            issuer: None,
+            audience: None,
         })
+    }
+
+    /// Writes `iss` and `aud` into every token and requires them of every
+    /// token, when given (simplejwt's ISSUER and AUDIENCE).
+    #[must_use]
+    pub fn with_issuer_and_audience(
+        mut self,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Self {
+        if let Some(issuer) = &issuer {
+            self.validation.set_issuer(&[issuer]);
+            self.validation
+                .required_spec_claims
+                .insert("iss".to_owned());
+        }
+        if let Some(audience) = &audience {
+            self.validation.set_audience(&[audience]);
+            self.validation
+                .required_spec_claims
+                .insert("aud".to_owned());
+        }
+        self.issuer = issuer;
+        self.audience = audience;
+        self
+    }
+
+    /// Signs and verifies with `keys` from now on (SIGHUP). Calls in flight
+    /// finish with the ring they started with.
+    ///
+    /// # Errors
+    /// `keys` is for another algorithm: that needs a restart.
+    pub fn replace_keys(&self, keys: KeyRing) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            keys.algorithm() == self.keys.load().algorithm(),
+            "the new keys are for {:?}, the service signs with {:?}; changing the algorithm needs a restart",
+            keys.algorithm(),
+            self.keys.load().algorithm()
+        );
+        self.keys.store(std::sync::Arc::new(keys));
+        Ok(())
+    }
+
+    /// The `kid`s of the keys that verify now, the signing key's first.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.load().kids()
     }
 
     /// Tolerates `leeway` of clock skew between this service and whoever
@@ -201,7 +266,7 @@ impl TokenCodec {
     /// The public keys that verify our tokens, as a JWKS. Empty with
     /// HS256: a shared secret is never published.
     pub fn public_keys(&self) -> JwkSet {
-        JwkSet { keys: Vec::new() }
+        self.keys.load().public_keys().clone()
     }
 
     /// A refresh token for `user_id`, as `RefreshToken.for_user`.
@@ -239,8 +304,11 @@ impl TokenCodec {
             iat,
             jti: &jti,
             user_id: user_id.to_string(),
+            aud: self.audience.as_deref(),
+            iss: self.issuer.as_deref(),
         };
-        let token = jsonwebtoken::encode(&Header::new(ALGORITHM), &outgoing, &self.encoding)
+        let keys = self.keys.load();
+        let token = jsonwebtoken::encode(&keys.header(), &outgoing, keys.signing_key())
             .map_err(|e| anyhow::anyhow!("signing a token failed: {e}"))?;
         Ok(IssuedToken {
             token,
@@ -266,11 +334,15 @@ impl TokenCodec {
         expected: Option<TokenType>,
         now: i64,
     ) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
-                _ => TokenError::Invalid,
+        let keys = self.keys.load();
+        let key = keys.verifying_key(token)?;
+        let data =
+            jsonwebtoken::decode::<IncomingClaims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                    _ => TokenError::Invalid,
+                }
             })?;
         let raw = data.claims;
 
@@ -345,6 +417,8 @@ pub fn unix_now() -> i64 {
 mod tests {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use serde_json::json;
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;
 

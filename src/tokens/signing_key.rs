@@ -1,5 +1,6 @@
-//! The key that signs and verifies tokens: `AUTH_JWT_SECRET`, or on SQLite
-//! a key generated once into a private file beside the database.
+//! The HS256 secret: `AUTH_JWT_SECRET`, or on SQLite a key generated once
+//! into a private file beside the database; and that file handling, which
+//! the generated private keys of [`super::keys`] share.
 
 use std::{
     fs,
@@ -59,7 +60,7 @@ pub fn signing_key(settings: &TokenSettings, database_url: &str) -> anyhow::Resu
 
 /// `None` if `url` is not SQLite; `Some(None)` for an in-memory database;
 /// otherwise the database file.
-fn sqlite_path(url: &str) -> Option<Option<PathBuf>> {
+pub(super) fn sqlite_path(url: &str) -> Option<Option<PathBuf>> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -72,37 +73,54 @@ fn sqlite_path(url: &str) -> Option<Option<PathBuf>> {
 /// (RFC 7518 §3.2); a shorter one can be brute-forced offline from any token.
 const MIN_KEY_BYTES: usize = 32;
 
-/// Reads the key file at `path`, or creates it with a random key.
+/// Reads the HS256 key file at `path`, or creates it with a random key.
+/// A file that exists is used only if it is private to its owner and long
+/// enough.
+fn load_or_create_key(path: &Path) -> anyhow::Result<String> {
+    let key = load_or_create(path, || Ok(random_key()))?;
+    anyhow::ensure!(
+        key.len() >= MIN_KEY_BYTES,
+        "the key file {} holds fewer than {MIN_KEY_BYTES} bytes; put a longer random key in it (openssl rand -hex 32), or delete it to have one generated",
+        path.display()
+    );
+    Ok(key)
+}
+
+/// Reads the private file at `path` (trimmed), or creates it with what
+/// `generate` makes.
 ///
 /// Creation is atomic, so starters racing on a fresh database either create
-/// the file or read a complete one: the key is written and fsynced under a
-/// temporary name, then hard-linked to `path`, which fails if another
-/// starter got there first (then its key is read). A file that exists is
-/// used only if it is private to its owner and long enough.
-fn load_or_create_key(path: &Path) -> anyhow::Result<String> {
-    match create_key_file(path) {
-        Ok(key) => Ok(key),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
+/// the file or read a complete one: the content is written and fsynced under
+/// a temporary name, then hard-linked to `path`, which fails if another
+/// starter got there first (then its file is read). An existing file is
+/// refused if group or others may read it.
+pub(super) fn load_or_create(
+    path: &Path,
+    generate: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let content = generate()?;
+    match create_file(path, &content) {
+        Ok(()) => Ok(content.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_private_file(path),
         Err(e) => Err(e).with_context(|| format!("cannot create the key file {}", path.display())),
     }
 }
 
-/// Writes a new random key to `path`; `AlreadyExists` if there is one.
-fn create_key_file(path: &Path) -> std::io::Result<String> {
+/// Writes `content` to a new 0600 file at `path`; `AlreadyExists` if there is one.
+fn create_file(path: &Path, content: &str) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", random_key()));
-    let key = random_key();
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut file| {
-            file.write_all(key.as_bytes())?;
+            file.write_all(content.as_bytes())?;
             file.sync_all()
         })
         // Unlike a rename, a link never replaces a key another starter made.
@@ -110,13 +128,12 @@ fn create_key_file(path: &Path) -> std::io::Result<String> {
     let _ = fs::remove_file(&tmp);
     written?;
     // The new name must survive a crash too, or a restart would make a new key.
-    fs::File::open(dir).and_then(|d| d.sync_all())?;
-    Ok(key)
+    fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
-/// An existing key file, refused if others may read it or it is too short.
-/// Errors name the file, never its content.
-fn read_key_file(path: &Path) -> anyhow::Result<String> {
+/// An existing key file, refused if others may read it. Errors name the
+/// file, never its content.
+fn read_private_file(path: &Path) -> anyhow::Result<String> {
     use std::{io::Read, os::unix::fs::PermissionsExt};
     let mut file = fs::File::open(path)
         .with_context(|| format!("cannot read the key file {}", path.display()))?;
@@ -134,17 +151,11 @@ fn read_key_file(path: &Path) -> anyhow::Result<String> {
     let mut key = String::new();
     file.read_to_string(&mut key)
         .with_context(|| format!("cannot read the key file {}", path.display()))?;
-    let key = key.trim();
-    anyhow::ensure!(
-        key.len() >= MIN_KEY_BYTES,
-        "the key file {} holds fewer than {MIN_KEY_BYTES} bytes; put a longer random key in it (openssl rand -hex 32), or delete it to have one generated",
-        path.display()
-    );
-    Ok(key.to_owned())
+    Ok(key.trim().to_owned())
 }
 
 /// 256 random bits as 64 hex digits.
-fn random_key() -> String {
+pub(super) fn random_key() -> String {
     rand::random::<[u8; 32]>()
         .iter()
         .map(|b| format!("{b:02x}"))
