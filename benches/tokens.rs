@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use auth_service::{
     grpc::BearerAuth,
-    tokens::{IssuedToken, TokenCodec, TokenType, unix_now},
+    tokens::{IssuedToken, KeyRing, TokenCodec, TokenType, unix_now},
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tonic::{Request, service::Interceptor};
@@ -79,5 +79,34 @@ fn bearer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, jwt, bearer);
+/// Signing and verifying cost per algorithm (the test keys of tests/keys).
+fn algorithms(c: &mut Criterion) {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+    let now = unix_now();
+    let mut group = c.benchmark_group("jwt_by_algorithm");
+    for (name, algorithm, file) in [
+        ("EdDSA", jsonwebtoken::Algorithm::EdDSA, "ed25519-1.pem"),
+        ("ES256", jsonwebtoken::Algorithm::ES256, "p256-1.pem"),
+        ("RS256", jsonwebtoken::Algorithm::RS256, "rsa-1.pem"),
+    ] {
+        let pem = std::fs::read_to_string(keys.join(file)).unwrap();
+        let ring = KeyRing::asymmetric(algorithm, (file, &pem), &[]).unwrap();
+        let codec = TokenCodec::with_keys(
+            ring,
+            Duration::from_secs(86_400),
+            Duration::from_secs(30 * 86_400),
+        )
+        .unwrap();
+        let (refresh, access) = pair(&codec, now);
+        group.bench_function(format!("{name}/access_from_refresh"), |b| {
+            b.iter(|| codec.access_from_refresh(&refresh.claims, now));
+        });
+        group.bench_function(format!("{name}/decode_access"), |b| {
+            b.iter(|| codec.decode(&access.token, Some(TokenType::Access), now));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, jwt, bearer, algorithms);
 criterion_main!(benches);
