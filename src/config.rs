@@ -75,6 +75,11 @@ pub struct ServerSettings {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address to serve HTTP on (`/.well-known/jwks.json`); unset: no HTTP
+    /// listener. Port 0 picks a free one.
+    #[arg(long, env = "AUTH_HTTP_ADDR", global = true)]
+    pub http_addr: Option<SocketAddr>,
+
     /// After SIGTERM/SIGINT, how long calls in flight (and idle clients that
     /// ignore GOAWAY) may keep the server up.
     #[arg(long, env = "AUTH_SHUTDOWN_GRACE", default_value = "20s",
@@ -168,6 +173,14 @@ pub struct TokenSettings {
     #[arg(long = "token-leeway", env = "AUTH_TOKEN_LEEWAY", default_value = "0s",
           value_parser = humantime::parse_duration, global = true)]
     pub leeway: Duration,
+
+    /// How long consumers may cache the published public keys (HTTP
+    /// `Cache-Control: max-age`). Must be shorter than the overlap during a
+    /// key rotation, so every consumer sees a new key before tokens signed
+    /// with it arrive.
+    #[arg(long = "jwks-max-age", env = "AUTH_JWKS_MAX_AGE", default_value = "5m",
+          value_parser = humantime::parse_duration, global = true)]
+    pub jwks_max_age: Duration,
 
     #[command(flatten)]
     pub policy: TokenPolicy,
@@ -443,6 +456,8 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let defaults = Settings::default();
         assert_eq!(defaults.server.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(defaults.server.http_addr, None);
+        assert_eq!(defaults.tokens.jwks_max_age, Duration::from_secs(300));
         assert_eq!(defaults.database.url.expose(), "sqlite://auth.db?mode=rwc");
         assert_eq!(defaults.tokens.access_lifetime, Duration::from_secs(86_400));
         assert_eq!(
@@ -468,6 +483,10 @@ mod tests {
             "5m",
             "--list-users",
             "staff",
+            "--http-addr",
+            "127.0.0.1:8080",
+            "--jwks-max-age",
+            "1m",
             "flush-expired-tokens",
         ])
         .map_err(|e| e.to_string());
@@ -478,6 +497,9 @@ mod tests {
             Duration::from_secs(300)
         );
         assert_eq!(cli.settings.accounts.list_users, ListUsersAccess::Staff);
+        let http_addr = cli.settings.server.http_addr.map(|a| a.to_string());
+        assert_eq!(http_addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(cli.settings.tokens.jwks_max_age, Duration::from_secs(60));
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
     }
 

@@ -5,6 +5,8 @@
 //! - [`grpc`] — transport: thin handlers that decode requests into domain
 //!   values, call [`accounts`] and encode the reply; the bearer interceptor,
 //!   status mapping, the call log, health and the server.
+//! - [`web`] — transport too: the HTTP listener (the JWKS), an axum router
+//!   whose handlers call [`accounts`].
 //! - [`accounts`] — the application: one method per use case, over domain
 //!   types; the login throttle. No tonic or protobuf types.
 //! - [`persistence`] — storage: entities, queries, error classification,
@@ -27,6 +29,7 @@ pub mod persistence;
 pub mod startup;
 pub mod telemetry;
 pub mod tokens;
+pub mod web;
 
 /// Code generated from `proto/auth.proto`.
 pub mod pb {

@@ -1,5 +1,5 @@
 //! Wiring: settings → signing key → database → the application → the gRPC
-//! server.
+//! server, and the HTTP one when `AUTH_HTTP_ADDR` is set.
 //!
 //! [`Application::build`] does everything that can fail at start-up (key,
 //! connect, migrate, bind) so `serve` fails fast with one clear message;
@@ -10,7 +10,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     accounts::{Accounts, LoginThrottle, PageTokenCodec},
@@ -19,11 +19,14 @@ use crate::{
     passwords::Hasher,
     persistence::{self, RefreshTokens, UserProfiles},
     tokens::{TokenCodec, keys},
+    web,
 };
 
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The HTTP listener and its address, when one is configured.
+    http: Option<(TcpListener, SocketAddr)>,
     accounts: Accounts,
     db: DatabaseConnection,
     settings: Settings,
@@ -31,7 +34,8 @@ pub struct Application {
 
 impl Application {
     /// Loads the signing key, connects to the database, applies pending
-    /// migrations and binds the listen address (port 0 picks a free port).
+    /// migrations and binds the listen address, and the HTTP address if
+    /// set (port 0 picks a free port).
     ///
     /// # Errors
     /// Unreachable database, failed migration, missing signing key, address in use.
@@ -81,9 +85,20 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener.local_addr()?;
+        let http = match settings.server.http_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for HTTP"))?;
+                let local_addr = listener.local_addr()?;
+                Some((listener, local_addr))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
+            http,
             accounts,
             db,
             settings,
@@ -95,34 +110,76 @@ impl Application {
         self.local_addr
     }
 
+    /// Where the HTTP listener listens (the real port when 0 was asked
+    /// for); `None` when `AUTH_HTTP_ADDR` is unset.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|&(_, addr)| addr)
+    }
+
     pub fn database(&self) -> &DatabaseConnection {
         &self.db
     }
 
     /// Serves until `shutdown` resolves, then stops accepting calls, lets
-    /// the ones in flight finish and closes the database pool.
+    /// the ones in flight finish and closes the database pool. The gRPC and
+    /// HTTP servers stop together: on `shutdown`, or when either ends first
+    /// (a failure), each within the shutdown grace period.
     ///
     /// # Errors
-    /// The server failed (not a single call: those become statuses).
+    /// A server failed (not a single call: those become statuses).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let db = self.db.clone();
+        let Self {
+            listener,
+            http,
+            accounts,
+            db,
+            settings,
+            ..
+        } = self;
         // Installed now: a SIGHUP's default action would end the process.
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloader = tokio::spawn(reload_keys_on_sighup(
             hangups,
-            self.accounts.token_codec(),
-            self.settings.clone(),
+            accounts.token_codec(),
+            settings.clone(),
         ));
-        let served = grpc::serve(
-            self.listener,
-            self.accounts,
-            self.db,
-            &self.settings,
-            shutdown,
-        )
-        .await;
+        // One stop signal for both servers, raised by the first of them to end.
+        let (stop, stopping) = watch::channel(false);
+        let stopped = |mut stopping: watch::Receiver<bool>| async move {
+            // An error means `stop` is gone, which only happens once we are done.
+            let _ = stopping.wait_for(|&stop| stop).await;
+        };
+        let signal = async {
+            tokio::select! {
+                () = shutdown => {},
+                () = stopped(stopping.clone()) => {},
+            }
+            stop.send_replace(true);
+        };
+        let grpc_accounts = accounts.clone();
+        let grpc = async {
+            let served = grpc::serve(
+                listener,
+                grpc_accounts,
+                db.clone(),
+                &settings,
+                stopped(stopping.clone()),
+            )
+            .await;
+            stop.send_replace(true);
+            served
+        };
+        let http = async {
+            let Some((listener, _)) = http else {
+                return Ok(());
+            };
+            let served = web::serve(listener, accounts, &settings, stopped(stopping.clone())).await;
+            stop.send_replace(true);
+            served
+        };
+        let ((), grpc, http) = tokio::join!(signal, grpc, http);
         reloader.abort();
-        served?;
+        grpc.and(http)?;
         tracing::info!("server stopped");
         db.close().await?;
         Ok(())

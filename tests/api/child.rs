@@ -82,6 +82,7 @@ pub struct ServeOptions {
     env: Vec<(String, String)>,
     log: Option<String>,
     signing_key: bool,
+    http: bool,
 }
 
 impl ServeOptions {
@@ -108,6 +109,13 @@ impl ServeOptions {
         self
     }
 
+    /// Also serves HTTP (`AUTH_HTTP_ADDR`) on a free port of its own:
+    /// [`ChildServer::http_addr`].
+    pub fn with_http(mut self) -> Self {
+        self.http = true;
+        self
+    }
+
     /// Starts the server and waits until it answers SERVING; an exit before
     /// that fails the test, with the child's stderr.
     pub async fn start(self) -> ChildServer {
@@ -121,12 +129,13 @@ impl ServeOptions {
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
             let addr = free_addr();
-            let mut server = self.spawn(addr);
+            let http_addr = self.http.then(free_addr);
+            let mut server = self.spawn(addr, http_addr);
             if server.wait_until_serving().await {
                 return Ok(server);
             }
-            // It exited. The free port may have been taken between our probe
-            // and its bind (other tests run in parallel): try another one.
+            // It exited. A free port may have been taken between our probe
+            // and its bind (other tests run in parallel): try other ones.
             let output = server.wait(Duration::from_secs(10)).await;
             let err = stderr(&output);
             if attempt < ATTEMPTS && err.contains("cannot listen") {
@@ -141,11 +150,14 @@ impl ServeOptions {
         Err("the server never started".to_owned())
     }
 
-    fn spawn(&self, addr: SocketAddr) -> ChildServer {
+    fn spawn(&self, addr: SocketAddr, http_addr: Option<SocketAddr>) -> ChildServer {
         let mut command = tokio::process::Command::from(auth_service(&["serve"]));
         command
             .env("AUTH_DATABASE_URL", &self.database_url)
             .env("AUTH_LISTEN_ADDR", addr.to_string());
+        if let Some(http_addr) = http_addr {
+            command.env("AUTH_HTTP_ADDR", http_addr.to_string());
+        }
         if self.signing_key {
             command.env("AUTH_JWT_SECRET", SECRET);
         }
@@ -180,6 +192,7 @@ impl ServeOptions {
         ChildServer {
             child,
             addr,
+            http_addr,
             stderr,
         }
     }
@@ -190,6 +203,7 @@ impl ServeOptions {
 pub struct ChildServer {
     child: Child,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     /// Everything the child wrote to stderr, once it closes it.
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
@@ -202,6 +216,7 @@ impl ChildServer {
             env: Vec::new(),
             log: None,
             signing_key: true,
+            http: false,
         }
     }
 
@@ -218,6 +233,11 @@ impl ChildServer {
         env: &[(&str, &str)],
     ) -> Result<ChildServer, String> {
         Self::on(database_url).envs(env).try_start().await
+    }
+
+    /// Where it serves HTTP, when started [`ServeOptions::with_http`].
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     pub fn uri(&self) -> String {
@@ -315,7 +335,7 @@ impl ChildServer {
 }
 
 /// A port nobody listens on right now.
-fn free_addr() -> SocketAddr {
+pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("no free port")

@@ -160,7 +160,7 @@ async fn serve_generates_a_private_key_file_and_stops_cleanly_on_sigterm() {
 
 /// Far longer than a refusal takes, even on a loaded machine: a `serve`
 /// still running then has started instead of refusing to.
-const START_REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
+pub const START_REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `serve` on a fresh SQLite database whose key file holds `key` with
 /// `mode`; the output, which must be a refusal, and the key file's path.

@@ -143,6 +143,9 @@ impl Drop for TestDatabase {
 /// The running server and clients for it.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The HTTP listener's address, when the settings turned it on
+    /// (`settings.server.http_addr`).
+    pub http_addr: Option<std::net::SocketAddr>,
     pub auth: AuthServiceClient<Channel>,
     pub users: UserServiceClient<Channel>,
     /// The server's own pool, for arranging state the API cannot (deactivating a user).
@@ -201,6 +204,7 @@ impl TestApp {
             .await
             .expect("server failed to start");
         let addr = app.local_addr();
+        let http_addr = app.http_addr();
         let db = app.database().clone();
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
@@ -211,6 +215,7 @@ impl TestApp {
             .connect_lazy();
         TestApp {
             addr,
+            http_addr,
             auth: AuthServiceClient::new(channel.clone()),
             users: UserServiceClient::new(channel),
             db,

@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod hostile_input;
 mod jwks;
+mod jwks_http;
 mod login;
 mod logout;
 mod outage;

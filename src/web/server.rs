@@ -1,0 +1,59 @@
+//! The HTTP server: the [`router`](super::router) served on its own
+//! listener, HTTP/1.1 (and h2c), stopped with the gRPC server.
+
+use std::{future::Future, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+
+use crate::{accounts::Accounts, config::Settings};
+
+/// Serves the HTTP routes on `listener` until `shutdown` resolves, then
+/// stops accepting connections and lets the requests in flight finish, for
+/// at most the shutdown grace period (as [`crate::grpc::serve`]).
+///
+/// The connections are tonic's transport (hyper's HTTP/1.1 and HTTP/2
+/// server with graceful shutdown and a header read timeout), told to accept
+/// HTTP/1.1: it serves any axum router, and needs no HTTP server of our own.
+///
+/// # Errors
+/// The server failed, or requests were still in flight when the grace
+/// period ended.
+pub async fn serve(
+    listener: TcpListener,
+    accounts: Accounts,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let routes = Routes::from(super::router(accounts, settings)).prepare();
+    let local_addr = listener.local_addr()?;
+    tracing::info!(addr = %local_addr, "serving HTTP");
+    // Dead peers' idle keep-alive connections are noticed and dropped.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let (signalled, on_signal) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        });
+    let grace = settings.server.shutdown_grace;
+    let grace_over = async move {
+        match on_signal.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(|e| anyhow::anyhow!("HTTP server on {local_addr}: {e}")),
+        () = grace_over => Err(anyhow::anyhow!(
+            "shutdown grace period ({grace:?}) over with HTTP requests still in flight; they were cut off"
+        )),
+    }
+}
