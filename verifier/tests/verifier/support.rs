@@ -109,8 +109,8 @@ impl TestKey {
         self.sign(&access_claims(user_id))
     }
 
-    /// The public key's raw `x` (Ed25519) — what an HS256 forger would use
-    /// as the "secret" in an algorithm-confusion attack.
+    /// The public key as published (its JWK JSON): what an HS256 forger
+    /// would use as the "secret" in an algorithm-confusion attack.
     pub fn public_bytes(&self) -> Vec<u8> {
         self.jwk.to_string().into_bytes()
     }
