@@ -11,6 +11,7 @@ mod crash;
 mod hardening;
 mod helpers;
 mod hostile_input;
+mod interop;
 mod jwks;
 mod jwks_http;
 mod login;
