@@ -24,4 +24,5 @@ mod reuse_detection;
 mod service;
 mod throttle;
 mod users;
+mod verifier_e2e;
 mod verify;

@@ -1,0 +1,237 @@
+//! The verifier crate in a consuming tonic service, end to end against the
+//! real auth-service binary: tokens it issues are accepted with the right
+//! user, bad ones refused; a key rotation (SIGHUP) reaches the consumer
+//! without a restart; with the auth service gone, the consumer keeps
+//! verifying with the keys it has.
+
+use std::{path::PathBuf, time::Duration};
+
+use auth_service::pb::{
+    self,
+    user_service_client::UserServiceClient,
+    user_service_server::{UserService, UserServiceServer},
+};
+use auth_verifier::{Algorithm, AuthenticatedUser, Verifier};
+use tokio::net::TcpListener;
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Channel, Server, server::TcpIncoming},
+};
+
+use crate::{
+    child::ChildServer,
+    helpers::{Backend, PASSWORD, TestDatabase, bearer, claims, register_request},
+};
+
+fn key(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name)
+}
+
+/// The consumer: a service that answers with the user the verifier found.
+struct Consumer;
+
+#[tonic::async_trait]
+impl UserService for Consumer {
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let user = request
+            .extensions()
+            .get::<AuthenticatedUser>()
+            .ok_or_else(|| Status::internal("no AuthenticatedUser"))?;
+        Ok(Response::new(pb::User {
+            id: user.user_id,
+            ..pb::User::default()
+        }))
+    }
+
+    async fn update_avatar(
+        &self,
+        _: Request<pb::UpdateAvatarRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Err(Status::unimplemented("not the consumer's"))
+    }
+
+    async fn list_users(
+        &self,
+        _: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Err(Status::unimplemented("not the consumer's"))
+    }
+}
+
+/// Serves [`Consumer`] behind `verifier`'s layer; a client for it.
+async fn consumer(verifier: &Verifier) -> UserServiceClient<Channel> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = UserServiceServer::new(Consumer);
+    let layer = verifier.layer();
+    tokio::spawn(async move {
+        Server::builder()
+            .layer(layer)
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    UserServiceClient::new(channel)
+}
+
+async fn me(client: &UserServiceClient<Channel>, token: &str) -> Result<i64, Status> {
+    let answer = client
+        .clone()
+        .get_me(bearer(pb::GetMeRequest {}, token))
+        .await?;
+    Ok(answer.into_inner().id)
+}
+
+/// A token signed with the test key `file`, under `kid`.
+fn sign(alg: Algorithm, file: &str, kid: &str, payload: &serde_json::Value) -> String {
+    let pem = std::fs::read(key(file)).unwrap();
+    let key = match alg {
+        Algorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+        Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+    }
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, payload, &key).unwrap()
+}
+
+#[tokio::test]
+async fn a_consuming_service_verifies_our_tokens_through_rotation_and_outage() {
+    let cases = [
+        (Algorithm::EdDSA, "EdDSA", "ed25519-1.pem", "ed25519-2.pem"),
+        (Algorithm::ES256, "ES256", "p256-1.pem", "p256-2.pem"),
+        (Algorithm::RS256, "RS256", "rsa-1.pem", "rsa-2.pem"),
+    ];
+    for (algorithm, alg, first, second) in cases {
+        let database = TestDatabase::create(&Backend::Sqlite).await;
+        let dir = tempfile::tempdir().unwrap();
+        let signing = dir.path().join("signing.pem");
+        let verify = dir.path().join("verify.pem");
+        std::fs::copy(key(first), &signing).unwrap();
+        std::fs::copy(key(first), &verify).unwrap();
+        let env = [
+            ("AUTH_JWT_ALGORITHM", alg),
+            ("AUTH_JWT_PRIVATE_KEY_FILE", signing.to_str().unwrap()),
+            ("AUTH_JWT_VERIFY_KEY_FILES", verify.to_str().unwrap()),
+        ];
+        let auth_server = ChildServer::on(&database.url).envs(&env).start().await;
+        let mut auth = auth_server.auth_client();
+        let user = auth
+            .register(register_request("consumed"))
+            .await
+            .unwrap()
+            .into_inner();
+        let login = pb::ObtainTokenPairRequest {
+            username: "consumed".into(),
+            password: PASSWORD.into(),
+        };
+        let pair = auth
+            .obtain_token_pair(login.clone())
+            .await
+            .unwrap()
+            .into_inner();
+
+        let verifier = Verifier::builder()
+            .jwks_grpc(auth_server.channel())
+            .algorithms([algorithm])
+            .min_refetch_interval(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        let orders = consumer(&verifier).await;
+        assert_eq!(me(&orders, &pair.access).await.unwrap(), user.id, "{alg}");
+
+        // Refused, with the auth service's own messages.
+        let kid = crate::helpers::header(&pair.access)["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut expired = claims(&pair.access);
+        expired["exp"] = (expired["iat"].as_i64().unwrap() - 10).into();
+        let mut tampered = pair.access.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        let payload = claims(&pair.access);
+        let refused = [
+            (
+                "refresh-typed",
+                pair.refresh.clone(),
+                "Token has wrong type",
+            ),
+            (
+                "expired",
+                sign(algorithm, first, &kid, &expired),
+                "Token is expired",
+            ),
+            ("tampered", tampered, "Token is invalid"),
+            (
+                "another key, our kid",
+                sign(algorithm, second, &kid, &payload),
+                "Token is invalid",
+            ),
+            (
+                "an unknown kid",
+                sign(algorithm, second, "unknown-kid", &payload),
+                "Token is invalid",
+            ),
+        ];
+        for (case, token, message) in refused {
+            let status = me(&orders, &token).await.unwrap_err();
+            assert_eq!(
+                (status.code(), status.message()),
+                (Code::Unauthenticated, message),
+                "{alg}: {case}"
+            );
+        }
+
+        // Rotation on the auth service, picked up without restarting the consumer.
+        std::fs::copy(key(second), &signing).unwrap();
+        std::fs::copy(key(first), &verify).unwrap();
+        auth_server.signal("HUP");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let set = auth
+                .get_jwks(pb::GetJwksRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if set.keys.len() == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{alg}: not reloaded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rotated = auth.obtain_token_pair(login).await.unwrap().into_inner();
+        // The unknown-kid probe above just used up the rate-limited refetch.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_ne!(crate::helpers::header(&rotated.access)["kid"], kid.as_str());
+        assert_eq!(
+            me(&orders, &rotated.access).await.unwrap(),
+            user.id,
+            "{alg}"
+        );
+        assert_eq!(me(&orders, &pair.access).await.unwrap(), user.id, "{alg}");
+
+        // The auth service gone: the consumer goes on with the keys it has.
+        let output = auth_server.terminate(Duration::from_secs(30)).await;
+        assert!(output.status.success());
+        assert_eq!(
+            me(&orders, &rotated.access).await.unwrap(),
+            user.id,
+            "{alg}"
+        );
+        assert_eq!(me(&orders, &pair.access).await.unwrap(), user.id, "{alg}");
+    }
+}
