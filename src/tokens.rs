@@ -9,13 +9,20 @@
 pub mod keys;
 pub mod signing_key;
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 
 pub use keys::KeyRing;
+
+/// Verified tokens remembered (public-key algorithms): a few MiB at most.
+const VERIFIED_TOKENS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenType {
@@ -138,6 +145,13 @@ pub fn expired_before(now: chrono::NaiveDateTime, leeway: Duration) -> chrono::N
 /// can replace while calls are in flight.
 pub struct TokenCodec {
     keys: ArcSwap<KeyRing>,
+    /// Bumped by every [`TokenCodec::replace_keys`]: a token verified with
+    /// an older ring is verified again.
+    generation: AtomicU64,
+    /// Tokens whose signature checked out, by the whole token, with the
+    /// ring generation that checked them; only for public-key algorithms,
+    /// whose verification costs far more than a lookup.
+    verified: Option<quick_cache::sync::Cache<String, (u64, Claims)>>,
     validation: Validation,
     /// Seconds of clock skew tolerated.
     leeway: i64,
@@ -191,7 +205,11 @@ impl TokenCodec {
         let seconds = |d: Duration| {
             i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("token lifetime too long"))
         };
+        let verified = (keys.algorithm() != jsonwebtoken::Algorithm::HS256)
+            .then(|| quick_cache::sync::Cache::new(VERIFIED_TOKENS));
         Ok(Self {
+            verified,
+            generation: AtomicU64::new(0),
             keys: ArcSwap::from_pointee(keys),
             validation,
             leeway: 0,
@@ -240,6 +258,10 @@ impl TokenCodec {
             self.keys.load().algorithm()
         );
         self.keys.store(std::sync::Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(verified) = &self.verified {
+            verified.clear();
+        }
         Ok(())
     }
 
@@ -329,6 +351,31 @@ impl TokenCodec {
     /// # Errors
     /// The [`TokenError`] simplejwt would raise for the same token.
     pub fn decode(
+        &self,
+        token: &str,
+        expected: Option<TokenType>,
+        now: i64,
+    ) -> Result<Claims, TokenError> {
+        let Some(verified) = &self.verified else {
+            return self.verify(token, expected, now);
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((checked_by, claims)) = verified.get(token) {
+            // Never past `exp` (as the library counts it), never after a reload.
+            if checked_by == generation && claims.exp >= now.saturating_sub(self.leeway) {
+                if expected.is_some_and(|expected| expected != claims.token_type) {
+                    return Err(TokenError::WrongType);
+                }
+                return Ok(claims);
+            }
+        }
+        let claims = self.verify(token, expected, now)?;
+        verified.insert(token.to_owned(), (generation, claims.clone()));
+        Ok(claims)
+    }
+
+    /// [`Self::decode`] without the cache.
+    fn verify(
         &self,
         token: &str,
         expected: Option<TokenType>,
@@ -608,6 +655,70 @@ mod tests {
         );
         assert_eq!(
             codec.decode("not a token", None, now),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    fn ed25519(file: &str) -> KeyRing {
+        let pem = match file {
+            "1" => include_str!("../tests/keys/ed25519-1.pem"),
+            _ => include_str!("../tests/keys/ed25519-2.pem"),
+        };
+        KeyRing::asymmetric(jsonwebtoken::Algorithm::EdDSA, (file, pem), &[]).unwrap()
+    }
+
+    fn eddsa_codec() -> TokenCodec {
+        TokenCodec::with_keys(
+            ed25519("1"),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_is_not_trusted_past_its_expiry() {
+        let codec = eddsa_codec();
+        let now = unix_now();
+        let refresh = codec.issue_refresh(42, now).unwrap();
+        let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
+        let decoded = codec.decode(&access.token, Some(TokenType::Access), now);
+        assert_eq!(decoded.as_ref().map(|c| c.user_id), Ok(42));
+        // Remembered now; still the same answers.
+        assert_eq!(
+            codec.decode(&access.token, Some(TokenType::Access), now),
+            decoded
+        );
+        assert_eq!(
+            codec.decode(&access.token, Some(TokenType::Refresh), now),
+            Err(TokenError::WrongType)
+        );
+        // `exp` passes (the library counts on the real clock).
+        let short =
+            TokenCodec::with_keys(ed25519("1"), Duration::from_secs(1), Duration::from_secs(9))
+                .unwrap();
+        let refresh = short.issue_refresh(42, unix_now()).unwrap();
+        let access = short
+            .access_from_refresh(&refresh.claims, unix_now())
+            .unwrap();
+        assert!(short.decode(&access.token, None, unix_now()).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(
+            short.decode(&access.token, None, unix_now()),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_reload_forgets_the_tokens_the_old_keys_verified() {
+        let codec = eddsa_codec();
+        let now = unix_now();
+        let refresh = codec.issue_refresh(42, now).unwrap();
+        let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
+        assert!(codec.decode(&access.token, None, now).is_ok());
+        codec.replace_keys(ed25519("2")).unwrap();
+        assert_eq!(
+            codec.decode(&access.token, None, now),
             Err(TokenError::Invalid)
         );
     }
