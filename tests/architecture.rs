@@ -43,7 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // Transport too: the HTTP listener.
-    ("web", &["accounts", "config"]),
+    ("web", &["accounts", "config", "grpc"]),
     (
         "startup",
         &[

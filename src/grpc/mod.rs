@@ -17,4 +17,5 @@ mod status;
 mod users;
 
 pub use bearer::BearerAuth;
+pub(crate) use server::serve_with_grace;
 pub use server::{MAX_REQUEST_BYTES, serve};

@@ -1,7 +1,7 @@
 //! The tonic server: limits, the call-log layer, and every service
 //! (health, reflection, AuthService, UserService behind the bearer check).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::oneshot};
@@ -69,44 +69,65 @@ pub async fn serve(
     let local_addr = listener.local_addr()?;
     tracing::info!(addr = %local_addr, "serving gRPC");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (signalled, on_signal) = oneshot::channel::<()>();
-    let server = Server::builder()
-        // One client cannot hog the server: bounded streams per
-        // connection, and dead peers are noticed and dropped.
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
-        .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
-        .layer(CallLogLayer)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(auth)
-        .add_service(users)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            let _ = signalled.send(());
-        });
-    // Graceful shutdown waits for every connection to close; a client
-    // that ignores GOAWAY must not keep the process up for ever.
     let grace = settings.server.shutdown_grace;
+    let served = serve_with_grace(shutdown, grace, "calls", |signal| {
+        Server::builder()
+            // One client cannot hog the server: bounded streams per
+            // connection, and dead peers are noticed and dropped.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
+            .layer(CallLogLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .add_service(users)
+            .serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await;
+    watcher.abort();
+    served
+}
+
+/// Runs `server` (a tonic server that stops accepting when the future it is
+/// handed resolves) until `shutdown`; then what is `in_flight` gets the
+/// shutdown `grace` to finish. Graceful shutdown waits for every connection
+/// to close: a client that ignores GOAWAY must not keep the process up for
+/// ever.
+///
+/// # Errors
+/// The server's, or work still in flight when the grace period ended: it
+/// was cut off, which the exit status must say, not only a log line.
+pub(crate) async fn serve_with_grace<'a, S>(
+    shutdown: impl Future<Output = ()> + Send + 'a,
+    grace: Duration,
+    in_flight: &str,
+    server: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send + 'a>>) -> S,
+) -> anyhow::Result<()>
+where
+    S: Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let (signalled, on_signal) = oneshot::channel::<()>();
+    let server = server(Box::pin(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    }));
     let grace_over = async move {
         match on_signal.await {
             Ok(()) => tokio::time::sleep(grace).await,
             Err(_) => std::future::pending().await,
         }
     };
-    let served = tokio::select! {
-        result = server => result.map_err(anyhow::Error::from),
+    tokio::select! {
+        result = server => Ok(result?),
         () = grace_over => Err(anyhow::anyhow!(
-            // Calls were cut off: say so in the exit status, not only in a log line.
-            "shutdown grace period ({grace:?}) over with calls still in flight; they were cut off"
+            "shutdown grace period ({grace:?}) over with {in_flight} still in flight; they were cut off"
         )),
-    };
-    watcher.abort();
-    served
+    }
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

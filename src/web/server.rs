@@ -3,13 +3,14 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot};
+use anyhow::Context;
+use tokio::net::TcpListener;
 use tonic::{
     service::Routes,
     transport::{Server, server::TcpIncoming},
 };
 
-use crate::{accounts::Accounts, config::Settings};
+use crate::{accounts::Accounts, config::Settings, grpc::serve_with_grace};
 
 /// Serves the HTTP routes on `listener` until `shutdown` resolves, then
 /// stops accepting connections and lets the requests in flight finish, for
@@ -35,25 +36,13 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let (signalled, on_signal) = oneshot::channel::<()>();
-    let server = Server::builder()
-        .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            let _ = signalled.send(());
-        });
     let grace = settings.server.shutdown_grace;
-    let grace_over = async move {
-        match on_signal.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = server => result.map_err(|e| anyhow::anyhow!("HTTP server on {local_addr}: {e}")),
-        () = grace_over => Err(anyhow::anyhow!(
-            "shutdown grace period ({grace:?}) over with HTTP requests still in flight; they were cut off"
-        )),
-    }
+    serve_with_grace(shutdown, grace, "HTTP requests", |signal| {
+        Server::builder()
+            .accept_http1(true)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await
+    .with_context(|| format!("HTTP server on {local_addr}"))
 }
