@@ -378,7 +378,27 @@ async fn sighup_reloads_the_keys_without_a_restart() {
     let first = login(&mut auth).await;
     let old_kid = kids(&mut auth).await.remove(0);
 
-    // Rotate: the new key signs, the old one still verifies.
+    // Rotate: the new key signs, the old one still verifies. Calls keep
+    // going through the reload: none may fail.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn({
+        let mut auth = auth.clone();
+        let token = first.access.clone();
+        async move {
+            let mut calls = 0u32;
+            while !*stopped.borrow_and_update() {
+                let request = pb::VerifyTokenRequest {
+                    token: token.clone(),
+                };
+                auth.verify_token(request)
+                    .await
+                    .unwrap_or_else(|status| panic!("a call failed during the reload: {status:?}"));
+                calls += 1;
+            }
+            calls
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     copy("ed25519-2.pem", &signing);
     copy("ed25519-1.pem", &verify);
     server.signal("HUP");
@@ -395,6 +415,10 @@ async fn sighup_reloads_the_keys_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(rotated[1], old_kid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send_replace(true);
+    let calls = load.await.unwrap();
+    assert!(calls > 0, "no call went through during the reload");
     let second = login(&mut auth).await;
     assert_eq!(header(&second.access)["kid"], rotated[0].as_str());
     let verify_call = async |auth: &mut pb::auth_service_client::AuthServiceClient<_>,
