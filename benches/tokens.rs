@@ -28,7 +28,7 @@ fn codec() -> TokenCodec {
 
 /// A refresh token and an access token derived from it, issued `now`.
 fn pair(codec: &TokenCodec, now: i64) -> (IssuedToken, IssuedToken) {
-    let refresh = codec.issue_refresh(42, now).unwrap();
+    let refresh = codec.issue_refresh(42, 0, now).unwrap();
     let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
     (refresh, access)
 }
@@ -40,7 +40,7 @@ fn jwt(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("jwt");
     group.bench_function("issue_refresh", |b| {
-        b.iter(|| codec.issue_refresh(42, now));
+        b.iter(|| codec.issue_refresh(42, 0, now));
     });
     group.bench_function("access_from_refresh", |b| {
         b.iter(|| codec.access_from_refresh(&refresh.claims, now));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::DbErr;
 
-use crate::{persistence::StoreError, tokens::TokenError};
+use crate::{domain::RevocationReason, persistence::StoreError, tokens::TokenError};
 
 /// The message simplejwt answers for every failed login.
 pub const INVALID_CREDENTIALS: &str = "No active account found with the given credentials";
@@ -78,6 +78,13 @@ pub enum AuthFailure {
     NotProvided,
     /// An `authorization` value that is not `Bearer <token>`.
     BadAuthorizationHeader,
+    /// A token issued before its user's password was changed.
+    PasswordChanged,
+    /// A token issued before its user's tokens were revoked (LogoutAll,
+    /// deactivation).
+    TokenRevoked,
+    /// ChangePassword with a wrong current password.
+    WrongCurrentPassword,
 }
 
 impl AuthFailure {
@@ -99,6 +106,16 @@ impl AuthFailure {
             Self::BadAuthorizationHeader => (
                 "Authorization header must contain two space-delimited values",
                 "bad_authorization_header",
+            ),
+            Self::PasswordChanged => ("The user's password has been changed.", "password_changed"),
+            Self::TokenRevoked => (
+                "The user's tokens have been revoked; log in again.",
+                "token_revoked",
+            ),
+            // Django's PasswordChangeForm.
+            Self::WrongCurrentPassword => (
+                "Your old password was entered incorrectly. Please enter it again.",
+                "password_incorrect",
             ),
         }
     }
@@ -150,6 +167,15 @@ impl Error {
         Self::Overloaded {
             message: "Too many password checks in progress; retry shortly",
             retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl From<RevocationReason> for AuthFailure {
+    fn from(reason: RevocationReason) -> Self {
+        match reason {
+            RevocationReason::PasswordChanged => Self::PasswordChanged,
+            RevocationReason::TokenRevoked => Self::TokenRevoked,
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct Claims {
     pub iat: i64,
     pub jti: String,
     pub user_id: i64,
+    /// The user's token generation at issue (claim `gen`, ours only: a
+    /// simplejwt peer neither writes nor reads it). See
+    /// [`crate::domain::User::revokes`].
+    pub generation: Option<i64>,
 }
 
 /// A freshly signed token and the claims inside it.
@@ -109,6 +113,8 @@ struct OutgoingClaims<'a> {
     iat: i64,
     jti: &'a str,
     user_id: String,
+    #[serde(rename = "gen")]
+    generation: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +130,8 @@ struct IncomingClaims {
     iat: Option<serde_json::Value>,
     jti: Option<serde_json::Value>,
     user_id: Option<serde_json::Value>,
+    #[serde(rename = "gen")]
+    generation: Option<serde_json::Value>,
 }
 
 /// The longest `jti` accepted: the blacklist's column (simplejwt's is 255,
@@ -291,11 +299,17 @@ impl TokenCodec {
         self.keys.load().public_keys().clone()
     }
 
-    /// A refresh token for `user_id`, as `RefreshToken.for_user`.
-    pub fn issue_refresh(&self, user_id: i64, now: i64) -> anyhow::Result<IssuedToken> {
+    /// A refresh token for `user_id`, as `RefreshToken.for_user`, under
+    /// the user's current token `generation`.
+    pub fn issue_refresh(
+        &self,
+        user_id: i64,
+        generation: i64,
+        now: i64,
+    ) -> anyhow::Result<IssuedToken> {
         self.issue(
             TokenType::Refresh,
-            user_id,
+            (user_id, generation),
             now,
             now + self.refresh_lifetime,
         )
@@ -304,9 +318,12 @@ impl TokenCodec {
     /// An access token derived from a verified refresh token: same user, its
     /// own `jti`, `iat` and `exp` (simplejwt 5.5.1 `RefreshToken.access_token`).
     pub fn access_from_refresh(&self, refresh: &Claims, now: i64) -> anyhow::Result<IssuedToken> {
+        // Set by the caller for a refresh token of a Django peer's, which
+        // has none (see `Accounts::refresh`).
+        let generation = refresh.generation.unwrap_or_default();
         self.issue(
             TokenType::Access,
-            refresh.user_id,
+            (refresh.user_id, generation),
             now,
             now + self.access_lifetime,
         )
@@ -315,7 +332,7 @@ impl TokenCodec {
     fn issue(
         &self,
         token_type: TokenType,
-        user_id: i64,
+        (user_id, generation): (i64, i64),
         iat: i64,
         exp: i64,
     ) -> anyhow::Result<IssuedToken> {
@@ -326,6 +343,7 @@ impl TokenCodec {
             iat,
             jti: &jti,
             user_id: user_id.to_string(),
+            generation,
             aud: self.audience.as_deref(),
             iss: self.issuer.as_deref(),
         };
@@ -340,6 +358,7 @@ impl TokenCodec {
                 iat,
                 jti,
                 user_id,
+                generation: Some(generation),
             },
         })
     }
@@ -436,12 +455,17 @@ impl TokenCodec {
             .as_ref()
             .and_then(parse_user_id)
             .ok_or(TokenError::NoUserId)?;
+        let generation = match raw.generation {
+            None => None,
+            Some(value) => Some(value.as_i64().ok_or(TokenError::Invalid)?),
+        };
         Ok(Claims {
             token_type,
             exp,
             iat,
             jti,
             user_id,
+            generation,
         })
     }
 }
@@ -495,7 +519,7 @@ mod tests {
     #[test]
     fn refresh_and_access_claims_match_simplejwt() {
         let codec = codec();
-        let refresh = codec.issue_refresh(42, NOW).unwrap();
+        let refresh = codec.issue_refresh(42, 0, NOW).unwrap();
         let body = payload(&refresh.token);
         assert_eq!(body["token_type"], "refresh");
         assert_eq!(body["user_id"], "42");
@@ -523,7 +547,7 @@ mod tests {
     fn round_trips_and_checks_type() {
         let codec = codec();
         let now = unix_now();
-        let refresh = codec.issue_refresh(7, now).unwrap();
+        let refresh = codec.issue_refresh(7, 0, now).unwrap();
         assert_eq!(
             codec.decode(&refresh.token, Some(TokenType::Refresh), now),
             Ok(refresh.claims)
@@ -680,7 +704,7 @@ mod tests {
     fn a_remembered_token_is_not_trusted_past_its_expiry() {
         let codec = eddsa_codec();
         let now = unix_now();
-        let refresh = codec.issue_refresh(42, now).unwrap();
+        let refresh = codec.issue_refresh(42, 0, now).unwrap();
         let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
         let decoded = codec.decode(&access.token, Some(TokenType::Access), now);
         assert_eq!(decoded.as_ref().map(|c| c.user_id), Ok(42));
@@ -697,7 +721,7 @@ mod tests {
         let short =
             TokenCodec::with_keys(ed25519("1"), Duration::from_secs(1), Duration::from_secs(9))
                 .unwrap();
-        let refresh = short.issue_refresh(42, unix_now()).unwrap();
+        let refresh = short.issue_refresh(42, 0, unix_now()).unwrap();
         let access = short
             .access_from_refresh(&refresh.claims, unix_now())
             .unwrap();
@@ -713,7 +737,7 @@ mod tests {
     fn a_reload_forgets_the_tokens_the_old_keys_verified() {
         let codec = eddsa_codec();
         let now = unix_now();
-        let refresh = codec.issue_refresh(42, now).unwrap();
+        let refresh = codec.issue_refresh(42, 0, now).unwrap();
         let access = codec.access_from_refresh(&refresh.claims, now).unwrap();
         assert!(codec.decode(&access.token, None, now).is_ok());
         codec.replace_keys(ed25519("2")).unwrap();

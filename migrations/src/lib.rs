@@ -15,6 +15,7 @@ mod m20261129_000002_create_token_blacklist;
 mod m20261129_000003_create_login_attempts;
 mod m20261206_000004_blacklist_reason;
 mod m20261206_000005_login_attempts_in_flight;
+mod m20261206_000006_token_revocation;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_create_login_attempts::Migration),
             Box::new(m20261206_000004_blacklist_reason::Migration),
             Box::new(m20261206_000005_login_attempts_in_flight::Migration),
+            Box::new(m20261206_000006_token_revocation::Migration),
         ]
     }
 }

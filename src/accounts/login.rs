@@ -6,7 +6,6 @@ use crate::{
     error::{AuthFailure, Error},
     persistence::{db_now, users},
     telemetry::record_user,
-    tokens::unix_now,
 };
 
 impl Accounts {
@@ -53,16 +52,7 @@ impl Accounts {
         if self.policy.update_last_login {
             self.users.record_login(user.id, db_now()).await?;
         }
-        let now = unix_now();
-        let refresh = self.tokens.issue_refresh(user.id, now)?;
-        self.refresh_tokens
-            .record_issued(&refresh.claims, db_now())
-            .await?;
-        let access = self.tokens.access_from_refresh(&refresh.claims, now)?;
-        Ok(TokenPair {
-            access: access.token,
-            refresh: Some(refresh.token),
-        })
+        self.issue_pair(user.id, user.token_generation).await
     }
 
     /// Rehashes a correct password whose stored hash is weaker than the

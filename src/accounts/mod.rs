@@ -9,6 +9,7 @@ pub mod login_throttle;
 mod page_token;
 mod profile;
 mod register;
+mod revocation;
 mod sessions;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use login_throttle::LoginThrottle;
 pub use page_token::PageTokenCodec;
 pub use profile::{Page, PageRequest};
 pub use register::NewAccount;
+pub use revocation::PasswordChange;
 pub use sessions::{TokenPair, VerifiedToken};
 
 use crate::{
@@ -27,7 +29,7 @@ use crate::{
     error::{AuthFailure, Error},
     passwords::Hasher,
     persistence::{RefreshTokens, UserProfiles},
-    tokens::TokenCodec,
+    tokens::{Claims, TokenCodec},
 };
 
 /// Everything the use cases share; cheap to clone.
@@ -51,14 +53,18 @@ impl Accounts {
         Arc::clone(&self.tokens)
     }
 
-    /// The user, if it still exists and is active (simplejwt's
-    /// `JWTAuthentication.get_user`): the check behind every call made
-    /// with a token.
-    async fn active_user(&self, user_id: i64) -> Result<User, Error> {
-        match self.users.get(user_id).await? {
-            None => Err(AuthFailure::UserNotFound.into()),
-            Some(user) if !user.is_active => Err(AuthFailure::UserInactive.into()),
-            Some(user) => Ok(user),
+    /// The user behind a token, if it still exists, is active (simplejwt's
+    /// `JWTAuthentication.get_user`) and has not revoked the token since it
+    /// was issued: the check behind every call made with a token.
+    async fn token_user(&self, claims: &Claims) -> Result<User, Error> {
+        let user = match self.users.get(claims.user_id).await? {
+            None => return Err(AuthFailure::UserNotFound.into()),
+            Some(user) if !user.is_active => return Err(AuthFailure::UserInactive.into()),
+            Some(user) => user,
+        };
+        match user.revokes(claims.generation, claims.iat) {
+            Some(reason) => Err(AuthFailure::from(reason).into()),
+            None => Ok(user),
         }
     }
 }

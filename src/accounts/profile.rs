@@ -7,6 +7,7 @@ use crate::{
     domain::{Avatar, User},
     error::{AuthFailure, Error},
     persistence::users,
+    tokens::Claims,
 };
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
@@ -28,34 +29,38 @@ pub struct Page {
 }
 
 impl Accounts {
-    /// The caller's own profile.
+    /// The profile of the caller, who holds the access token `caller`.
     ///
     /// # Errors
-    /// The user is gone or inactive.
-    pub async fn me(&self, user_id: i64) -> Result<User, Error> {
-        self.active_user(user_id).await
+    /// The user is gone, inactive, or revoked the token.
+    pub async fn me(&self, caller: &Claims) -> Result<User, Error> {
+        self.token_user(caller).await
     }
 
     /// Sets (`Some`) or clears (`None`) the caller's avatar.
     ///
     /// # Errors
-    /// The user is gone or inactive.
-    pub async fn update_avatar(&self, user_id: i64, avatar: Option<Avatar>) -> Result<User, Error> {
-        self.active_user(user_id).await?;
+    /// As [`Self::me`].
+    pub async fn update_avatar(
+        &self,
+        caller: &Claims,
+        avatar: Option<Avatar>,
+    ) -> Result<User, Error> {
+        let user_id = self.token_user(caller).await?.id;
         self.users
             .set_avatar(user_id, avatar)
             .await?
             .ok_or(Error::Unauthenticated(AuthFailure::UserNotFound))
     }
 
-    /// A page of users by id, for the caller `user_id`.
+    /// A page of users by id, for the caller.
     ///
     /// # Errors
-    /// The caller is gone or inactive, or not staff where only staff may
-    /// list; a negative size or a page token that is not ours.
-    pub async fn list_users(&self, user_id: i64, page: PageRequest<'_>) -> Result<Page, Error> {
+    /// As [`Self::me`], or not staff where only staff may list; a negative
+    /// size or a page token that is not ours.
+    pub async fn list_users(&self, caller: &Claims, page: PageRequest<'_>) -> Result<Page, Error> {
         // The caller's current row (as cached), not the token's age-old view.
-        let me = self.active_user(user_id).await?;
+        let me = self.token_user(caller).await?;
         if self.list_users == ListUsersAccess::Staff && !me.is_staff {
             return Err(Error::PermissionDenied(
                 "Listing users requires a staff account on this deployment.",

@@ -46,20 +46,27 @@ impl Accounts {
             if self.policy.detects_reuse() {
                 self.revoke_if_reused(&claims).await?;
             }
-            return Err(TokenError::Blacklisted.into());
+            return Err(self.why_blacklisted(&claims).await);
         }
         // A deleted or deactivated user's refresh token yields nothing
         // (CVE-2024-22513 class; simplejwt ≥ 5.4 behaves the same).
-        match self.active_user(claims.user_id).await {
-            Ok(_) => {}
-            Err(Error::Unauthenticated(_)) => {
+        let user = match self.token_user(&claims).await {
+            Ok(user) => user,
+            Err(Error::Unauthenticated(AuthFailure::UserNotFound | AuthFailure::UserInactive)) => {
                 return Err(AuthFailure::NoActiveAccountForToken.into());
             }
             Err(e) => return Err(e),
-        }
+        };
+        // A Django peer's token has no generation; it passed on its `iat`.
+        let claims = Claims {
+            generation: Some(claims.generation.unwrap_or(user.token_generation)),
+            ..claims
+        };
         let access = self.tokens.access_from_refresh(&claims, now)?;
         let refresh = if self.policy.rotate_refresh_tokens {
-            let new = self.tokens.issue_refresh(claims.user_id, now)?;
+            let new = self
+                .tokens
+                .issue_refresh(claims.user_id, user.token_generation, now)?;
             self.refresh_tokens
                 .rotate(
                     &claims,
@@ -115,14 +122,28 @@ impl Accounts {
         if claims.token_type == TokenType::Refresh
             && self.refresh_tokens.is_blacklisted(&claims.jti).await?
         {
-            return Err(TokenError::Blacklisted.into());
+            return Err(self.why_blacklisted(&claims).await);
         }
-        self.active_user(claims.user_id).await?;
+        self.token_user(&claims).await?;
         Ok(VerifiedToken {
             token_type: claims.token_type,
             user_id: claims.user_id,
             expires_at: claims.exp,
         })
+    }
+
+    /// What a blacklisted refresh token is told: that its user revoked it,
+    /// if that is why (a password change blacklists every refresh token of
+    /// the user), or else that it is blacklisted.
+    async fn why_blacklisted(&self, claims: &Claims) -> Error {
+        match self.token_user(claims).await {
+            Err(
+                revoked @ Error::Unauthenticated(
+                    AuthFailure::PasswordChanged | AuthFailure::TokenRevoked,
+                ),
+            ) => revoked,
+            _ => TokenError::Blacklisted.into(),
+        }
     }
 
     /// The public keys consumers verify our tokens with.

@@ -8,7 +8,36 @@ use super::{BLANK, MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS, Username, too_long};
 /// work (no name this long exists, no password this long is hashed).
 pub struct Credentials {
     pub name: LoginName,
-    password: String,
+    password: GivenPassword,
+}
+
+/// A password presented to be checked against a stored hash (a login's,
+/// ChangePassword's current one): not blank, and no longer than any
+/// password we hash, so it costs no more than one verification.
+pub struct GivenPassword(String);
+
+impl GivenPassword {
+    /// # Errors
+    /// DRF's message for a blank or over-long field.
+    pub fn parse(input: String) -> Result<Self, String> {
+        if input.trim().is_empty() {
+            return Err(BLANK.to_owned());
+        }
+        if input.len() > MAX_PASSWORD_BYTES {
+            return Err(too_long(MAX_PASSWORD_BYTES, "bytes"));
+        }
+        Ok(Self(input))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for GivenPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GivenPassword([redacted])")
+    }
 }
 
 /// The name a login gives, reduced to the key users are looked up by.
@@ -27,27 +56,23 @@ impl Credentials {
         username: &str,
         password: String,
     ) -> Result<Self, [(&'static str, Vec<String>); 2]> {
-        let blank = |s: &str| s.trim().is_empty().then(|| BLANK.to_owned());
+        let blank = username.trim().is_empty().then(|| BLANK.to_owned());
         let long_name = (username.chars().count() > MAX_USERNAME_CHARS)
             .then(|| too_long(MAX_USERNAME_CHARS, "characters"));
-        let long_password =
-            (password.len() > MAX_PASSWORD_BYTES).then(|| too_long(MAX_PASSWORD_BYTES, "bytes"));
-        let username_error = blank(username).or(long_name);
-        let password_error = blank(&password).or(long_password);
-        if username_error.is_some() || password_error.is_some() {
-            return Err([
+        match (blank.or(long_name), GivenPassword::parse(password)) {
+            (None, Ok(password)) => Ok(Self {
+                name: LoginName::new(username),
+                password,
+            }),
+            (username_error, password) => Err([
                 ("username", username_error.into_iter().collect()),
-                ("password", password_error.into_iter().collect()),
-            ]);
+                ("password", password.err().into_iter().collect()),
+            ]),
         }
-        Ok(Self {
-            name: LoginName::new(username),
-            password,
-        })
     }
 
     pub fn password(&self) -> &str {
-        &self.password
+        self.password.expose()
     }
 }
 

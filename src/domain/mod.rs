@@ -14,15 +14,15 @@ mod user;
 mod username;
 
 pub use avatar::Avatar;
-pub use credentials::{Credentials, LoginName};
+pub use credentials::{Credentials, GivenPassword, LoginName};
 pub use email::Email;
 pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
 pub use token_text::TokenText;
-pub use user::User;
+pub use user::{RevocationReason, TokensRevoked, User};
 pub use username::{MAX_USERNAME_CHARS, Username};
 
 /// DRF's message for an empty (or all-blank) field.
-const BLANK: &str = "This field may not be blank.";
+pub const BLANK: &str = "This field may not be blank.";
 
 /// DRF's message for a field over its maximum length.
 fn too_long(max: usize, unit: &str) -> String {

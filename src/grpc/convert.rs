@@ -5,8 +5,11 @@ use chrono::NaiveDateTime;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 
 use crate::{
-    accounts::{NewAccount, Page, TokenPair, VerifiedToken},
-    domain::{Avatar, Credentials, Email, Password, TokenText, User, UserAttributes, Username},
+    accounts::{NewAccount, Page, PasswordChange, TokenPair, VerifiedToken},
+    domain::{
+        Avatar, BLANK, Credentials, Email, GivenPassword, Password, TokenText, User,
+        UserAttributes, Username,
+    },
     error::Error,
     pb,
 };
@@ -51,6 +54,28 @@ impl TryFrom<pb::ObtainTokenPairRequest> for Credentials {
 
     fn try_from(req: pb::ObtainTokenPairRequest) -> Result<Self, Error> {
         Credentials::parse(&req.username, req.password).map_err(Error::invalid_fields)
+    }
+}
+
+impl TryFrom<pb::ChangePasswordRequest> for PasswordChange {
+    type Error = Error;
+
+    /// The new password is validated by the application, against the user.
+    fn try_from(req: pb::ChangePasswordRequest) -> Result<Self, Error> {
+        let current = GivenPassword::parse(req.current_password);
+        match (current, req.new_password.is_empty()) {
+            (Ok(current), false) => Ok(Self {
+                current,
+                new: req.new_password,
+            }),
+            (current, new_blank) => Err(Error::invalid_fields([
+                ("current_password", current.err().into_iter().collect()),
+                (
+                    "new_password",
+                    new_blank.then(|| BLANK.to_owned()).into_iter().collect(),
+                ),
+            ])),
+        }
     }
 }
 

@@ -55,14 +55,18 @@ pub async fn serve(
     // Every request of ours is small; a bigger one is refused before it
     // is buffered, let alone parsed.
     let bearer = BearerAuth::new(accounts.token_codec());
+    let client_address = ClientAddress::new(&settings.throttle);
     let auth = AuthServiceServer::new(AuthHandlers {
         accounts: accounts.clone(),
-        client_address: ClientAddress::new(&settings.throttle),
+        client_address: client_address.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     let users = InterceptedService::new(
-        UserServiceServer::new(UserHandlers { accounts })
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        UserServiceServer::new(UserHandlers {
+            accounts,
+            client_address,
+        })
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
         bearer,
     );
 

@@ -4,9 +4,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::avatar_update;
+use super::{client_address::ClientAddress, convert::avatar_update};
 use crate::{
-    accounts::{Accounts, PageRequest},
+    accounts::{Accounts, PageRequest, PasswordChange},
     error::Error,
     pb::{self, user_service_server::UserService},
     telemetry::record_user,
@@ -16,50 +16,73 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(super) struct UserHandlers {
     pub(super) accounts: Accounts,
+    pub(super) client_address: ClientAddress,
 }
 
-/// The caller's user id, from the claims the bearer interceptor verified;
-/// recorded on the call's log line.
-fn caller<T>(request: &Request<T>) -> Result<i64, Error> {
+/// The claims of the caller's access token, which the bearer interceptor
+/// verified; the user id is recorded on the call's log line.
+pub(super) fn caller<T>(request: &mut Request<T>) -> Result<Claims, Error> {
     let claims = request
-        .extensions()
-        .get::<Claims>()
-        .ok_or_else(|| Error::internal("UserService reached without BearerAuth"))?;
+        .extensions_mut()
+        .remove::<Claims>()
+        .ok_or_else(|| Error::internal("reached without BearerAuth"))?;
     record_user(claims.user_id);
-    Ok(claims.user_id)
+    Ok(claims)
 }
 
 #[tonic::async_trait]
 impl UserService for UserHandlers {
     async fn get_me(
         &self,
-        request: Request<pb::GetMeRequest>,
+        mut request: Request<pb::GetMeRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let user = self.accounts.me(caller(&request)?).await?;
+        let user = self.accounts.me(&caller(&mut request)?).await?;
         Ok(Response::new(user.into()))
     }
 
     async fn update_avatar(
         &self,
-        request: Request<pb::UpdateAvatarRequest>,
+        mut request: Request<pb::UpdateAvatarRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let user_id = caller(&request)?;
+        let caller = caller(&mut request)?;
         let avatar = avatar_update(&request.into_inner())?;
-        let user = self.accounts.update_avatar(user_id, avatar).await?;
+        let user = self.accounts.update_avatar(&caller, avatar).await?;
         Ok(Response::new(user.into()))
     }
 
     async fn list_users(
         &self,
-        request: Request<pb::ListUsersRequest>,
+        mut request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let user_id = caller(&request)?;
+        let caller = caller(&mut request)?;
         let request = request.into_inner();
         let page = PageRequest {
             size: request.page_size,
             token: &request.page_token,
         };
-        let page = self.accounts.list_users(user_id, page).await?;
+        let page = self.accounts.list_users(&caller, page).await?;
         Ok(Response::new(page.into()))
+    }
+
+    async fn change_password(
+        &self,
+        mut request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        let caller = caller(&mut request)?;
+        let client = self.client_address.of(&request);
+        let change = PasswordChange::try_from(request.into_inner())?;
+        let pair = self
+            .accounts
+            .change_password(&caller, change, client)
+            .await?;
+        Ok(Response::new(pair.into()))
+    }
+
+    async fn logout_all(
+        &self,
+        mut request: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        self.accounts.log_out_all(&caller(&mut request)?).await?;
+        Ok(Response::new(pb::LogoutAllResponse {}))
     }
 }

@@ -188,6 +188,7 @@ mod tests {
             iat: now.timestamp(),
             jti: "0123456789abcdef0123456789abcdef".to_owned(),
             user_id: 1,
+            generation: Some(0),
         };
         let id = token_blacklist::outstanding_id(&db, &claims, None, now.naive_utc())
             .await

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     config::CacheSettings,
-    domain::{Avatar, User},
+    domain::{Avatar, RevocationReason, User},
 };
 
 #[derive(Debug, Clone)]
@@ -87,6 +87,25 @@ impl UserProfiles {
         let db = self.db.clone();
         let stored = async move { users::set_password_hash(&db, user_id, password_hash).await };
         self.write(user_id, stored).await
+    }
+
+    /// Revokes every token issued to the user so far (with a new password
+    /// hash, if given): the generation the user's next tokens carry, `None`
+    /// if the user is gone.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn revoke_tokens(
+        &self,
+        user_id: i64,
+        reason: RevocationReason,
+        new_password_hash: Option<String>,
+        now: NaiveDateTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let db = self.db.clone();
+        let revoked =
+            async move { users::revoke_tokens(&db, user_id, reason, new_password_hash, now).await };
+        self.write(user_id, revoked).await
     }
 
     /// Records a successful login as the user's `last_login`.

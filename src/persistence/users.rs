@@ -4,8 +4,8 @@
 
 use chrono::NaiveDateTime;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
 };
 
 use super::{StoreError, error::unique_violation};
@@ -13,7 +13,7 @@ use super::{
     at_most_one,
     entities::user::{self, Entity as Users},
 };
-use crate::domain::{self, Avatar, Email, Username};
+use crate::domain::{self, Avatar, Email, RevocationReason, TokensRevoked, Username};
 
 /// A whole user row, password hash included: for logins and commands.
 pub use user::Model as UserRow;
@@ -30,6 +30,11 @@ impl From<UserRow> for domain::User {
             is_superuser: row.is_superuser,
             last_login: row.last_login,
             date_joined: row.date_joined,
+            token_generation: row.token_generation,
+            tokens_revoked: row.tokens_revoked_at.map(|at| TokensRevoked {
+                at: at.and_utc().timestamp(),
+                reason: RevocationReason::parse(row.tokens_revoked_reason.as_deref().unwrap_or("")),
+            }),
         }
     }
 }
@@ -186,6 +191,43 @@ pub(super) async fn set_password_hash(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Revokes every token issued to the user so far, in one transaction with
+/// `new_password_hash` when given: the user's new token generation, `None`
+/// if the user is gone.
+pub(super) async fn revoke_tokens(
+    db: &DatabaseConnection,
+    id: i64,
+    reason: RevocationReason,
+    new_password_hash: Option<String>,
+    now: NaiveDateTime,
+) -> Result<Option<i64>, StoreError> {
+    use sea_orm::sea_query::ExprTrait as _;
+    let txn = super::begin_write(db).await?;
+    let mut update = Users::update_many()
+        .col_expr(
+            user::Column::TokenGeneration,
+            Expr::col(user::Column::TokenGeneration).add(1i64),
+        )
+        .col_expr(user::Column::TokensRevokedAt, Expr::value(Some(now)))
+        .col_expr(
+            user::Column::TokensRevokedReason,
+            Expr::value(Some(reason.as_str())),
+        );
+    if let Some(hash) = new_password_hash {
+        update = update.col_expr(user::Column::Password, Expr::value(hash));
+    }
+    update.filter(user::Column::Id.eq(id)).exec(&txn).await?;
+    // Read back inside the transaction: the generation our own new tokens carry.
+    let generation: Vec<i64> = Users::find_by_id(id)
+        .select_only()
+        .column(user::Column::TokenGeneration)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    at_most_one(generation)
 }
 
 pub(super) async fn record_login(

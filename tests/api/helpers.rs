@@ -510,3 +510,20 @@ pub fn simplejwt_claims(token_type: &str, user_id: i64, ttl: i64) -> serde_json:
         "user_id": user_id.to_string(),
     })
 }
+
+/// The `google.rpc.ErrorInfo` reason of `status` (simplejwt's error code).
+pub fn error_reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// Asserts `result` is UNAUTHENTICATED with simplejwt's message and code.
+pub fn expect_refused<T: fmt::Debug>(result: Result<T, Status>, message: &str, reason: &str) {
+    let status = expect_code(result, Code::Unauthenticated);
+    assert_eq!(status.message(), message, "{status:?}");
+    assert_eq!(error_reason(&status), reason, "{status:?}");
+}

@@ -45,7 +45,10 @@ async fn login_issues_simplejwt_token_pair() {
             .unwrap_or_default();
         let mut keys = keys;
         keys.sort_unstable();
-        assert_eq!(keys, ["exp", "iat", "jti", "token_type", "user_id"]);
+        // simplejwt's claims, plus our token generation, which simplejwt
+        // ignores (tests/api/interop.rs has it verify our tokens).
+        assert_eq!(keys, ["exp", "gen", "iat", "jti", "token_type", "user_id"]);
+        assert_eq!(access["gen"], 0);
 
         let me = app.get_me(&pair.access).await.unwrap();
         assert_eq!(me.id, user.id);

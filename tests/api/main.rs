@@ -21,6 +21,7 @@ mod refresh;
 mod register;
 mod replicas;
 mod reuse_detection;
+mod revocation;
 mod service;
 mod throttle;
 mod users;

@@ -61,6 +61,20 @@ impl UserService for Consumer {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         Err(Status::unimplemented("not the consumer's"))
     }
+
+    async fn change_password(
+        &self,
+        _: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
+        Err(Status::unimplemented("not the consumer's"))
+    }
+
+    async fn logout_all(
+        &self,
+        _: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        Err(Status::unimplemented("not the consumer's"))
+    }
 }
 
 /// Serves [`Consumer`] behind `verifier`'s layer; a client for it.

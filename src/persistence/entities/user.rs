@@ -23,6 +23,13 @@ pub struct Model {
     pub last_login: Option<DateTime>,
     /// UTC.
     pub date_joined: DateTime,
+    /// Bumped by every revocation of the user's tokens; carried in the
+    /// tokens issued after it (claim `gen`).
+    pub token_generation: i64,
+    /// UTC: when the user's tokens were last revoked.
+    pub tokens_revoked_at: Option<DateTime>,
+    /// Why: `password_changed` or `token_revoked`.
+    pub tokens_revoked_reason: Option<String>,
 }
 
 /// Hand-written so the password hash can never reach a log line.
