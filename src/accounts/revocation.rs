@@ -48,23 +48,25 @@ impl Accounts {
     ) -> Result<TokenPair, Error> {
         let user = self.token_user(caller).await?;
         let new = Self::new_password(&user, change.new, "new_password")?;
-        // In line for the hash first, then counted by the throttle, as a login.
+        let row = users::find_by_id(&self.db, user.id)
+            .await?
+            .ok_or(AuthFailure::UserNotFound)?;
+        // In line for the hash first, then counted by the throttle under the
+        // user's login name, as a login.
         let place = self.hasher.line_up()?;
         let reservation = self
             .throttle
-            .admit(&user.username.to_lowercase(), client, place.deadline())
+            .admit(&row.username_key, client, place.deadline())
             .await?;
-        let row = users::find_by_id(&self.db, user.id).await?;
-        let stored = row.map(|row| row.password);
-        let old_hash = stored.clone();
+        let old_hash = row.password;
+        let stored = Some(old_hash.clone());
         let current = change.current;
         let check = async move { place.verify(current.expose(), stored).await };
         if !reservation.settle_after(check).await? {
             return Err(AuthFailure::WrongCurrentPassword.into());
         }
         let new_hash = self.hasher.hash(&new).await?;
-        self.hasher
-            .stored_hash_changed(old_hash.as_deref(), &new_hash);
+        self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
         let generation = self
             .revoke_tokens(user.id, RevocationReason::PasswordChanged, Some(new_hash))
             .await?;
