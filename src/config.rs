@@ -34,6 +34,22 @@ pub enum Command {
     /// Delete outstanding and blacklisted refresh tokens that have expired
     /// (simplejwt's flushexpiredtokens; run it daily).
     FlushExpiredTokens,
+    /// Copy the users of a Django project into this service's database,
+    /// keeping ids and password hashes (checked as Django would until each
+    /// user's next login). Users already here are skipped: safe to re-run.
+    ImportDjango {
+        /// The Django database: sqlite://…, postgres://… or mysql://…
+        /// (read only).
+        #[arg(long = "from", env = "AUTH_IMPORT_FROM", hide_env_values = true)]
+        from: Secret,
+        /// The user model's table: the seed's `users_userprofile`, or
+        /// Django's stock `auth_user`.
+        #[arg(long, default_value = "users_userprofile")]
+        table: String,
+        /// Users read and inserted per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=2000))]
+        batch_size: u64,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

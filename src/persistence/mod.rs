@@ -7,6 +7,7 @@
 //! Stateful parts (the caches) own a handle to the database given when they
 //! are made; query functions take one per call.
 
+pub mod django_users;
 pub mod entities;
 mod error;
 mod fresh_cache;

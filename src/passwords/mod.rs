@@ -14,6 +14,12 @@
 //! thread arena, so a login flood grew the process by a block per thread
 //! with only `permits` hashes ever running. With the areas reused, memory
 //! stays at permits × `memory_kib` plus the rest of the server.
+//!
+//! Stored hashes imported from Django are checked here too, on the same
+//! pool and permits ([`django`]); the first successful login replaces them
+//! with argon2id ([`Hasher::upgrade`]).
+
+pub mod django;
 
 use std::{
     collections::HashMap,
@@ -170,9 +176,12 @@ impl Hasher {
         self.run_with(permit, move |_, memory| {
             let known = stored.is_some();
             let stored = stored.unwrap_or_else(|| dummy.clone());
-            match verify_phc(password.as_bytes(), &stored, memory) {
+            let checked = django::verify(password.as_bytes(), &stored, memory)
+                .or_else(|| verify_phc(password.as_bytes(), &stored, memory));
+            match checked {
                 Some(matches) => known && matches,
-                // A hash we cannot read (another hasher, a disabled account):
+                // A hash we cannot read (another hasher, an unusable
+                // password, a disabled account):
                 // spend the same time anyway, then refuse.
                 None => {
                     let _ = verify_phc(password.as_bytes(), &dummy, memory);
@@ -472,12 +481,14 @@ fn verify_phc(password: &[u8], stored: &str, memory: &mut Vec<Block>) -> Option<
     Argon2::new(algorithm, version, params)
         .hash_password_into_with_memory(password, &salt, &mut out, &mut memory[..blocks])
         .ok()?;
-    // Constant time: no early exit on the first differing byte.
-    let difference = out
-        .iter()
-        .zip(expected.as_bytes())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    Some(difference == 0)
+    Some(constant_time_eq(&out, expected.as_bytes()))
+}
+
+/// Whether two hash outputs are equal, in time that depends only on their
+/// length: no early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && difference == 0
 }
 
 #[cfg(test)]
@@ -648,5 +659,48 @@ mod upgrade_tests {
             matches!(strong.upgrade("pw", argon2i).await, Ok(Some(_))),
             "argon2i is upgraded to argon2id"
         );
+    }
+}
+
+#[cfg(test)]
+mod django_tests {
+    use super::*;
+
+    /// Made by Django 5.2.8's PBKDF2PasswordHasher (at 1,000 iterations).
+    const PBKDF2: &str =
+        "pbkdf2_sha256$1000$vvPBSaMWWzRp4FxYKXrBPW$FtHD1bVt/FWs2t5D+JYRtL+CtyKloZvmdbHgCQ7ug40=";
+    const PASSWORD: &str = "correct horse battery staple";
+
+    #[tokio::test]
+    async fn django_hashes_verify_on_the_pool_and_are_upgraded_to_argon2id() {
+        let hasher = Hasher::new(Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            ..Argon2Settings::default()
+        })
+        .await
+        .unwrap();
+        let stored = Some(PBKDF2.to_owned());
+        assert!(matches!(
+            hasher.verify(PASSWORD, stored.clone()).await,
+            Ok(true)
+        ));
+        assert!(matches!(hasher.verify("wrong", stored).await, Ok(false)));
+        let upgraded = hasher.upgrade(PASSWORD, PBKDF2).await.unwrap();
+        let upgraded = upgraded.expect("a Django hash is always upgraded");
+        assert!(
+            upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+            "{upgraded}"
+        );
+        assert!(matches!(
+            hasher.verify(PASSWORD, Some(upgraded)).await,
+            Ok(true)
+        ));
+        // Unusable: never, even with the characters after the `!`.
+        let unusable = format!("!{PBKDF2}");
+        assert!(matches!(
+            hasher.verify(PASSWORD, Some(unusable)).await,
+            Ok(false)
+        ));
     }
 }

@@ -1,6 +1,8 @@
 //! The subcommands behind `auth-service <command>`; `main` only parses the
 //! command line and calls [`run`].
 
+mod import_django;
+
 use anyhow::Context;
 
 use crate::{
@@ -49,6 +51,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::ImportDjango {
+            from,
+            table,
+            batch_size,
+        } => import_django::run(&settings, from.expose(), &table, batch_size).await,
     }
 }
 
