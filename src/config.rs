@@ -34,6 +34,38 @@ pub enum Command {
     /// Delete outstanding and blacklisted refresh tokens that have expired
     /// (simplejwt's flushexpiredtokens; run it daily).
     FlushExpiredTokens,
+    /// Administer one user by username: what AdminService does, for
+    /// scripts; tokens are revoked where the RPC would revoke them.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `auth-service user …`: each prints one line saying what it did.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Activate or deactivate (deactivating revokes every token of the user).
+    SetActive {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        active: bool,
+    },
+    /// Grant or take away staff status.
+    SetStaff {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        staff: bool,
+    },
+    /// Grant (with staff status) or take away superuser status.
+    SetSuperuser {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        superuser: bool,
+    },
+    /// Delete the user with their tokens and login counters.
+    Delete { username: String },
+    /// Set a new password (from AUTH_USER_PASSWORD or, when unset, a hidden
+    /// prompt); every earlier token of the user is revoked.
+    SetPassword { username: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -233,6 +265,25 @@ pub struct AccountSettings {
     #[arg(long, env = "AUTH_LIST_USERS", value_enum,
           default_value_t = ListUsersAccess::Authenticated, global = true)]
     pub list_users: ListUsersAccess,
+
+    /// Who may create accounts: anyone through Register (open), or only
+    /// staff through AdminService.CreateUser (closed).
+    #[arg(long, env = "AUTH_REGISTRATION", value_enum,
+          default_value_t = Registration::Open, global = true)]
+    pub registration: Registration,
+
+    /// How long a password reset token from IssuePasswordResetToken works.
+    #[arg(long, env = "AUTH_PASSWORD_RESET_LIFETIME", default_value = "1h",
+          value_parser = non_zero_duration, global = true)]
+    pub password_reset_lifetime: Duration,
+}
+
+/// Whether the public Register call creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registration {
+    Open,
+    /// Register answers PERMISSION_DENIED; staff create users.
+    Closed,
 }
 
 /// Who may call ListUsers.
@@ -471,6 +522,11 @@ mod tests {
         assert_eq!(defaults.throttle.window, Duration::from_secs(15 * 60));
         assert_eq!(defaults.passwords.memory_kib, 19456);
         assert_eq!(defaults.cache.ttl, Duration::from_secs(1));
+        assert_eq!(defaults.accounts.registration, Registration::Open);
+        assert_eq!(
+            defaults.accounts.password_reset_lifetime,
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use super::Accounts;
 use crate::{
+    config::Registration,
     domain::{Avatar, Email, Password, User, Username},
     error::Error,
     persistence::{
@@ -19,11 +20,29 @@ pub struct NewAccount {
 }
 
 impl Accounts {
-    /// Creates an ordinary (non-staff) user.
+    /// Creates an ordinary (non-staff) user: the public sign-up.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED when registration is closed; ALREADY_EXISTS naming
+    /// the taken field; hashing overload.
+    pub async fn register(&self, account: NewAccount) -> Result<User, Error> {
+        if self.registration == Registration::Closed {
+            return Err(Error::PermissionDenied(
+                "Registration is closed; ask an administrator for an account.",
+            ));
+        }
+        self.create_account(account, false).await
+    }
+
+    /// Creates a user, staff or not: Register's work, and CreateUser's.
     ///
     /// # Errors
     /// ALREADY_EXISTS naming the taken field; hashing overload.
-    pub async fn register(&self, account: NewAccount) -> Result<User, Error> {
+    pub(super) async fn create_account(
+        &self,
+        account: NewAccount,
+        is_staff: bool,
+    ) -> Result<User, Error> {
         let NewAccount {
             email,
             username,
@@ -42,7 +61,7 @@ impl Accounts {
             username,
             password_hash,
             avatar,
-            is_staff: false,
+            is_staff,
             is_superuser: false,
         };
         let user = users::insert(&self.db, new, db_now()).await?;

@@ -4,6 +4,7 @@
 // A test fails by panicking: unwrap and expect are how it says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod bearer;
 mod child;
 mod cli;
@@ -17,6 +18,7 @@ mod jwks_http;
 mod login;
 mod logout;
 mod outage;
+mod password_reset;
 mod refresh;
 mod register;
 mod replicas;
