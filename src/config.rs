@@ -560,6 +560,37 @@ mod tests {
     }
 
     #[test]
+    fn registration_and_the_user_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "auth-service",
+            "--registration",
+            "closed",
+            "--password-reset-lifetime",
+            "15m",
+            "user",
+            "set-active",
+            "alice",
+            "false",
+        ])
+        .map_err(|e| e.to_string());
+        let cli = cli.as_ref().unwrap();
+        assert_eq!(cli.settings.accounts.registration, Registration::Closed);
+        assert_eq!(
+            cli.settings.accounts.password_reset_lifetime,
+            Duration::from_secs(900)
+        );
+        assert!(matches!(
+            &cli.command,
+            Some(Command::User(UserCommand::SetActive { username, active: false }))
+                if username == "alice"
+        ));
+        let parsed = Cli::try_parse_from(["auth-service", "user", "set-staff", "alice", "maybe"]);
+        assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from(["auth-service", "--password-reset-lifetime", "0s"]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
     fn a_zero_failure_window_is_refused() {
         let parsed = Cli::try_parse_from(["auth-service", "--login-failure-window", "0s"]);
         assert!(parsed.is_err());
