@@ -8,6 +8,7 @@ use crate::{
     domain::User,
     error::{AuthFailure, Error},
     persistence::{db_now, password_reset_tokens, users},
+    telemetry::record_user,
 };
 
 /// A reset token and the new password, neither validated yet (the
@@ -58,6 +59,7 @@ impl Accounts {
             .await?
             .ok_or_else(invalid)?;
         self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
+        record_user(user.id);
         self.end_sessions(user.id, now).await?;
         tracing::info!(
             security_event = "password_reset",

@@ -31,7 +31,10 @@ impl Accounts {
                 "Registration is closed; ask an administrator for an account.",
             ));
         }
-        self.create_account(account, false).await
+        let user = self.create_account(account, false).await?;
+        // The new user is this call's user; CreateUser's is the caller.
+        record_user(user.id);
+        Ok(user)
     }
 
     /// Creates a user, staff or not: Register's work, and CreateUser's.
@@ -66,7 +69,6 @@ impl Accounts {
         };
         let user = users::insert(&self.db, new, db_now()).await?;
         self.hasher.stored_hash_changed(None, &cost_of_new);
-        record_user(user.id);
         Ok(user.into())
     }
 }
