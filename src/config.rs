@@ -50,6 +50,38 @@ pub enum Command {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=2000))]
         batch_size: u64,
     },
+    /// Administer one user by username: what AdminService does, for
+    /// scripts; tokens are revoked where the RPC would revoke them.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `auth-service user …`: each prints one line saying what it did.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Activate or deactivate (deactivating revokes every token of the user).
+    SetActive {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        active: bool,
+    },
+    /// Grant or take away staff status.
+    SetStaff {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        staff: bool,
+    },
+    /// Grant (with staff status) or take away superuser status.
+    SetSuperuser {
+        username: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        superuser: bool,
+    },
+    /// Delete the user with their tokens and login counters.
+    Delete { username: String },
+    /// Set a new password (from AUTH_USER_PASSWORD or, when unset, a hidden
+    /// prompt); every earlier token of the user is revoked.
+    SetPassword { username: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -249,6 +281,25 @@ pub struct AccountSettings {
     #[arg(long, env = "AUTH_LIST_USERS", value_enum,
           default_value_t = ListUsersAccess::Authenticated, global = true)]
     pub list_users: ListUsersAccess,
+
+    /// Who may create accounts: anyone through Register (open), or only
+    /// staff through AdminService.CreateUser (closed).
+    #[arg(long, env = "AUTH_REGISTRATION", value_enum,
+          default_value_t = Registration::Open, global = true)]
+    pub registration: Registration,
+
+    /// How long a password reset token from IssuePasswordResetToken works.
+    #[arg(long, env = "AUTH_PASSWORD_RESET_LIFETIME", default_value = "1h",
+          value_parser = non_zero_duration, global = true)]
+    pub password_reset_lifetime: Duration,
+}
+
+/// Whether the public Register call creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registration {
+    Open,
+    /// Register answers PERMISSION_DENIED; staff create users.
+    Closed,
 }
 
 /// Who may call ListUsers.
@@ -487,6 +538,11 @@ mod tests {
         assert_eq!(defaults.throttle.window, Duration::from_secs(15 * 60));
         assert_eq!(defaults.passwords.memory_kib, 19456);
         assert_eq!(defaults.cache.ttl, Duration::from_secs(1));
+        assert_eq!(defaults.accounts.registration, Registration::Open);
+        assert_eq!(
+            defaults.accounts.password_reset_lifetime,
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
@@ -517,6 +573,37 @@ mod tests {
         assert_eq!(http_addr.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(cli.settings.tokens.jwks_max_age, Duration::from_secs(60));
         assert!(matches!(cli.command, Some(Command::FlushExpiredTokens)));
+    }
+
+    #[test]
+    fn registration_and_the_user_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "auth-service",
+            "--registration",
+            "closed",
+            "--password-reset-lifetime",
+            "15m",
+            "user",
+            "set-active",
+            "alice",
+            "false",
+        ])
+        .map_err(|e| e.to_string());
+        let cli = cli.as_ref().unwrap();
+        assert_eq!(cli.settings.accounts.registration, Registration::Closed);
+        assert_eq!(
+            cli.settings.accounts.password_reset_lifetime,
+            Duration::from_secs(900)
+        );
+        assert!(matches!(
+            &cli.command,
+            Some(Command::User(UserCommand::SetActive { username, active: false }))
+                if username == "alice"
+        ));
+        let parsed = Cli::try_parse_from(["auth-service", "user", "set-staff", "alice", "maybe"]);
+        assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from(["auth-service", "--password-reset-lifetime", "0s"]);
+        assert!(parsed.is_err());
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(&'static str),
 
+    /// What the call names does not exist (AdminService: no user with that id).
+    #[error("{0}")]
+    NotFound(&'static str),
+
     /// Too much work queued, or too many failed logins; try again after
     /// `retry_after`.
     #[error("{message}")]
@@ -85,6 +89,9 @@ pub enum AuthFailure {
     TokenRevoked,
     /// ChangePassword with a wrong current password.
     WrongCurrentPassword,
+    /// ResetPassword with a token that is wrong, used or expired (or whose
+    /// user is gone or inactive): one answer for all, so it reveals nothing.
+    ResetTokenInvalid,
 }
 
 impl AuthFailure {
@@ -116,6 +123,10 @@ impl AuthFailure {
             Self::WrongCurrentPassword => (
                 "Your old password was entered incorrectly. Please enter it again.",
                 "password_incorrect",
+            ),
+            Self::ResetTokenInvalid => (
+                "The password reset token is invalid or has expired.",
+                "reset_token_invalid",
             ),
         }
     }

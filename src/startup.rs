@@ -40,40 +40,9 @@ impl Application {
     /// # Errors
     /// Unreachable database, failed migration, missing signing key, address in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // The keys first: a missing one is a configuration error, whatever the database.
-        let keys = keys::load(&settings.tokens, settings.database.url.expose())?;
-        let page_tokens = PageTokenCodec::new(keys.secret_material())?;
-        let db = persistence::open(&settings.database).await?;
-        let tokens = TokenCodec::with_keys(
-            keys,
-            settings.tokens.access_lifetime,
-            settings.tokens.refresh_lifetime,
-        )?
-        .with_leeway(settings.tokens.leeway)
-        .with_issuer_and_audience(
-            settings.tokens.issuer.clone(),
-            settings.tokens.audience.clone(),
-        );
+        let accounts = open_accounts(&settings).await?;
+        let db = accounts.db.clone();
         let policy = settings.tokens.policy;
-        let accounts = Accounts {
-            users: UserProfiles::new(db.clone(), settings.cache),
-            refresh_tokens: RefreshTokens::new(
-                db.clone(),
-                settings.cache,
-                policy.rotate_refresh_tokens,
-            ),
-            throttle: LoginThrottle::new(
-                db.clone(),
-                settings.throttle.clone(),
-                settings.passwords.queue_timeout,
-            ),
-            hasher: dummy_hash_calibrated(Hasher::new(settings.passwords).await?, &db).await?,
-            tokens: Arc::new(tokens),
-            page_tokens,
-            list_users: settings.accounts.list_users,
-            policy,
-            db: db.clone(),
-        };
         if policy.rotate_refresh_tokens && !policy.detects_reuse() {
             tracing::warn!(
                 "AUTH_ROTATE_REFRESH_TOKENS=true with AUTH_BLACKLIST_AFTER_ROTATION=false: \
@@ -184,6 +153,50 @@ impl Application {
         db.close().await?;
         Ok(())
     }
+}
+
+/// The application as `settings` configure it, on its database (connected
+/// and migrated): what `serve` serves, and what the `user` commands run.
+///
+/// # Errors
+/// Missing signing key, unreachable database, failed migration.
+pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
+    // The keys first: a missing one is a configuration error, whatever the database.
+    let keys = keys::load(&settings.tokens, settings.database.url.expose())?;
+    let page_tokens = PageTokenCodec::new(keys.secret_material())?;
+    let db = persistence::open(&settings.database).await?;
+    let tokens = TokenCodec::with_keys(
+        keys,
+        settings.tokens.access_lifetime,
+        settings.tokens.refresh_lifetime,
+    )?
+    .with_leeway(settings.tokens.leeway)
+    .with_issuer_and_audience(
+        settings.tokens.issuer.clone(),
+        settings.tokens.audience.clone(),
+    );
+    let policy = settings.tokens.policy;
+    Ok(Accounts {
+        users: UserProfiles::new(db.clone(), settings.cache),
+        refresh_tokens: RefreshTokens::new(
+            db.clone(),
+            settings.cache,
+            policy.rotate_refresh_tokens,
+        ),
+        throttle: LoginThrottle::new(
+            db.clone(),
+            settings.throttle.clone(),
+            settings.passwords.queue_timeout,
+        ),
+        hasher: dummy_hash_calibrated(Hasher::new(settings.passwords).await?, &db).await?,
+        tokens: Arc::new(tokens),
+        page_tokens,
+        list_users: settings.accounts.list_users,
+        registration: settings.accounts.registration,
+        password_reset_lifetime: settings.accounts.password_reset_lifetime,
+        policy,
+        db,
+    })
 }
 
 /// Reads the key files again on every SIGHUP and signs and verifies with

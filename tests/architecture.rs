@@ -15,7 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("tokens", &["config"]),
     ("persistence", &["config", "domain", "tokens"]),
-    ("error", &["persistence", "tokens"]),
+    // Domain: a revocation's reason decides the refusal's message.
+    ("error", &["domain", "persistence", "tokens"]),
     ("passwords", &["config", "domain", "error"]),
     (
         "accounts",
@@ -62,6 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "accounts",
             "config",
             "domain",
+            "error",
             "passwords",
             "persistence",
             "startup",

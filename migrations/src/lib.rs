@@ -16,6 +16,7 @@ mod m20261129_000003_create_login_attempts;
 mod m20261206_000004_blacklist_reason;
 mod m20261206_000005_login_attempts_in_flight;
 mod m20261206_000006_token_revocation;
+mod m20261206_000007_password_reset_tokens;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_blacklist_reason::Migration),
             Box::new(m20261206_000005_login_attempts_in_flight::Migration),
             Box::new(m20261206_000006_token_revocation::Migration),
+            Box::new(m20261206_000007_password_reset_tokens::Migration),
         ]
     }
 }

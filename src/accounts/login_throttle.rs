@@ -91,8 +91,7 @@ impl LoginThrottle {
         };
         let mut keys = Vec::new();
         if self.settings.failure_limit > 0 {
-            let key = format!("user:{}", digest(username_key));
-            keys.push((key, self.settings.failure_limit, true));
+            keys.push((user_key(username_key), self.settings.failure_limit, true));
         }
         if let (true, Some(address)) = (self.address_limit_on(), address) {
             // A gateway's address must not be reset by one good login, or an
@@ -232,6 +231,11 @@ async fn settle_retrying(
         }
     }
     login_attempts::settle(db, key, epoch, outcome).await
+}
+
+/// The counter row of a username (`user:<digest>`); deleting a user deletes it.
+pub(super) fn user_key(username_key: &str) -> String {
+    format!("user:{}", digest(username_key))
 }
 
 /// Keys are fixed-length digests of the normalised username: any input,

@@ -2,29 +2,34 @@
 //! refresh, verify, log out, read and update one's profile, list users — as
 //! a method of [`Accounts`] over domain values. No transport types here: the
 //! gRPC handlers (and any future surface) decode their requests into
-//! domain values, call one of these, and encode the result.
+//! domain values, call one of these, and encode the result. Administration
+//! (`admin`) serves both AdminService and the `auth-service user` commands.
 
+mod admin;
 mod login;
 pub mod login_throttle;
 mod page_token;
+mod password_reset;
 mod profile;
 mod register;
 mod revocation;
 mod sessions;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::DatabaseConnection;
 
+pub use admin::{Actor, IssuedResetToken};
 pub use login_throttle::LoginThrottle;
 pub use page_token::PageTokenCodec;
+pub use password_reset::PasswordReset;
 pub use profile::{Page, PageRequest};
 pub use register::NewAccount;
 pub use revocation::PasswordChange;
 pub use sessions::{TokenPair, VerifiedToken};
 
 use crate::{
-    config::{ListUsersAccess, TokenPolicy},
+    config::{ListUsersAccess, Registration, TokenPolicy},
     domain::User,
     error::{AuthFailure, Error},
     passwords::Hasher,
@@ -42,6 +47,10 @@ pub struct Accounts {
     pub(crate) policy: TokenPolicy,
     /// Who may call ListUsers.
     pub(crate) list_users: ListUsersAccess,
+    /// Whether the public Register creates accounts.
+    pub(crate) registration: Registration,
+    /// How long a password reset token works.
+    pub(crate) password_reset_lifetime: Duration,
     pub(crate) throttle: LoginThrottle,
     pub(crate) users: UserProfiles,
     pub(crate) refresh_tokens: RefreshTokens,

@@ -1,5 +1,6 @@
 use super::Accounts;
 use crate::{
+    config::Registration,
     domain::{Avatar, Email, Password, User, Username},
     error::Error,
     persistence::{
@@ -19,11 +20,32 @@ pub struct NewAccount {
 }
 
 impl Accounts {
-    /// Creates an ordinary (non-staff) user.
+    /// Creates an ordinary (non-staff) user: the public sign-up.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED when registration is closed; ALREADY_EXISTS naming
+    /// the taken field; hashing overload.
+    pub async fn register(&self, account: NewAccount) -> Result<User, Error> {
+        if self.registration == Registration::Closed {
+            return Err(Error::PermissionDenied(
+                "Registration is closed; ask an administrator for an account.",
+            ));
+        }
+        let user = self.create_account(account, false).await?;
+        // The new user is this call's user; CreateUser's is the caller.
+        record_user(user.id);
+        Ok(user)
+    }
+
+    /// Creates a user, staff or not: Register's work, and CreateUser's.
     ///
     /// # Errors
     /// ALREADY_EXISTS naming the taken field; hashing overload.
-    pub async fn register(&self, account: NewAccount) -> Result<User, Error> {
+    pub(super) async fn create_account(
+        &self,
+        account: NewAccount,
+        is_staff: bool,
+    ) -> Result<User, Error> {
         let NewAccount {
             email,
             username,
@@ -42,12 +64,11 @@ impl Accounts {
             username,
             password_hash,
             avatar,
-            is_staff: false,
+            is_staff,
             is_superuser: false,
         };
         let user = users::insert(&self.db, new, db_now()).await?;
         self.hasher.stored_hash_changed(None, &cost_of_new);
-        record_user(user.id);
         Ok(user.into())
     }
 }

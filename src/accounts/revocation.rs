@@ -13,7 +13,7 @@ use super::{Accounts, TokenPair};
 use crate::{
     domain::{GivenPassword, Password, RevocationReason, User, UserAttributes},
     error::{AuthFailure, Error},
-    persistence::{db_now, users},
+    persistence::{db_now, password_reset_tokens, users},
     tokens::{Claims, unix_now},
 };
 
@@ -107,8 +107,9 @@ impl Accounts {
     }
 
     /// Revokes every token issued to `user_id` so far (setting a new
-    /// password hash in the same transaction, if given) and blacklists their
-    /// refresh tokens: the generation the user's next tokens carry.
+    /// password hash in the same transaction, if given), blacklists their
+    /// refresh tokens and drops their pending password reset tokens: the
+    /// generation the user's next tokens carry.
     ///
     /// # Errors
     /// The user is gone (UNAUTHENTICATED), or the database's.
@@ -124,10 +125,24 @@ impl Accounts {
             .revoke_tokens(user_id, reason, new_password_hash, now)
             .await?
             .ok_or(AuthFailure::UserNotFound)?;
+        self.end_sessions(user_id, now).await?;
+        Ok(generation)
+    }
+
+    /// What follows every revocation of a user's tokens (whose generation
+    /// was bumped at `now`): their refresh tokens go on the blacklist, so a
+    /// Django peer sharing it agrees, and a pending password reset token no
+    /// longer works either.
+    pub(super) async fn end_sessions(
+        &self,
+        user_id: i64,
+        now: chrono::NaiveDateTime,
+    ) -> Result<(), Error> {
         self.refresh_tokens
             .revoke_all_of_user(user_id, self.tokens.expired_before(now), now)
             .await?;
-        Ok(generation)
+        password_reset_tokens::delete_of_user(&self.db, user_id).await?;
+        Ok(())
     }
 
     /// A fresh refresh token, recorded as outstanding, and its access token.

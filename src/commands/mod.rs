@@ -6,12 +6,13 @@ mod import_django;
 use anyhow::Context;
 
 use crate::{
-    accounts::LoginThrottle,
-    config::{Cli, Command, Settings},
+    accounts::{Accounts, Actor, LoginThrottle},
+    config::{Cli, Command, Settings, UserCommand},
     domain::{Email, Password, UserAttributes, Username},
+    error::Error,
     passwords::Hasher,
-    persistence::{self, StoreError, db_now, token_blacklist, users},
-    startup::{Application, shutdown_signal},
+    persistence::{self, StoreError, db_now, password_reset_tokens, token_blacklist, users},
+    startup::{Application, open_accounts, shutdown_signal},
     tokens,
 };
 
@@ -41,13 +42,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(describe)?;
             let throttle = LoginThrottle::new(
-                db,
+                db.clone(),
                 settings.throttle.clone(),
                 settings.passwords.queue_timeout,
             );
             let stale = throttle.flush_stale().await.map_err(describe)?;
+            let resets = password_reset_tokens::flush_expired(&db, db_now())
+                .await
+                .map_err(describe)?;
             println!(
-                "deleted {deleted} expired outstanding tokens and {stale} stale login counters"
+                "deleted {deleted} expired outstanding tokens, {stale} stale login counters \
+                 and {resets} expired password reset tokens"
             );
             Ok(())
         }
@@ -56,6 +61,101 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             table,
             batch_size,
         } => import_django::run(&settings, from.expose(), &table, batch_size).await,
+        Command::User(command) => administer(&settings, command).await,
+    }
+}
+
+/// `auth-service user …`: the administration use cases, as the operator.
+async fn administer(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let accounts = open_accounts(settings).await?;
+    let username = match &command {
+        UserCommand::SetActive { username, .. }
+        | UserCommand::SetStaff { username, .. }
+        | UserCommand::SetSuperuser { username, .. }
+        | UserCommand::Delete { username }
+        | UserCommand::SetPassword { username } => username.clone(),
+    };
+    let id = user_id(&accounts, &username).await?;
+    let done = match command {
+        UserCommand::SetActive { active, .. } => {
+            accounts
+                .set_user_active(Actor::Operator, id, active)
+                .await
+                .map_err(explain)?;
+            if active {
+                "activated"
+            } else {
+                "deactivated; every token of theirs revoked"
+            }
+        }
+        UserCommand::SetStaff { staff, .. } => {
+            accounts
+                .set_user_staff(Actor::Operator, id, staff)
+                .await
+                .map_err(explain)?;
+            if staff {
+                "is staff now"
+            } else {
+                "is no longer staff"
+            }
+        }
+        UserCommand::SetSuperuser { superuser, .. } => {
+            accounts
+                .set_user_superuser(id, superuser)
+                .await
+                .map_err(explain)?;
+            if superuser {
+                "is a superuser (and staff) now"
+            } else {
+                "is no longer a superuser"
+            }
+        }
+        UserCommand::Delete { .. } => {
+            accounts
+                .delete_user(Actor::Operator, id)
+                .await
+                .map_err(explain)?;
+            "deleted, with their tokens"
+        }
+        UserCommand::SetPassword { .. } => {
+            let password = match std::env::var("AUTH_USER_PASSWORD") {
+                Ok(password) => password,
+                Err(_) => rpassword::prompt_password("New password: ")
+                    .context("cannot read the password")?,
+            };
+            accounts
+                .set_user_password(Actor::Operator, id, password)
+                .await
+                .map_err(explain)?;
+            "has a new password; every earlier token of theirs revoked"
+        }
+    };
+    println!("user {username} (id {id}) {done}");
+    Ok(())
+}
+
+async fn user_id(accounts: &Accounts, username: &str) -> anyhow::Result<i64> {
+    accounts
+        .user_id_by_username(username)
+        .await
+        .map_err(explain)?
+        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
+}
+
+/// An application error as the one-line message a command prints: the
+/// broken rules of each field, or the caller-facing message.
+fn explain(err: Error) -> anyhow::Error {
+    match err {
+        Error::InvalidArgument(violations) => anyhow::anyhow!(
+            "{}",
+            violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Error::Internal(cause) => cause,
+        other => anyhow::Error::new(other),
     }
 }
 

@@ -1,11 +1,11 @@
 //! `auth.v1.AuthService`: the public calls (register, login, refresh,
-//! verify, logout).
+//! verify, logout, password reset).
 
 use tonic::{Request, Response, Status};
 
 use super::{client_address::ClientAddress, convert::token_text};
 use crate::{
-    accounts::{Accounts, NewAccount},
+    accounts::{Accounts, NewAccount, PasswordReset},
     domain::Credentials,
     pb::{self, auth_service_server::AuthService},
 };
@@ -70,6 +70,15 @@ impl AuthService for AuthHandlers {
             .log_out(token_text("refresh", &request.refresh)?)
             .await?;
         Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let reset = PasswordReset::try_from(request.into_inner())?;
+        self.accounts.reset_password(reset).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
     }
 
     async fn get_jwks(

@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 
 use crate::{
-    accounts::{NewAccount, Page, PasswordChange, TokenPair, VerifiedToken},
+    accounts::{
+        IssuedResetToken, NewAccount, Page, PasswordChange, PasswordReset, TokenPair, VerifiedToken,
+    },
     domain::{
         Avatar, BLANK, Credentials, Email, GivenPassword, Password, TokenText, User,
         UserAttributes, Username,
@@ -79,6 +81,54 @@ impl TryFrom<pb::ChangePasswordRequest> for PasswordChange {
     }
 }
 
+impl TryFrom<pb::CreateUserRequest> for NewAccount {
+    type Error = Error;
+
+    /// The fields and rules of Register (`is_staff` aside).
+    fn try_from(req: pb::CreateUserRequest) -> Result<Self, Error> {
+        NewAccount::try_from(pb::RegisterRequest {
+            email: req.email,
+            username: req.username,
+            password: req.password,
+            avatar: req.avatar,
+        })
+    }
+}
+
+impl TryFrom<pb::ResetPasswordRequest> for PasswordReset {
+    type Error = Error;
+
+    /// The new password is validated by the application, against the
+    /// token's user.
+    fn try_from(req: pb::ResetPasswordRequest) -> Result<Self, Error> {
+        // As ChangePassword: a password of spaces is the validators' to refuse.
+        let blank = |is_blank: bool| is_blank.then(|| BLANK.to_owned()).into_iter().collect();
+        let token: Vec<String> = blank(req.token.trim().is_empty());
+        let new: Vec<String> = blank(req.new_password.is_empty());
+        if token.is_empty() && new.is_empty() {
+            Ok(Self {
+                token: req.token,
+                new: req.new_password,
+            })
+        } else {
+            Err(Error::invalid_fields([
+                ("token", token),
+                ("new_password", new),
+            ]))
+        }
+    }
+}
+
+/// A user id from a request: ids start at 1, and 0 is what proto3 sends
+/// for a field left out.
+pub(super) fn user_id(id: i64) -> Result<i64, Error> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(Error::invalid("id", "A valid user id is required."))
+    }
+}
+
 /// The token in `field`, unless it is blank.
 pub(super) fn token_text<'a>(field: &str, value: &'a str) -> Result<TokenText<'a>, Error> {
     TokenText::parse(value).map_err(|e| Error::invalid(field, e))
@@ -106,6 +156,15 @@ impl From<User> for pb::User {
             is_superuser: user.is_superuser,
             last_login: user.last_login.map(timestamp),
             date_joined: Some(timestamp(user.date_joined)),
+        }
+    }
+}
+
+impl From<IssuedResetToken> for pb::PasswordResetToken {
+    fn from(issued: IssuedResetToken) -> Self {
+        pb::PasswordResetToken {
+            token: issued.token,
+            expires_at: Some(timestamp(issued.expires_at)),
         }
     }
 }

@@ -8,7 +8,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::persistence;
 
 /// Every service this server reports on: the whole server ("") and each API.
-const HEALTH_SERVICES: [&str; 3] = ["", "auth.v1.AuthService", "auth.v1.UserService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "auth.v1.AuthService",
+    "auth.v1.UserService",
+    "auth.v1.AdminService",
+];
 /// How often readiness re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -5,6 +5,7 @@
 //! and the server itself. Nothing outside this module uses tonic or the
 //! generated protobuf types.
 
+mod admin;
 mod auth;
 mod bearer;
 mod call_log;

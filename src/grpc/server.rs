@@ -1,5 +1,6 @@
 //! The tonic server: limits, the call-log layer, and every service
-//! (health, reflection, AuthService, UserService behind the bearer check).
+//! (health, reflection, AuthService, and UserService and AdminService behind
+//! the bearer check).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -12,6 +13,7 @@ use tonic::{
 use tonic_health::ServingStatus;
 
 use super::{
+    admin::AdminHandlers,
     auth::AuthHandlers,
     bearer::BearerAuth,
     call_log::CallLogLayer,
@@ -22,7 +24,10 @@ use super::{
 use crate::{
     accounts::Accounts,
     config::Settings,
-    pb::{self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    pb::{
+        self, admin_service_server::AdminServiceServer, auth_service_server::AuthServiceServer,
+        user_service_server::UserServiceServer,
+    },
 };
 
 /// The largest request message accepted (64 KiB): far above any valid one.
@@ -61,6 +66,13 @@ pub async fn serve(
         client_address: client_address.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin = InterceptedService::new(
+        AdminServiceServer::new(AdminHandlers {
+            accounts: accounts.clone(),
+        })
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
+        bearer.clone(),
+    );
     let users = InterceptedService::new(
         UserServiceServer::new(UserHandlers {
             accounts,
@@ -90,6 +102,7 @@ pub async fn serve(
             .add_service(reflection_v1alpha)
             .add_service(auth)
             .add_service(users)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, signal)
     })
     .await;

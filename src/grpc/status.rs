@@ -29,6 +29,7 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } => Status::already_exists(err.to_string()),
             Error::Unauthenticated(failure) => unauthenticated(failure),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::NotFound(message) => Status::not_found(message),
             Error::Overloaded {
                 message,
                 retry_after,
@@ -109,6 +110,13 @@ mod tests {
         let status = Status::from(Error::PermissionDenied("Staff only."));
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(status.message(), "Staff only.");
+    }
+
+    #[test]
+    fn not_found_keeps_its_message() {
+        let status = Status::from(Error::NotFound("No user with that id."));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "No user with that id.");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod entities;
 mod error;
 mod fresh_cache;
 pub mod login_attempts;
+pub mod password_reset_tokens;
 mod refresh_tokens;
 pub mod token_blacklist;
 mod user_profiles;

@@ -108,6 +108,53 @@ impl UserProfiles {
         self.write(user_id, revoked).await
     }
 
+    /// Sets the administrative flags `change` names: the new profile,
+    /// `None` if the user is gone.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn set_flags(
+        &self,
+        user_id: i64,
+        change: users::FlagChange,
+    ) -> Result<Option<User>, StoreError> {
+        let db = self.db.clone();
+        let stored = async move { users::set_flags(&db, user_id, change).await };
+        Ok(self.write(user_id, stored).await?.map(User::from))
+    }
+
+    /// Deletes the user with their refresh tokens, reset tokens and login
+    /// counter (`throttle_key`): whether there was such a user.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn delete(&self, user_id: i64, throttle_key: String) -> Result<bool, StoreError> {
+        let db = self.db.clone();
+        let deleted = async move { users::delete(&db, user_id, &throttle_key).await };
+        self.write(user_id, deleted).await
+    }
+
+    /// Consumes the reset token `reset_token_id`, sets the new password
+    /// hash and revokes the user's tokens, all or nothing: the generation
+    /// the user's next tokens carry, `None` if the token was already
+    /// consumed or expired (or the user is gone).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn reset_password(
+        &self,
+        user_id: i64,
+        reset_token_id: i64,
+        password_hash: String,
+        now: NaiveDateTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let db = self.db.clone();
+        let reset = async move {
+            users::reset_password(&db, reset_token_id, user_id, password_hash, now).await
+        };
+        self.write(user_id, reset).await
+    }
+
     /// Records a successful login as the user's `last_login`.
     ///
     /// # Errors

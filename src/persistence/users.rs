@@ -367,8 +367,21 @@ pub(super) async fn revoke_tokens(
     new_password_hash: Option<String>,
     now: NaiveDateTime,
 ) -> Result<Option<i64>, StoreError> {
-    use sea_orm::sea_query::ExprTrait as _;
     let txn = super::begin_write(db).await?;
+    let generation = revoke_tokens_in(&txn, id, reason, new_password_hash, now).await?;
+    txn.commit().await?;
+    Ok(generation)
+}
+
+/// [`revoke_tokens`]'s work, inside the caller's transaction.
+async fn revoke_tokens_in(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    reason: RevocationReason,
+    new_password_hash: Option<String>,
+    now: NaiveDateTime,
+) -> Result<Option<i64>, StoreError> {
+    use sea_orm::sea_query::ExprTrait as _;
     let mut update = Users::update_many()
         .col_expr(
             user::Column::TokenGeneration,
@@ -382,16 +395,101 @@ pub(super) async fn revoke_tokens(
     if let Some(hash) = new_password_hash {
         update = update.col_expr(user::Column::Password, Expr::value(hash));
     }
-    update.filter(user::Column::Id.eq(id)).exec(&txn).await?;
+    update.filter(user::Column::Id.eq(id)).exec(txn).await?;
     // Read back inside the transaction: the generation our own new tokens carry.
     let generation: Vec<i64> = Users::find_by_id(id)
         .select_only()
         .column(user::Column::TokenGeneration)
         .into_tuple()
-        .all(&txn)
+        .all(txn)
+        .await?;
+    at_most_one(generation)
+}
+
+/// Consumes the password reset token `reset_token_id` and, in the same
+/// transaction, sets the user's new password hash and revokes their
+/// tokens: the user's new token generation; `None` if the token was
+/// consumed already (by a concurrent reset), expired meanwhile, or the
+/// user is gone.
+pub(super) async fn reset_password(
+    db: &DatabaseConnection,
+    reset_token_id: i64,
+    id: i64,
+    password_hash: String,
+    now: NaiveDateTime,
+) -> Result<Option<i64>, StoreError> {
+    let txn = super::begin_write(db).await?;
+    if !super::password_reset_tokens::consume(&txn, reset_token_id, now).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let reason = RevocationReason::PasswordChanged;
+    let generation = revoke_tokens_in(&txn, id, reason, Some(password_hash), now).await?;
+    txn.commit().await?;
+    Ok(generation)
+}
+
+/// The flags an administrator changes; `None` leaves one as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlagChange {
+    pub is_active: Option<bool>,
+    pub is_staff: Option<bool>,
+    pub is_superuser: Option<bool>,
+}
+
+/// Sets the flags `change` names: the row after, `None` if the user is gone.
+pub(super) async fn set_flags(
+    db: &impl ConnectionTrait,
+    id: i64,
+    change: FlagChange,
+) -> Result<Option<UserRow>, StoreError> {
+    let columns = [
+        (user::Column::IsActive, change.is_active),
+        (user::Column::IsStaff, change.is_staff),
+        (user::Column::IsSuperuser, change.is_superuser),
+    ];
+    let mut update = Users::update_many().filter(user::Column::Id.eq(id));
+    let mut any = false;
+    for (column, value) in columns {
+        if let Some(value) = value {
+            update = update.col_expr(column, Expr::value(value));
+            any = true;
+        }
+    }
+    if any {
+        update.exec(db).await?;
+    }
+    // Re-read rather than trust rows_affected (MySQL counts changed rows only).
+    find_by_id(db, id).await
+}
+
+/// Deletes the user, with their refresh tokens (outstanding and
+/// blacklisted), their
+/// reset tokens and their login counter (`throttle_key`), in one
+/// transaction: whether the user existed.
+pub(super) async fn delete(
+    db: &DatabaseConnection,
+    id: i64,
+    throttle_key: &str,
+) -> Result<bool, StoreError> {
+    use super::entities::{login_attempt, outstanding_token};
+    let txn = super::begin_write(db).await?;
+    // Their blacklist rows go with them (ON DELETE CASCADE, as in flushing).
+    outstanding_token::Entity::delete_many()
+        .filter(outstanding_token::Column::UserId.eq(id))
+        .exec(&txn)
+        .await?;
+    super::password_reset_tokens::delete_of_user(&txn, id).await?;
+    login_attempt::Entity::delete_many()
+        .filter(login_attempt::Column::Key.eq(throttle_key))
+        .exec(&txn)
+        .await?;
+    let deleted = Users::delete_many()
+        .filter(user::Column::Id.eq(id))
+        .exec(&txn)
         .await?;
     txn.commit().await?;
-    at_most_one(generation)
+    Ok(deleted.rows_affected == 1)
 }
 
 pub(super) async fn record_login(

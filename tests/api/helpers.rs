@@ -9,7 +9,10 @@ use std::{fmt, path::PathBuf};
 
 use auth_service::{
     config::{Secret, Settings},
-    pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient},
+    pb::{
+        self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+        user_service_client::UserServiceClient,
+    },
     startup::Application,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -148,6 +151,7 @@ pub struct TestApp {
     pub http_addr: Option<std::net::SocketAddr>,
     pub auth: AuthServiceClient<Channel>,
     pub users: UserServiceClient<Channel>,
+    channel: Channel,
     /// The server's own pool, for arranging state the API cannot (deactivating a user).
     pub db: DatabaseConnection,
     /// How long a change made behind the server's back may go unseen.
@@ -217,7 +221,8 @@ impl TestApp {
             addr,
             http_addr,
             auth: AuthServiceClient::new(channel.clone()),
-            users: UserServiceClient::new(channel),
+            users: UserServiceClient::new(channel.clone()),
+            channel,
             db,
             cache_ttl,
             url: url.to_owned(),
@@ -225,6 +230,11 @@ impl TestApp {
             server: Some(server),
             _database: None,
         }
+    }
+
+    /// A client for AdminService on this server.
+    pub fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
     }
 
     pub fn database_url(&self) -> &str {

@@ -4,6 +4,7 @@
 // A test fails by panicking: unwrap and expect are how it says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod bearer;
 mod child;
 mod cli;
@@ -18,6 +19,7 @@ mod jwks_http;
 mod login;
 mod logout;
 mod outage;
+mod password_reset;
 mod python;
 mod refresh;
 mod register;

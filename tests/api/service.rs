@@ -16,7 +16,12 @@ async fn health_reports_every_service_serving() {
         .unwrap()
         .connect_lazy();
     let mut health = HealthClient::new(channel);
-    for service in ["", "auth.v1.AuthService", "auth.v1.UserService"] {
+    for service in [
+        "",
+        "auth.v1.AuthService",
+        "auth.v1.UserService",
+        "auth.v1.AdminService",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),

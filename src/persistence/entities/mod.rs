@@ -3,4 +3,5 @@
 pub mod blacklisted_token;
 pub mod login_attempt;
 pub mod outstanding_token;
+pub mod password_reset_token;
 pub mod user;

@@ -1,0 +1,373 @@
+//! Administration: what staff (AdminService) and the operator
+//! (`auth-service user …`) may do to accounts. Each use case is written once
+//! and takes the [`Actor`]; who acts decides only what is allowed:
+//! - a caller with a token must be staff *now*: the row is read afresh, not
+//!   from the token or the cache, so a demotion takes effect at once;
+//! - staff who are not superusers cannot act on staff or superuser accounts
+//!   (else any staff member could lock out or take over an administrator),
+//!   nor grant staff status;
+//! - nobody deactivates, deletes or changes the staff flag of their own
+//!   account (an administrator locking themselves out is a mistake, never
+//!   an intent);
+//! - the operator, who can run the binary against the database, may do
+//!   everything, and alone may grant superuser status.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::NaiveDateTime;
+use sha2::{Digest, Sha256};
+
+use super::{Accounts, NewAccount, login_throttle};
+use crate::{
+    domain::{RevocationReason, User},
+    error::Error,
+    persistence::{
+        db_now, password_reset_tokens,
+        users::{self, FlagChange, UserRow},
+    },
+    tokens::Claims,
+};
+
+const NOT_STAFF: &str = "This call requires a staff account.";
+const NO_SUCH_USER: &str = "No user with that id.";
+const PROTECTED_ACCOUNT: &str = "Only a superuser may manage a staff or superuser account.";
+const STAFF_FLAG_NEEDS_SUPERUSER: &str = "Only a superuser may change staff status.";
+const STAFF_ACCOUNT_NEEDS_SUPERUSER: &str = "Only a superuser may create staff accounts.";
+const OWN_DEACTIVATION: &str = "You cannot deactivate your own account.";
+const OWN_DELETION: &str = "You cannot delete your own account.";
+const OWN_STAFF_FLAG: &str = "You cannot change your own staff status.";
+
+/// Who is administering.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// The bearer of this access token; must be an active staff user.
+    Caller(&'a Claims),
+    /// The command line, run by whoever operates the service.
+    Operator,
+}
+
+/// A password reset token, shown once; only its digest is stored.
+pub struct IssuedResetToken {
+    pub token: String,
+    pub expires_at: NaiveDateTime,
+}
+
+impl fmt::Debug for IssuedResetToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedResetToken")
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An actor found allowed to administer, and with which rights.
+enum Authority {
+    Staff(User),
+    Operator,
+}
+
+impl Authority {
+    fn is_superuser(&self) -> bool {
+        match self {
+            Self::Staff(user) => user.is_superuser,
+            Self::Operator => true,
+        }
+    }
+
+    fn require_superuser(&self, refusal: &'static str) -> Result<(), Error> {
+        if self.is_superuser() {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(refusal))
+        }
+    }
+
+    /// Refused with `refusal` if `target_id` is the acting user.
+    fn not_on_self(&self, target_id: i64, refusal: &'static str) -> Result<(), Error> {
+        match self {
+            Self::Staff(user) if user.id == target_id => Err(Error::PermissionDenied(refusal)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this actor may deactivate, delete, or reset the password of
+    /// `target`.
+    fn may_manage(&self, target: &UserRow) -> Result<(), Error> {
+        if target.is_staff || target.is_superuser {
+            self.require_superuser(PROTECTED_ACCOUNT)?;
+        }
+        Ok(())
+    }
+}
+
+/// For the security log: `user 7` or `operator`.
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Staff(user) => write!(f, "user {}", user.id),
+            Self::Operator => f.write_str("operator"),
+        }
+    }
+}
+
+impl Accounts {
+    /// The user with this id.
+    ///
+    /// # Errors
+    /// The actor may not administer (see [`Actor`]); NOT_FOUND.
+    pub async fn get_user(&self, actor: Actor<'_>, id: i64) -> Result<User, Error> {
+        self.authorize(actor).await?;
+        Ok(self.target(id).await?.into())
+    }
+
+    /// Activates or deactivates a user. Deactivation revokes every token of
+    /// theirs first, so reactivating later does not bring them back.
+    ///
+    /// # Errors
+    /// Not allowed (see the module), NOT_FOUND, the database's.
+    pub async fn set_user_active(
+        &self,
+        actor: Actor<'_>,
+        id: i64,
+        active: bool,
+    ) -> Result<User, Error> {
+        let authority = self.authorize(actor).await?;
+        if !active {
+            authority.not_on_self(id, OWN_DEACTIVATION)?;
+        }
+        authority.may_manage(&self.target(id).await?)?;
+        if !active {
+            self.revoke_tokens(id, RevocationReason::TokenRevoked, None)
+                .await?;
+        }
+        let change = FlagChange {
+            is_active: Some(active),
+            ..FlagChange::default()
+        };
+        let user = self.set_flags(id, change).await?;
+        tracing::info!(
+            security_event = if active { "user_activated" } else { "user_deactivated" },
+            user_id = id,
+            by = %authority,
+            "user {}",
+            if active { "activated" } else { "deactivated; every token of theirs revoked" }
+        );
+        Ok(user)
+    }
+
+    /// Grants or takes away staff status: superusers (and the operator) only.
+    ///
+    /// # Errors
+    /// Not allowed (see the module), NOT_FOUND, the database's.
+    pub async fn set_user_staff(
+        &self,
+        actor: Actor<'_>,
+        id: i64,
+        staff: bool,
+    ) -> Result<User, Error> {
+        let authority = self.authorize(actor).await?;
+        authority.require_superuser(STAFF_FLAG_NEEDS_SUPERUSER)?;
+        authority.not_on_self(id, OWN_STAFF_FLAG)?;
+        let change = FlagChange {
+            is_staff: Some(staff),
+            ..FlagChange::default()
+        };
+        let user = self.set_flags(id, change).await?;
+        tracing::info!(
+            security_event = "staff_changed",
+            user_id = id,
+            is_staff = staff,
+            by = %authority,
+            "staff status changed"
+        );
+        Ok(user)
+    }
+
+    /// Grants (with staff status, without which a superuser could not
+    /// administer) or takes away superuser status: the operator's alone,
+    /// so there is no actor.
+    ///
+    /// # Errors
+    /// NOT_FOUND, the database's.
+    pub async fn set_user_superuser(&self, id: i64, superuser: bool) -> Result<User, Error> {
+        let change = FlagChange {
+            is_superuser: Some(superuser),
+            is_staff: superuser.then_some(true),
+            ..FlagChange::default()
+        };
+        let user = self.set_flags(id, change).await?;
+        tracing::info!(
+            security_event = "superuser_changed",
+            user_id = id,
+            is_superuser = superuser,
+            by = %Authority::Operator,
+            "superuser status changed"
+        );
+        Ok(user)
+    }
+
+    /// Deletes a user with their refresh and reset tokens and their login
+    /// counter; their access tokens are refused from then on ("User not
+    /// found"), at once on this replica, within the cache TTL on others.
+    ///
+    /// # Errors
+    /// Not allowed (see the module), NOT_FOUND, the database's.
+    pub async fn delete_user(&self, actor: Actor<'_>, id: i64) -> Result<(), Error> {
+        let authority = self.authorize(actor).await?;
+        authority.not_on_self(id, OWN_DELETION)?;
+        let target = self.target(id).await?;
+        authority.may_manage(&target)?;
+        let throttle_key = login_throttle::user_key(&target.username_key);
+        if !self.users.delete(id, throttle_key).await? {
+            return Err(Error::NotFound(NO_SUCH_USER));
+        }
+        tracing::info!(
+            security_event = "user_deleted",
+            user_id = id,
+            by = %authority,
+            "user deleted with their tokens"
+        );
+        Ok(())
+    }
+
+    /// Creates a user; staff accounts need a superuser. Works whatever
+    /// `AUTH_REGISTRATION` says.
+    ///
+    /// # Errors
+    /// Not allowed, ALREADY_EXISTS naming the taken field, hashing overload.
+    pub async fn create_user(
+        &self,
+        actor: Actor<'_>,
+        account: NewAccount,
+        is_staff: bool,
+    ) -> Result<User, Error> {
+        let authority = self.authorize(actor).await?;
+        if is_staff {
+            authority.require_superuser(STAFF_ACCOUNT_NEEDS_SUPERUSER)?;
+        }
+        let user = self.create_account(account, is_staff).await?;
+        tracing::info!(
+            security_event = "user_created",
+            user_id = user.id,
+            is_staff,
+            by = %authority,
+            "user created by an administrator"
+        );
+        Ok(user)
+    }
+
+    /// A one-time password reset token for the user, valid for the
+    /// configured lifetime: 256 random bits, base64url, stored only as its
+    /// SHA-256 digest. The caller delivers it; it is never logged.
+    ///
+    /// # Errors
+    /// Not allowed (see the module), NOT_FOUND, the database's.
+    pub async fn issue_password_reset_token(
+        &self,
+        actor: Actor<'_>,
+        id: i64,
+    ) -> Result<IssuedResetToken, Error> {
+        let authority = self.authorize(actor).await?;
+        authority.may_manage(&self.target(id).await?)?;
+        let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let now = db_now();
+        let lifetime = chrono::TimeDelta::from_std(self.password_reset_lifetime)
+            .map_err(|_| Error::internal("password reset lifetime out of range"))?;
+        let expires_at = now
+            .checked_add_signed(lifetime)
+            .ok_or_else(|| Error::internal("password reset expiry out of range"))?;
+        password_reset_tokens::insert(&self.db, id, reset_token_digest(&token), expires_at, now)
+            .await?;
+        tracing::info!(
+            security_event = "password_reset_issued",
+            user_id = id,
+            by = %authority,
+            "password reset token issued"
+        );
+        Ok(IssuedResetToken { token, expires_at })
+    }
+
+    /// Sets a user's password (validators apply) and revokes every token of
+    /// theirs: `auth-service user set-password`.
+    ///
+    /// # Errors
+    /// Not allowed, NOT_FOUND, a password the validators refuse (on
+    /// `password`), hashing overload, the database's.
+    pub async fn set_user_password(
+        &self,
+        actor: Actor<'_>,
+        id: i64,
+        new: String,
+    ) -> Result<(), Error> {
+        let authority = self.authorize(actor).await?;
+        let target = self.target(id).await?;
+        authority.may_manage(&target)?;
+        let old_hash = target.password.clone();
+        let new = Self::new_password(&target.into(), new, "password")?;
+        let new_hash = self.hasher.hash(&new).await?;
+        self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
+        self.revoke_tokens(id, RevocationReason::PasswordChanged, Some(new_hash))
+            .await?;
+        tracing::info!(
+            security_event = "password_set",
+            user_id = id,
+            by = %authority,
+            "password set by an administrator; every earlier token of the user revoked"
+        );
+        Ok(())
+    }
+
+    /// The id of the user with this username (matched case-insensitively,
+    /// as login does): how the command line names users.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn user_id_by_username(&self, username: &str) -> Result<Option<i64>, Error> {
+        let row = users::find_by_username(&self.db, &username.to_lowercase()).await?;
+        Ok(row.map(|row| row.id))
+    }
+
+    /// What `actor` may do, if anything: a caller must hold a valid token
+    /// of an active user who is staff in the database right now.
+    async fn authorize(&self, actor: Actor<'_>) -> Result<Authority, Error> {
+        let claims = match actor {
+            Actor::Operator => return Ok(Authority::Operator),
+            Actor::Caller(claims) => claims,
+        };
+        let cached = self.token_user(claims).await?;
+        // Afresh, not from the cache: staff status taken away elsewhere
+        // must end administration at once, not within the cache TTL.
+        let current = users::find_by_id(&self.db, cached.id)
+            .await?
+            .map(User::from)
+            .filter(|user| user.is_active && user.is_staff);
+        current
+            .map(Authority::Staff)
+            .ok_or(Error::PermissionDenied(NOT_STAFF))
+    }
+
+    /// The target's row, read afresh: rights are decided on its current flags.
+    async fn target(&self, id: i64) -> Result<UserRow, Error> {
+        users::find_by_id(&self.db, id)
+            .await?
+            .ok_or(Error::NotFound(NO_SUCH_USER))
+    }
+
+    async fn set_flags(&self, id: i64, change: FlagChange) -> Result<User, Error> {
+        self.users
+            .set_flags(id, change)
+            .await?
+            .ok_or(Error::NotFound(NO_SUCH_USER))
+    }
+}
+
+/// How a reset token is stored and looked up: hex SHA-256. A fast hash is
+/// right for 256 random bits (there is nothing to guess).
+pub(super) fn reset_token_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
