@@ -17,6 +17,7 @@ mod m20261206_000004_blacklist_reason;
 mod m20261206_000005_login_attempts_in_flight;
 mod m20261206_000006_token_revocation;
 mod m20261206_000007_password_reset_tokens;
+mod m20261206_000008_deleted_users;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_login_attempts_in_flight::Migration),
             Box::new(m20261206_000006_token_revocation::Migration),
             Box::new(m20261206_000007_password_reset_tokens::Migration),
+            Box::new(m20261206_000008_deleted_users::Migration),
         ]
     }
 }

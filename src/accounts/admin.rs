@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Accounts, NewAccount, login_throttle};
 use crate::{
-    domain::{RevocationReason, User},
+    domain::{RevocationReason, User, Username},
     error::Error,
     persistence::{
         db_now, password_reset_tokens,
@@ -138,15 +138,19 @@ impl Accounts {
             authority.not_on_self(id, OWN_DEACTIVATION)?;
         }
         authority.may_manage(&self.target(id).await?)?;
-        if !active {
-            self.revoke_tokens(id, RevocationReason::TokenRevoked, None)
-                .await?;
-        }
         let change = FlagChange {
             is_active: Some(active),
             ..FlagChange::default()
         };
-        let user = self.set_flags(id, change).await?;
+        let mut user = self.set_flags(id, change).await?;
+        // Revoked after the row is inactive: a login that read it active
+        // just before issues tokens of the generation revoked here, and
+        // none can read the bumped generation while the row is still active.
+        if !active {
+            self.revoke_tokens(id, RevocationReason::TokenRevoked, None)
+                .await?;
+            user = self.target(id).await?.into();
+        }
         tracing::info!(
             security_event = if active { "user_activated" } else { "user_deactivated" },
             user_id = id,
@@ -325,7 +329,10 @@ impl Accounts {
     /// # Errors
     /// The database's.
     pub async fn user_id_by_username(&self, username: &str) -> Result<Option<i64>, Error> {
-        let row = users::find_by_username(&self.db, &username.to_lowercase()).await?;
+        let Ok(username) = Username::parse(username) else {
+            return Ok(None);
+        };
+        let row = users::find_by_username(&self.db, &username.key()).await?;
         Ok(row.map(|row| row.id))
     }
 
@@ -336,16 +343,17 @@ impl Accounts {
             Actor::Operator => return Ok(Authority::Operator),
             Actor::Caller(claims) => claims,
         };
-        let cached = self.token_user(claims).await?;
-        // Afresh, not from the cache: staff status taken away elsewhere
-        // must end administration at once, not within the cache TTL.
-        let current = users::find_by_id(&self.db, cached.id)
+        // Afresh, not from the cache: staff status taken away, or the
+        // token revoked, elsewhere must end administration at once, not
+        // within the cache TTL.
+        let current = users::find_by_id(&self.db, claims.user_id)
             .await?
-            .map(User::from)
-            .filter(|user| user.is_active && user.is_staff);
-        current
-            .map(Authority::Staff)
-            .ok_or(Error::PermissionDenied(NOT_STAFF))
+            .map(User::from);
+        let user = Self::check_token_user(current, claims)?;
+        if !user.is_staff {
+            return Err(Error::PermissionDenied(NOT_STAFF));
+        }
+        Ok(Authority::Staff(user))
     }
 
     /// The target's row, read afresh: rights are decided on its current flags.

@@ -62,7 +62,7 @@ impl Accounts {
         match self.hasher.upgrade(password, &user.password).await {
             Ok(Some(new_hash)) => {
                 self.users
-                    .set_password_hash(user.id, new_hash.clone())
+                    .upgrade_password_hash(user.id, user.password.clone(), new_hash.clone())
                     .await?;
                 self.hasher
                     .stored_hash_changed(Some(&user.password), &new_hash);

@@ -66,7 +66,12 @@ impl Accounts {
     /// `JWTAuthentication.get_user`) and has not revoked the token since it
     /// was issued: the check behind every call made with a token.
     async fn token_user(&self, claims: &Claims) -> Result<User, Error> {
-        let user = match self.users.get(claims.user_id).await? {
+        Self::check_token_user(self.users.get(claims.user_id).await?, claims)
+    }
+
+    /// [`Self::token_user`]'s verdict on `user`, as read by the caller.
+    fn check_token_user(user: Option<User>, claims: &Claims) -> Result<User, Error> {
+        let user = match user {
             None => return Err(AuthFailure::UserNotFound.into()),
             Some(user) if !user.is_active => return Err(AuthFailure::UserInactive.into()),
             Some(user) => user,

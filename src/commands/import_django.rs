@@ -34,6 +34,8 @@ struct Report {
     read: u64,
     imported: u64,
     already_present: u64,
+    /// Deleted here since an earlier run: not brought back.
+    deleted_here: u64,
     /// (id, field taken by another user).
     conflicts: Vec<(i64, &'static str)>,
     /// (id, what did not parse).
@@ -102,6 +104,7 @@ pub async fn run(
                     }
                 }
                 ImportOutcome::AlreadyPresent => report.already_present += 1,
+                ImportOutcome::DeletedHere => report.deleted_here += 1,
                 ImportOutcome::Conflict { field } => report.conflicts.push((id, field)),
             }
         }
@@ -200,6 +203,13 @@ impl Report {
         let _ = writeln!(out, "read: {}", self.read);
         let _ = writeln!(out, "imported: {}", self.imported);
         let _ = writeln!(out, "already present: {}", self.already_present);
+        if self.deleted_here > 0 {
+            let _ = writeln!(
+                out,
+                "deleted here since: {} (not brought back)",
+                self.deleted_here
+            );
+        }
         let _ = writeln!(out, "conflicts: {}", self.conflicts.len());
         for (id, field) in self.conflicts.iter().take(LISTED) {
             let _ = writeln!(

@@ -26,8 +26,13 @@ use sha2::{Digest, Sha256};
 const MAX_PBKDF2_ITERATIONS: u32 = 18_000_000;
 /// bcrypt costs are powers of two: Django uses 12; 16 already takes seconds.
 const MAX_BCRYPT_COST: u32 = 16;
-/// 1 GiB, ten times Django's argon2 memory cost.
-const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+/// 256 MiB, 2.5 times Django's argon2 memory cost: a check of a bigger
+/// hash (an attacker trying passwords against it) would cost the hashing
+/// pool more than the configured hashes do by too much.
+const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+/// Django uses 2 passes and 8 lanes.
+const MAX_ARGON2_PASSES: u32 = 10;
+const MAX_ARGON2_LANES: u32 = 16;
 
 /// What kind of stored password an imported Django hash is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,7 +133,12 @@ fn parse(encoded: &str) -> Option<Parsed<'_>> {
                 None => Version::V0x10,
             };
             let params = Params::try_from(&phc).ok()?;
-            if params.m_cost() > MAX_ARGON2_MEMORY_KIB || phc.salt.is_none() || phc.hash.is_none() {
+            if params.m_cost() > MAX_ARGON2_MEMORY_KIB
+                || params.t_cost() > MAX_ARGON2_PASSES
+                || params.p_cost() > MAX_ARGON2_LANES
+                || phc.salt.is_none()
+                || phc.hash.is_none()
+            {
                 return None;
             }
             Some(Parsed::Argon2 {

@@ -75,17 +75,19 @@ impl UserProfiles {
         Ok(self.write(user_id, stored).await?.map(User::from))
     }
 
-    /// Replaces the user's password hash (after a parameter upgrade).
+    /// Replaces the user's password hash `old` by its rehash `new` (after
+    /// a parameter upgrade), unless it changed meanwhile.
     ///
     /// # Errors
     /// The database's.
-    pub async fn set_password_hash(
+    pub async fn upgrade_password_hash(
         &self,
         user_id: i64,
-        password_hash: String,
+        old: String,
+        new: String,
     ) -> Result<(), StoreError> {
         let db = self.db.clone();
-        let stored = async move { users::set_password_hash(&db, user_id, password_hash).await };
+        let stored = async move { users::upgrade_password_hash(&db, user_id, old, new).await };
         self.write(user_id, stored).await
     }
 

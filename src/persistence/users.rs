@@ -17,7 +17,10 @@ use sea_orm::{
 use super::{StoreError, error::unique_violation};
 use super::{
     at_most_one,
-    entities::user::{self, Entity as Users},
+    entities::{
+        deleted_user,
+        user::{self, Entity as Users},
+    },
 };
 use crate::domain::{self, Avatar, Email, RevocationReason, TokensRevoked, Username};
 
@@ -170,6 +173,9 @@ pub enum ImportOutcome {
     /// A user with this id and the same username or email is here already
     /// (an earlier run): left as it is.
     AlreadyPresent,
+    /// A user with this id was deleted here: not brought back (with the
+    /// deleted account's unexpired tokens).
+    DeletedHere,
     /// Not inserted, nothing overwritten: `field` (`"id"`, `"username"`,
     /// `"email"`) belongs to another user here, or to an earlier user of
     /// the same import.
@@ -226,6 +232,15 @@ pub async fn import_batch(
             .await?;
         here.extend(rows);
     }
+    let deleted: HashSet<i64> = deleted_user::Entity::find()
+        .select_only()
+        .column(deleted_user::Column::Id)
+        .filter(deleted_user::Column::Id.is_in(batch.iter().map(|u| u.id)))
+        .into_tuple()
+        .all(&txn)
+        .await?
+        .into_iter()
+        .collect();
     let by_id: HashMap<i64, (String, String)> = here
         .iter()
         .map(|(id, email, username)| (*id, (email.clone(), username.clone())))
@@ -238,6 +253,7 @@ pub async fn import_batch(
     for new in batch {
         let (email_key, username_key) = (new.email.key(), new.username.key());
         let outcome = match by_id.get(&new.id) {
+            None if deleted.contains(&new.id) => ImportOutcome::DeletedHere,
             Some((email, username)) if *email == email_key || *username == username_key => {
                 ImportOutcome::AlreadyPresent
             }
@@ -343,15 +359,19 @@ pub(super) async fn set_avatar(
     find_by_id(db, id).await
 }
 
-/// Replaces the stored password hash (after a parameter upgrade).
-pub(super) async fn set_password_hash(
+/// Replaces the stored password hash `old` by `new` (a rehash after a
+/// login): only if it is still `old`, so a login that read the row before a
+/// password change cannot write the old password back over the new one.
+pub(super) async fn upgrade_password_hash(
     db: &impl ConnectionTrait,
     id: i64,
-    password_hash: String,
+    old: String,
+    new: String,
 ) -> Result<(), StoreError> {
     Users::update_many()
-        .col_expr(user::Column::Password, Expr::value(password_hash))
+        .col_expr(user::Column::Password, Expr::value(new))
         .filter(user::Column::Id.eq(id))
+        .filter(user::Column::Password.eq(old))
         .exec(db)
         .await?;
     Ok(())
@@ -439,10 +459,16 @@ pub struct FlagChange {
 
 /// Sets the flags `change` names: the row after, `None` if the user is gone.
 pub(super) async fn set_flags(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     id: i64,
     change: FlagChange,
 ) -> Result<Option<UserRow>, StoreError> {
+    let txn = super::begin_write(db).await?;
+    // A reset token issued while the user was unprivileged (by staff who
+    // may manage only such users) must not outlive a promotion.
+    if change.is_staff == Some(true) || change.is_superuser == Some(true) {
+        super::password_reset_tokens::delete_of_user(&txn, id).await?;
+    }
     let columns = [
         (user::Column::IsActive, change.is_active),
         (user::Column::IsStaff, change.is_staff),
@@ -457,10 +483,12 @@ pub(super) async fn set_flags(
         }
     }
     if any {
-        update.exec(db).await?;
+        update.exec(&txn).await?;
     }
     // Re-read rather than trust rows_affected (MySQL counts changed rows only).
-    find_by_id(db, id).await
+    let row = find_by_id(&txn, id).await?;
+    txn.commit().await?;
+    Ok(row)
 }
 
 /// Deletes the user, with their refresh tokens (outstanding and
@@ -488,6 +516,14 @@ pub(super) async fn delete(
         .filter(user::Column::Id.eq(id))
         .exec(&txn)
         .await?;
+    if deleted.rows_affected > 0 {
+        deleted_user::Entity::insert(deleted_user::ActiveModel {
+            id: Set(id),
+            deleted_at: Set(super::db_now()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+    }
     txn.commit().await?;
     Ok(deleted.rows_affected == 1)
 }

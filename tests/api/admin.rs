@@ -334,6 +334,24 @@ async fn staff_who_are_not_superusers_cannot_manage_administrators() {
     .await;
 }
 
+/// A reset token that staff issued for an ordinary user does not survive the
+/// user's promotion: else it would hand that staff member an administrator.
+#[tokio::test]
+async fn a_promotion_drops_pending_reset_tokens() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let (_, root) = account(&app, "root", true, true).await;
+        let (_, staff) = account(&app, "sally", true, false).await;
+        let (target, _) = account(&app, "tom", false, false).await;
+        issue_reset(&app, &staff, target).await.unwrap();
+        assert_eq!(app.count("password_reset_tokens").await, 1);
+        set_staff(&app, &root, target, true).await.unwrap();
+        assert_eq!(app.count("password_reset_tokens").await, 0);
+        app.stop().await;
+    })
+    .await;
+}
+
 /// With AUTH_REGISTRATION=closed, only staff create users; staff accounts
 /// need a superuser; Register's rules apply to CreateUser.
 #[tokio::test]
@@ -386,7 +404,7 @@ async fn registration_closed_leaves_account_creation_to_staff() {
 }
 
 /// `auth-service user …` on `url`: its output.
-fn user_command(url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+pub fn user_command(url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = auth_service(&[&["user"], args].concat());
     command
         .env("AUTH_DATABASE_URL", url)

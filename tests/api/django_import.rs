@@ -260,6 +260,18 @@ async fn the_seed_blogs_users_move_in_with_their_passwords_and_tokens() {
         let (sam, _) = django.user("sam");
         assert!(stored_hash(&app, sam).await.starts_with('!'), "the scrypt hash is not kept");
 
+        // Deleted here, then the import run again: the user is not brought
+        // back, and with it the deleted account's unexpired tokens.
+        let deleted = crate::admin::user_command(&target.url, &["delete", "paul"], &[]);
+        assert!(deleted.status.success(), "{}", stderr(&deleted));
+        let report = imported(&target.url, &django.url, &[]).await;
+        assert_reports(
+            &report,
+            &["imported: 0", "deleted here since: 1 (not brought back)"],
+        );
+        let refused = app.get_me(tokens["access"].as_str().unwrap()).await;
+        expect_code(refused, Code::Unauthenticated);
+
         app.stop().await;
     })
     .await;

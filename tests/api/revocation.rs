@@ -308,3 +308,44 @@ async fn another_replica_refuses_revoked_tokens_within_the_cache_ttl() {
     })
     .await;
 }
+
+/// A login that rehashes an outdated hash, racing a password change: the
+/// rehash of the old password must never land over the new one (it was read
+/// before the change, and written after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_rehashing_the_old_password_cannot_undo_a_password_change() {
+    const TRIALS: usize = 8;
+    on_every_backend(async |backend| {
+        // Users whose hashes are weaker than the server's configuration,
+        // with a session each (logged in where the hash is not outdated).
+        let legacy = TestApp::spawn_with(&backend, |s| {
+            s.passwords.memory_kib = 1024;
+            s.passwords.iterations = 1;
+        })
+        .await;
+        let mut sessions = Vec::new();
+        for trial in 0..TRIALS {
+            let name = format!("racer{trial}");
+            let (_, pair) = legacy.signed_up(&name).await;
+            sessions.push((name, pair));
+        }
+        let app = TestApp::spawn_on(legacy.database_url()).await;
+        let mut changed = 0;
+        for (name, pair) in &sessions {
+            let (login, change) = tokio::join!(
+                app.try_login(name, PASSWORD),
+                app.change_password(&pair.access, PASSWORD, NEW_PASSWORD),
+            );
+            let _ = login;
+            if change.is_ok() {
+                changed += 1;
+                expect_code(app.try_login(name, PASSWORD).await, Code::Unauthenticated);
+                app.try_login(name, NEW_PASSWORD).await.unwrap();
+            }
+        }
+        assert!(changed > 0, "no password change went through");
+        app.stop().await;
+        legacy.stop().await;
+    })
+    .await;
+}

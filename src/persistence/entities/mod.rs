@@ -1,6 +1,7 @@
 //! SeaORM entities, one per table created in `migrations/`.
 
 pub mod blacklisted_token;
+pub mod deleted_user;
 pub mod login_attempt;
 pub mod outstanding_token;
 pub mod password_reset_token;
