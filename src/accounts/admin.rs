@@ -310,10 +310,7 @@ impl Accounts {
         authority.may_manage(&target)?;
         let old_hash = target.password.clone();
         let new = Self::new_password(&target.into(), new, "password")?;
-        let new_hash = self.hasher.hash(&new).await?;
-        self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
-        self.revoke_tokens(id, RevocationReason::PasswordChanged, Some(new_hash))
-            .await?;
+        self.replace_password(id, &old_hash, &new).await?;
         tracing::info!(
             security_event = "password_set",
             user_id = id,

@@ -65,11 +65,7 @@ impl Accounts {
         if !reservation.settle_after(check).await? {
             return Err(AuthFailure::WrongCurrentPassword.into());
         }
-        let new_hash = self.hasher.hash(&new).await?;
-        self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
-        let generation = self
-            .revoke_tokens(user.id, RevocationReason::PasswordChanged, Some(new_hash))
-            .await?;
+        let generation = self.replace_password(user.id, &old_hash, &new).await?;
         tracing::info!(
             security_event = "password_changed",
             user_id = user.id,
@@ -104,6 +100,23 @@ impl Accounts {
             email: &user.email,
         };
         Password::parse(new, attributes).map_err(|e| Error::invalid_fields([(field, e)]))
+    }
+
+    /// Hashes `new` and stores it in place of `old_hash`, revoking every
+    /// earlier token of the user: the generation their next tokens carry.
+    ///
+    /// # Errors
+    /// Hashing overload; the user is gone; the database's.
+    pub(super) async fn replace_password(
+        &self,
+        user_id: i64,
+        old_hash: &str,
+        new: &Password,
+    ) -> Result<i64, Error> {
+        let new_hash = self.hasher.hash(new).await?;
+        self.hasher.stored_hash_changed(Some(old_hash), &new_hash);
+        self.revoke_tokens(user_id, RevocationReason::PasswordChanged, Some(new_hash))
+            .await
     }
 
     /// Revokes every token issued to `user_id` so far (setting a new

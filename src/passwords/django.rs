@@ -188,16 +188,13 @@ pub(super) fn verify(password: &[u8], encoded: &str, memory: &mut Vec<Block>) ->
             params,
         } => {
             let PasswordHash { salt, hash, .. } = *phc;
-            let (salt, expected) = (salt?, hash?);
-            let blocks = params.block_count();
-            if memory.len() < blocks {
-                memory.resize(blocks, Block::new());
-            }
-            let mut out = vec![0u8; expected.len()];
-            Argon2::new(algorithm, version, params)
-                .hash_password_into_with_memory(password, &salt, &mut out, &mut memory[..blocks])
-                .ok()?;
-            Some(super::constant_time_eq(&out, expected.as_bytes()))
+            super::check_argon2(
+                password,
+                Argon2::new(algorithm, version, params),
+                &salt?,
+                hash?.as_bytes(),
+                memory,
+            )
         }
         Parsed::BcryptSha256 { bcrypt } => {
             // Django hashes the lower-case hex digest, 64 bytes: under

@@ -472,16 +472,34 @@ fn verify_phc(password: &[u8], stored: &str, memory: &mut Vec<Block>) -> Option<
         None => Version::V0x13,
     };
     let params = Params::try_from(&parsed).ok()?;
-    let (salt, expected) = (parsed.salt?, parsed.hash?);
-    let blocks = params.block_count();
+    check_argon2(
+        password,
+        Argon2::new(algorithm, version, params),
+        &parsed.salt?,
+        parsed.hash?.as_bytes(),
+        memory,
+    )
+}
+
+/// Whether `argon2` turns `password` and `salt` into `expected`, computed in
+/// `memory` (grown to the parameters' size if it is smaller); `None` if
+/// argon2 refuses the inputs.
+fn check_argon2(
+    password: &[u8],
+    argon2: Argon2<'_>,
+    salt: &Salt,
+    expected: &[u8],
+    memory: &mut Vec<Block>,
+) -> Option<bool> {
+    let blocks = argon2.params().block_count();
     if memory.len() < blocks {
         memory.resize(blocks, Block::new());
     }
     let mut out = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password, &salt, &mut out, &mut memory[..blocks])
+    argon2
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
         .ok()?;
-    Some(constant_time_eq(&out, expected.as_bytes()))
+    Some(constant_time_eq(&out, expected))
 }
 
 /// Whether two hash outputs are equal, in time that depends only on their
