@@ -290,7 +290,7 @@ pub struct AccountSettings {
 
     /// How long a password reset token from IssuePasswordResetToken works.
     #[arg(long, env = "AUTH_PASSWORD_RESET_LIFETIME", default_value = "1h",
-          value_parser = non_zero_duration, global = true)]
+          value_parser = reset_lifetime, global = true)]
     pub password_reset_lifetime: Duration,
 }
 
@@ -368,6 +368,16 @@ fn non_zero_duration(value: &str) -> Result<Duration, String> {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0s".into()),
         Ok(duration) => Ok(duration),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A reset token is a password for its lifetime: more than a week is a
+/// mistake (and years would overflow the expiry).
+fn reset_lifetime(value: &str) -> Result<Duration, String> {
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+    match non_zero_duration(value)? {
+        duration if duration > WEEK => Err("must be at most 7 days".into()),
+        duration => Ok(duration),
     }
 }
 
@@ -595,6 +605,11 @@ mod tests {
             cli.settings.accounts.password_reset_lifetime,
             Duration::from_secs(900)
         );
+        for too_long in ["8days", "100years"] {
+            let parsed =
+                Cli::try_parse_from(["auth-service", "--password-reset-lifetime", too_long]);
+            assert!(parsed.is_err(), "{too_long}");
+        }
         assert!(matches!(
             &cli.command,
             Some(Command::User(UserCommand::SetActive { username, active: false }))

@@ -333,6 +333,14 @@ impl Accounts {
         Ok(row.map(|row| row.id))
     }
 
+    /// Whether `actor` may administer at all (see [`Actor`]).
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED, or the token's refusal.
+    pub async fn authorize_admin(&self, actor: Actor<'_>) -> Result<(), Error> {
+        self.authorize(actor).await.map(|_| ())
+    }
+
     /// What `actor` may do, if anything: a caller must hold a valid token
     /// of an active user who is staff in the database right now.
     async fn authorize(&self, actor: Actor<'_>) -> Result<Authority, Error> {

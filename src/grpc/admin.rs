@@ -72,6 +72,11 @@ impl AdminService for AdminHandlers {
         mut request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let caller = caller(&mut request)?;
+        // Refused before the fields are looked at: a caller who may not
+        // create users learns nothing about what would be valid.
+        self.accounts
+            .authorize_admin(Actor::Caller(&caller))
+            .await?;
         let request = request.into_inner();
         let is_staff = request.is_staff;
         let account = NewAccount::try_from(request)?;

@@ -140,6 +140,8 @@ async fn staff_read_users_and_nobody_else_may_call() {
         expect_denied(delete(&app, &bob, bob_id).await, refusal);
         expect_denied(issue_reset(&app, &bob, bob_id).await, refusal);
         expect_denied(create(&app, &bob, "eve", PASSWORD, false).await, refusal);
+        // Even with fields that would be invalid: refused before they are read.
+        expect_denied(create(&app, &bob, "eve", "123", false).await, refusal);
         // No token at all.
         let anonymous = app
             .admin_client()
