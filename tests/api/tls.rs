@@ -8,7 +8,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
-    child::{auth_service, run, stderr},
+    child::{ChildServer, auth_service, run, stderr},
     helpers::{Backend, TestApp, register_request},
 };
 
@@ -224,4 +224,90 @@ fn half_configured_tls_is_one_line_and_a_failure() {
         assert!(err.contains(expected), "{env:?}: {err}");
         assert!(!err.contains("PRIVATE KEY"), "{err}");
     }
+}
+
+/// A TLS client config trusting `ca` for `localhost`.
+fn trusting(ca: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost")
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_for_new_connections_only() {
+    let old = Pki::new("old CA");
+    let new = Pki::new("new CA");
+    let first = old.issue();
+    let cert = old.write("server.pem", &first.cert);
+    let key = old.write("server.key", &first.key);
+    let database = format!(
+        "sqlite://{}?mode=rwc",
+        old.dir.path().join("a.db").display()
+    );
+    let server = ChildServer::on(&database)
+        .envs(&[
+            ("AUTH_TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("AUTH_TLS_KEY_FILE", key.to_str().unwrap()),
+        ])
+        .log("error")
+        .with_tls(trusting(&old.ca_pem))
+        .start()
+        .await;
+    let endpoint = |ca: &str| {
+        Endpoint::from_shared(format!("https://localhost:{}", server.channel_port()))
+            .unwrap()
+            .tls_config(trusting(ca))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(10))
+    };
+    // Open before the reload, and kept.
+    let before = endpoint(&old.ca_pem).connect().await.unwrap();
+    call(before.clone(), "alice").await.unwrap();
+
+    let second = new.issue();
+    std::fs::write(&cert, &second.cert).unwrap();
+    std::fs::write(&key, &second.key).unwrap();
+    server.signal("HUP");
+    let started = std::time::Instant::now();
+    let after = loop {
+        if let Ok(channel) = endpoint(&new.ca_pem).connect().await
+            && call(channel.clone(), "bob").await.is_ok()
+        {
+            break channel;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The connection opened before goes on; a new one gets the new certificate.
+    call(before, "carol")
+        .await
+        .expect("the old connection was dropped");
+    let old_trust = match endpoint(&old.ca_pem).connect().await {
+        Ok(channel) => call(channel, "dave").await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(
+        old_trust.is_err(),
+        "a new connection got the old certificate"
+    );
+
+    // A bad file keeps the current pair, with one error line.
+    std::fs::write(&key, "not a key").unwrap();
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let channel = endpoint(&new.ca_pem).connect().await.unwrap();
+    call(channel, "erin")
+        .await
+        .expect("the current pair was kept");
+    call(after, "frank").await.unwrap();
+
+    let output = server.terminate(Duration::from_secs(30)).await;
+    let log = stderr(&output);
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("TLS")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("keeping the current one"), "{log}");
+    assert!(!log.contains("not a key"), "{log}");
 }
