@@ -88,6 +88,14 @@ async fn call(channel: Channel, username: &str) -> Result<(), tonic::Status> {
 
 /// A server with the certificate of `pki`, and with mTLS when `client` is set.
 async fn spawn(pki: &Pki, client: Option<(&Pki, ClientAuth)>) -> TestApp {
+    spawn_with(pki, client, |_| {}).await
+}
+
+async fn spawn_with(
+    pki: &Pki,
+    client: Option<(&Pki, ClientAuth)>,
+    configure: impl FnOnce(&mut auth_service::config::Settings),
+) -> TestApp {
     let server = pki.issue();
     let cert = pki.write("server.pem", &format!("{}{}", server.cert, pki.ca_pem));
     let key = pki.write("server.key", &server.key);
@@ -99,6 +107,7 @@ async fn spawn(pki: &Pki, client: Option<(&Pki, ClientAuth)>) -> TestApp {
             settings.tls.client_ca_file = Some(ca);
             settings.tls.client_auth = auth;
         }
+        configure(settings);
     })
     .await
 }
@@ -310,4 +319,72 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     assert_eq!(errors.len(), 1, "{log}");
     assert!(errors[0].contains("keeping the current one"), "{log}");
     assert!(!log.contains("not a key"), "{log}");
+}
+
+/// `GET path` over HTTP/1.1 on a TLS connection to `addr` trusting `ca`:
+/// the whole response, or the error that ended it.
+async fn https_get(addr: std::net::SocketAddr, ca: &str, path: &str) -> std::io::Result<String> {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{
+        TlsConnector,
+        rustls::{ClientConfig, RootCertStore, crypto::ring},
+    };
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let mut config =
+        ClientConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn the_http_listener_serves_the_same_certificate() {
+    let pki = Pki::new("server CA");
+    let app = spawn_with(&pki, None, |settings| {
+        settings.server.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = app.http_addr.unwrap();
+    let response = https_get(http, &pki.ca_pem, auth_service::web::JWKS_PATH)
+        .await
+        .expect("HTTPS GET");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(http).await?;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        std::io::Result::Ok(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), plain)
+        .await
+        .expect("the plaintext connection was not closed")
+        .unwrap();
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
