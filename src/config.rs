@@ -110,6 +110,46 @@ pub struct Settings {
 
     #[command(flatten)]
     pub accounts: AccountSettings,
+
+    /// TLS for the gRPC and HTTP listeners; plaintext when unset.
+    #[command(flatten)]
+    pub tls: TlsSettings,
+}
+
+/// TLS (1.2 and 1.3) on both listeners when a certificate and its key are
+/// given; mutual TLS when a client CA is too. The certificate and key are
+/// read again on SIGHUP.
+#[derive(Debug, Clone, Args)]
+pub struct TlsSettings {
+    /// PEM certificate (chain allowed, leaf first) served to clients;
+    /// requires AUTH_TLS_KEY_FILE.
+    #[arg(long = "tls-cert-file", env = "AUTH_TLS_CERT_FILE", global = true)]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    #[arg(long = "tls-key-file", env = "AUTH_TLS_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients must present a certificate it signed (mTLS).
+    #[arg(
+        long = "tls-client-ca-file",
+        env = "AUTH_TLS_CLIENT_CA_FILE",
+        global = true
+    )]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// With a client CA: whether clients without a certificate are refused
+    /// (required) or accepted (optional). A certificate presented is always checked.
+    #[arg(long = "tls-client-auth", env = "AUTH_TLS_CLIENT_AUTH", value_enum,
+          default_value_t = ClientAuth::Required, global = true)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a client certificate is required when a client CA is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientAuth {
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -479,7 +519,8 @@ default_from_command_line!(
     Argon2Settings,
     ThrottleSettings,
     CacheSettings,
-    AccountSettings
+    AccountSettings,
+    TlsSettings
 );
 
 /// A string that must not reach a log: `Debug` and `Display` print a

@@ -15,7 +15,7 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     accounts::{Accounts, LoginThrottle, PageTokenCodec},
     config::Settings,
-    grpc,
+    grpc::{self, tls::Tls},
     passwords::Hasher,
     persistence::{self, RefreshTokens, UserProfiles},
     tokens::{TokenCodec, keys},
@@ -27,19 +27,24 @@ pub struct Application {
     local_addr: SocketAddr,
     /// The HTTP listener and its address, when one is configured.
     http: Option<(TcpListener, SocketAddr)>,
+    /// Both listeners' TLS; `None`: plaintext.
+    tls: Option<Tls>,
     accounts: Accounts,
     db: DatabaseConnection,
     settings: Settings,
 }
 
 impl Application {
-    /// Loads the signing key, connects to the database, applies pending
+    /// Loads the TLS certificate (if configured) and the signing key, connects to the database, applies pending
     /// migrations and binds the listen address, and the HTTP address if
     /// set (port 0 picks a free port).
     ///
     /// # Errors
-    /// Unreachable database, failed migration, missing signing key, address in use.
+    /// Half-configured TLS or unusable TLS files, unreachable database,
+    /// failed migration, missing signing key, address in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // A configuration error, whatever the database: checked first.
+        let tls = Tls::from_settings(&settings.tls)?;
         let accounts = open_accounts(&settings).await?;
         let db = accounts.db.clone();
         let policy = settings.tokens.policy;
@@ -68,6 +73,7 @@ impl Application {
             listener,
             local_addr,
             http,
+            tls,
             accounts,
             db,
             settings,
@@ -100,6 +106,7 @@ impl Application {
         let Self {
             listener,
             http,
+            tls,
             accounts,
             db,
             settings,
@@ -107,9 +114,10 @@ impl Application {
         } = self;
         // Installed now: a SIGHUP's default action would end the process.
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let reloader = tokio::spawn(reload_keys_on_sighup(
+        let reloader = tokio::spawn(reload_on_sighup(
             hangups,
             accounts.token_codec(),
+            tls.clone(),
             settings.clone(),
         ));
         // One stop signal for both servers, raised by the first of them to end.
@@ -132,6 +140,7 @@ impl Application {
                 grpc_accounts,
                 db.clone(),
                 &settings,
+                tls.as_ref(),
                 stopped(stopping.clone()),
             )
             .await;
@@ -142,7 +151,14 @@ impl Application {
             let Some((listener, _)) = http else {
                 return Ok(());
             };
-            let served = web::serve(listener, accounts, &settings, stopped(stopping.clone())).await;
+            let served = web::serve(
+                listener,
+                accounts,
+                &settings,
+                tls.as_ref(),
+                stopped(stopping.clone()),
+            )
+            .await;
             stop.send_replace(true);
             served
         };
@@ -200,10 +216,13 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
 }
 
 /// Reads the key files again on every SIGHUP and signs and verifies with
-/// them from then on; a file that fails keeps the current keys.
-async fn reload_keys_on_sighup(
+/// them from then on; a file that fails keeps the current keys. The same
+/// for the TLS certificate and key: new handshakes use the new pair, open
+/// connections keep theirs.
+async fn reload_on_sighup(
     mut hangups: tokio::signal::unix::Signal,
     tokens: Arc<TokenCodec>,
+    tls: Option<Tls>,
     settings: Settings,
 ) {
     while hangups.recv().await.is_some() {
@@ -215,6 +234,15 @@ async fn reload_keys_on_sighup(
                 error = format!("{e:#}"),
                 "SIGHUP: the key files could not be reloaded; keeping the current keys"
             ),
+        }
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: the TLS certificate could not be reloaded; keeping the current one"
+                ),
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod convert;
 mod health;
 mod server;
 mod status;
+pub mod tls;
 mod users;
 
 pub use bearer::BearerAuth;

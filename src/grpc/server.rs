@@ -19,6 +19,7 @@ use super::{
     call_log::CallLogLayer,
     client_address::ClientAddress,
     health::{set_health, watch_database},
+    tls::{Alpn, Incoming, Tls},
     users::UserHandlers,
 };
 use crate::{
@@ -38,7 +39,8 @@ const MAX_METADATA_BYTES: u32 = 16 * 1024;
 
 /// Serves `accounts` on `listener` until `shutdown` resolves, then stops
 /// accepting calls and lets the ones in flight finish, for at most the
-/// shutdown grace period. Health follows `db`.
+/// shutdown grace period. Health follows `db`. Over TLS when `tls` is
+/// given, plaintext otherwise.
 ///
 /// # Errors
 /// The server failed (not a single call: those become statuses), or calls
@@ -48,6 +50,7 @@ pub async fn serve(
     accounts: Accounts,
     db: DatabaseConnection,
     settings: &Settings,
+    tls: Option<&Tls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -83,11 +86,15 @@ pub async fn serve(
     );
 
     let local_addr = listener.local_addr()?;
-    tracing::info!(addr = %local_addr, "serving gRPC");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(addr = %local_addr, tls = tls.is_some(), "serving gRPC");
+    let incoming = Incoming::new(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        tls,
+        Alpn::Grpc,
+    );
     let grace = settings.server.shutdown_grace;
     let served = serve_with_grace(shutdown, grace, "calls", |signal| {
-        Server::builder()
+        let router = Server::builder()
             // One client cannot hog the server: bounded streams per
             // connection, and dead peers are noticed and dropped.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -102,8 +109,13 @@ pub async fn serve(
             .add_service(reflection_v1alpha)
             .add_service(auth)
             .add_service(users)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, signal)
+            .add_service(admin);
+        async move {
+            match incoming {
+                Incoming::Tcp(tcp) => router.serve_with_incoming_shutdown(tcp, signal).await,
+                Incoming::Tls(tls) => router.serve_with_incoming_shutdown(tls, signal).await,
+            }
+        }
     })
     .await;
     watcher.abort();

@@ -10,7 +10,14 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 
-use crate::{accounts::Accounts, config::Settings, grpc::serve_with_grace};
+use crate::{
+    accounts::Accounts,
+    config::Settings,
+    grpc::{
+        serve_with_grace,
+        tls::{Alpn, Incoming, Tls},
+    },
+};
 
 /// Serves the HTTP routes on `listener` until `shutdown` resolves, then
 /// stops accepting connections and lets the requests in flight finish, for
@@ -20,6 +27,8 @@ use crate::{accounts::Accounts, config::Settings, grpc::serve_with_grace};
 /// server with graceful shutdown and a header read timeout), told to accept
 /// HTTP/1.1: it serves any axum router, and needs no HTTP server of our own.
 ///
+/// Over TLS (the gRPC listener's certificate) when `tls` is given.
+///
 /// # Errors
 /// The server failed, or requests were still in flight when the grace
 /// period ended.
@@ -27,21 +36,26 @@ pub async fn serve(
     listener: TcpListener,
     accounts: Accounts,
     settings: &Settings,
+    tls: Option<&Tls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let routes = Routes::from(super::router(accounts, settings)).prepare();
     let local_addr = listener.local_addr()?;
-    tracing::info!(addr = %local_addr, "serving HTTP");
+    tracing::info!(addr = %local_addr, tls = tls.is_some(), "serving HTTP");
     // Dead peers' idle keep-alive connections are noticed and dropped.
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = Incoming::new(incoming, tls, Alpn::Http);
     let grace = settings.server.shutdown_grace;
     serve_with_grace(shutdown, grace, "HTTP requests", |signal| {
-        Server::builder()
-            .accept_http1(true)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, signal)
+        let router = Server::builder().accept_http1(true).add_routes(routes);
+        async move {
+            match incoming {
+                Incoming::Tcp(tcp) => router.serve_with_incoming_shutdown(tcp, signal).await,
+                Incoming::Tls(tls) => router.serve_with_incoming_shutdown(tls, signal).await,
+            }
+        }
     })
     .await
     .with_context(|| format!("HTTP server on {local_addr}"))

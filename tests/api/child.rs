@@ -14,7 +14,7 @@ use std::{
 
 use auth_service::pb::auth_service_client::AuthServiceClient;
 use tokio::{io::AsyncReadExt, process::Child, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -83,6 +83,7 @@ pub struct ServeOptions {
     log: Option<String>,
     signing_key: bool,
     http: bool,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ServeOptions {
@@ -113,6 +114,13 @@ impl ServeOptions {
     /// [`ChildServer::http_addr`].
     pub fn with_http(mut self) -> Self {
         self.http = true;
+        self
+    }
+
+    /// The server is configured for TLS (by [`Self::envs`]): the health
+    /// check and [`ChildServer::channel`] connect to `localhost` with `tls`.
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -193,6 +201,7 @@ impl ServeOptions {
             child,
             addr,
             http_addr,
+            tls: self.tls.clone(),
             stderr,
         }
     }
@@ -204,6 +213,8 @@ pub struct ChildServer {
     child: Child,
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    /// How to connect when it serves TLS.
+    tls: Option<ClientTlsConfig>,
     /// Everything the child wrote to stderr, once it closes it.
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
@@ -217,6 +228,7 @@ impl ChildServer {
             log: None,
             signing_key: true,
             http: false,
+            tls: None,
         }
     }
 
@@ -235,21 +247,34 @@ impl ChildServer {
         Self::on(database_url).envs(env).try_start().await
     }
 
+    /// The port it serves gRPC on.
+    pub fn channel_port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// Where it serves HTTP, when started [`ServeOptions::with_http`].
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
 
     pub fn uri(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
-    /// A channel of its own to the server, connected on first use.
+    /// A channel of its own to the server, connected on first use (over
+    /// TLS when started [`ServeOptions::with_tls`]).
     pub fn channel(&self) -> Channel {
-        Channel::from_shared(self.uri())
+        let endpoint = Channel::from_shared(self.uri())
             .unwrap_or_else(|e| panic!("{}: {e}", self.uri()))
-            .connect_timeout(Duration::from_secs(10))
-            .connect_lazy()
+            .connect_timeout(Duration::from_secs(10));
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).expect("TLS client config"),
+            None => endpoint,
+        }
+        .connect_lazy()
     }
 
     /// A client on a connection of its own, opened on first use.

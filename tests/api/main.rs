@@ -28,6 +28,7 @@ mod reuse_detection;
 mod revocation;
 mod service;
 mod throttle;
+mod tls;
 mod users;
 mod verifier_e2e;
 mod verify;
