@@ -110,6 +110,25 @@ pub struct Settings {
 
     #[command(flatten)]
     pub accounts: AccountSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// How log records are written to stderr: text lines (ANSI colours only
+    /// on a terminal, and not with NO_COLOR) or one JSON object per line.
+    #[arg(long = "log-format", env = "AUTH_LOG_FORMAT", value_enum,
+          default_value_t = LogFormat::Text, global = true)]
+    pub format: LogFormat,
+}
+
+/// `AUTH_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
