@@ -572,6 +572,18 @@ mod tests {
             defaults.accounts.password_reset_lifetime,
             Duration::from_secs(3600)
         );
+        assert_eq!(defaults.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let parse = |format: &str| {
+            Cli::try_parse_from(["auth-service", "--log-format", format])
+                .map(|cli| cli.settings.log.format)
+        };
+        assert_eq!(parse("json").unwrap(), LogFormat::Json);
+        assert_eq!(parse("text").unwrap(), LogFormat::Text);
+        assert!(parse("xml").is_err());
     }
 
     #[test]
