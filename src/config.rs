@@ -114,6 +114,9 @@ pub struct Settings {
     /// TLS for the gRPC and HTTP listeners; plaintext when unset.
     #[command(flatten)]
     pub tls: TlsSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
 }
 
 /// TLS (1.2 and 1.3) on both listeners when a certificate and its key are
@@ -150,6 +153,22 @@ pub struct TlsSettings {
 pub enum ClientAuth {
     Required,
     Optional,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// How log records are written to stderr: text lines (ANSI colours only
+    /// on a terminal, and not with NO_COLOR) or one JSON object per line.
+    #[arg(long = "log-format", env = "AUTH_LOG_FORMAT", value_enum,
+          default_value_t = LogFormat::Text, global = true)]
+    pub format: LogFormat,
+}
+
+/// `AUTH_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -594,6 +613,18 @@ mod tests {
             defaults.accounts.password_reset_lifetime,
             Duration::from_secs(3600)
         );
+        assert_eq!(defaults.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let parse = |format: &str| {
+            Cli::try_parse_from(["auth-service", "--log-format", format])
+                .map(|cli| cli.settings.log.format)
+        };
+        assert_eq!(parse("json").unwrap(), LogFormat::Json);
+        assert_eq!(parse("text").unwrap(), LogFormat::Text);
+        assert!(parse("xml").is_err());
     }
 
     #[test]

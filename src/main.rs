@@ -2,7 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use auth_service::{commands, config::Cli, telemetry};
+use auth_service::{
+    commands,
+    config::{Cli, LogFormat},
+    telemetry,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -19,7 +23,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init();
+    telemetry::init(match cli.settings.log.format {
+        LogFormat::Text => telemetry::Format::Text,
+        LogFormat::Json => telemetry::Format::Json,
+    });
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(commands::run(cli)));

@@ -18,6 +18,7 @@ use crate::{
     grpc::{self, tls::Tls},
     passwords::Hasher,
     persistence::{self, RefreshTokens, UserProfiles},
+    telemetry::audit,
     tokens::{TokenCodec, keys},
     web,
 };
@@ -229,8 +230,21 @@ async fn reload_on_sighup(
         let reloaded = keys::load(&settings.tokens, settings.database.url.expose())
             .and_then(|keys| tokens.replace_keys(keys));
         match reloaded {
-            Ok(()) => tracing::info!(kids = ?tokens.kids(), "SIGHUP: signing keys reloaded"),
-            Err(e) => tracing::error!(
+            Ok(()) => audit!(
+                INFO,
+                "key_reload",
+                "success",
+                None::<i64>,
+                "operator",
+                kids = ?tokens.kids(),
+                "SIGHUP: signing keys reloaded"
+            ),
+            Err(e) => audit!(
+                ERROR,
+                "key_reload",
+                "failure",
+                None::<i64>,
+                "operator",
                 error = format!("{e:#}"),
                 "SIGHUP: the key files could not be reloaded; keeping the current keys"
             ),

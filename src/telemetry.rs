@@ -1,14 +1,44 @@
-//! Logging set-up: tracing to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging set-up: tracing to stderr, filtered by `RUST_LOG` (default
+//! `info`), as text or one JSON object per line; and the audit records.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// How log records are written (`AUTH_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One human-readable line per record; ANSI colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: the record's fields at the top level, the
+    /// enclosing span's (the call's method and user id) under `span`.
+    Json,
+}
+
 /// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init() {
+pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Text => builder.with_ansi(colours_wanted()).try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Colours only for a person at a terminal: never into a file or a pipe,
+/// and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colours_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Records the caller's user id on the current call's log line (the span
@@ -16,3 +46,29 @@ pub fn init() {
 pub fn record_user(user_id: i64) {
     tracing::Span::current().record("user_id", user_id);
 }
+
+/// A security event as a record of its own on target `audit`, always of
+/// the same shape: `audit = true`, `event` (its name), `outcome`
+/// (`success` or `failure`), `user_id` (the account concerned, an
+/// `Option<i64>`: absent when unknown), `actor` (who acted: `self`,
+/// `user <id>`, `operator`, `service`), then the event's own fields and
+/// message. Never a password, hash, token or key among them.
+///
+/// ```ignore
+/// audit!(INFO, "logout_all", "success", Some(id), "self", "every token of the user revoked");
+/// ```
+macro_rules! audit {
+    ($level:ident, $event:expr, $outcome:expr, $user_id:expr, $actor:expr, $($rest:tt)+) => {
+        ::tracing::event!(
+            target: "audit",
+            ::tracing::Level::$level,
+            audit = true,
+            event = $event,
+            outcome = $outcome,
+            user_id = $user_id,
+            actor = %$actor,
+            $($rest)+
+        )
+    };
+}
+pub(crate) use audit;

@@ -53,6 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "grpc",
             "passwords",
             "persistence",
+            "telemetry",
             "tokens",
             "web",
         ],

@@ -26,6 +26,7 @@ use crate::{
         db_now, password_reset_tokens,
         users::{self, FlagChange, UserRow},
     },
+    telemetry::audit,
     tokens::Claims,
 };
 
@@ -151,12 +152,22 @@ impl Accounts {
                 .await?;
             user = self.target(id).await?.into();
         }
-        tracing::info!(
-            security_event = if active { "user_activated" } else { "user_deactivated" },
-            user_id = id,
-            by = %authority,
+        audit!(
+            INFO,
+            if active {
+                "user_activated"
+            } else {
+                "user_deactivated"
+            },
+            "success",
+            Some(id),
+            authority,
             "user {}",
-            if active { "activated" } else { "deactivated; every token of theirs revoked" }
+            if active {
+                "activated"
+            } else {
+                "deactivated; every token of theirs revoked"
+            }
         );
         Ok(user)
     }
@@ -179,11 +190,13 @@ impl Accounts {
             ..FlagChange::default()
         };
         let user = self.set_flags(id, change).await?;
-        tracing::info!(
-            security_event = "staff_changed",
-            user_id = id,
+        audit!(
+            INFO,
+            "staff_changed",
+            "success",
+            Some(id),
+            authority,
             is_staff = staff,
-            by = %authority,
             "staff status changed"
         );
         Ok(user)
@@ -202,11 +215,13 @@ impl Accounts {
             ..FlagChange::default()
         };
         let user = self.set_flags(id, change).await?;
-        tracing::info!(
-            security_event = "superuser_changed",
-            user_id = id,
+        audit!(
+            INFO,
+            "superuser_changed",
+            "success",
+            Some(id),
+            Authority::Operator,
             is_superuser = superuser,
-            by = %Authority::Operator,
             "superuser status changed"
         );
         Ok(user)
@@ -227,10 +242,12 @@ impl Accounts {
         if !self.users.delete(id, throttle_key).await? {
             return Err(Error::NotFound(NO_SUCH_USER));
         }
-        tracing::info!(
-            security_event = "user_deleted",
-            user_id = id,
-            by = %authority,
+        audit!(
+            INFO,
+            "user_deleted",
+            "success",
+            Some(id),
+            authority,
             "user deleted with their tokens"
         );
         Ok(())
@@ -252,11 +269,13 @@ impl Accounts {
             authority.require_superuser(STAFF_ACCOUNT_NEEDS_SUPERUSER)?;
         }
         let user = self.create_account(account, is_staff).await?;
-        tracing::info!(
-            security_event = "user_created",
-            user_id = user.id,
+        audit!(
+            INFO,
+            "user_created",
+            "success",
+            Some(user.id),
+            authority,
             is_staff,
-            by = %authority,
             "user created by an administrator"
         );
         Ok(user)
@@ -284,10 +303,12 @@ impl Accounts {
             .ok_or_else(|| Error::internal("password reset expiry out of range"))?;
         password_reset_tokens::insert(&self.db, id, reset_token_digest(&token), expires_at, now)
             .await?;
-        tracing::info!(
-            security_event = "password_reset_issued",
-            user_id = id,
-            by = %authority,
+        audit!(
+            INFO,
+            "password_reset_issued",
+            "success",
+            Some(id),
+            authority,
             "password reset token issued"
         );
         Ok(IssuedResetToken { token, expires_at })
@@ -311,10 +332,12 @@ impl Accounts {
         let old_hash = target.password.clone();
         let new = Self::new_password(&target.into(), new, "password")?;
         self.replace_password(id, &old_hash, &new).await?;
-        tracing::info!(
-            security_event = "password_set",
-            user_id = id,
-            by = %authority,
+        audit!(
+            INFO,
+            "password_set",
+            "success",
+            Some(id),
+            authority,
             "password set by an administrator; every earlier token of the user revoked"
         );
         Ok(())

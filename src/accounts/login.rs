@@ -3,9 +3,10 @@ use std::net::IpAddr;
 use super::{Accounts, TokenPair};
 use crate::{
     domain::Credentials,
+    domain::LoginName,
     error::{AuthFailure, Error},
     persistence::{db_now, users},
-    telemetry::record_user,
+    telemetry::{audit, record_user},
 };
 
 impl Accounts {
@@ -23,18 +24,28 @@ impl Accounts {
         client: Option<IpAddr>,
     ) -> Result<TokenPair, Error> {
         let name = &credentials.name;
+        let refused = |reason: &str, error: Error| {
+            login_failed(name, client, None, reason);
+            error
+        };
         // In line for the hash first: a flood the queue sheds costs nothing more.
-        let place = self.hasher.line_up()?;
+        let place = self
+            .hasher
+            .line_up()
+            .map_err(|e| refused(failure_reason(&e, "overloaded"), e))?;
         // Counted before any hashing; unknown names too, or the throttle
         // itself would tell which names exist.
         let reservation = self
             .throttle
             .admit(name.key(), client, place.deadline())
-            .await?;
+            .await
+            .map_err(|e| refused(failure_reason(&e, "throttled"), e))?;
         // A name that cannot be a username belongs to nobody: no lookup, but
         // still a (dummy) hash verification below, so no timing hint.
         let user = match name.could_exist() {
-            true => users::find_by_username(&self.db, name.key()).await?,
+            true => users::find_by_username(&self.db, name.key())
+                .await
+                .map_err(|e| refused("error", e.into()))?,
             false => None,
         };
         let stored_hash = user.as_ref().map(|u| u.password.clone());
@@ -42,17 +53,49 @@ impl Accounts {
         let active = user.as_ref().is_some_and(|u| u.is_active);
         let password = credentials.password().to_owned();
         let check = async move { Ok(place.verify(&password, stored_hash).await? && active) };
-        let accepted = reservation.settle_after(check).await?;
-        let Some(user) = user.filter(|_| accepted) else {
-            return Err(AuthFailure::InvalidCredentials.into());
+        let accepted = reservation
+            .settle_after(check)
+            .await
+            .map_err(|e| refused(failure_reason(&e, "overloaded"), e))?;
+        let user = match user {
+            Some(user) if accepted => user,
+            // One answer for the caller; the audit log tells them apart.
+            found => {
+                let reason = match &found {
+                    None => "unknown_user",
+                    Some(u) if !u.is_active => "inactive_user",
+                    Some(_) => "wrong_password",
+                };
+                login_failed(name, client, found.map(|u| u.id), reason);
+                return Err(AuthFailure::InvalidCredentials.into());
+            }
         };
         record_user(user.id);
-        self.upgrade_hash(&user, credentials.password()).await?;
+        self.upgrade_hash(&user, credentials.password())
+            .await
+            .map_err(|e| refused("error", e))?;
 
         if self.policy.update_last_login {
-            self.users.record_login(user.id, db_now()).await?;
+            self.users
+                .record_login(user.id, db_now())
+                .await
+                .map_err(|e| refused("error", e.into()))?;
         }
-        self.issue_pair(user.id, user.token_generation).await
+        let pair = self
+            .issue_pair(user.id, user.token_generation)
+            .await
+            .map_err(|e| refused("error", e))?;
+        audit!(
+            INFO,
+            "login",
+            "success",
+            Some(user.id),
+            "self",
+            username = name.as_given(),
+            client = client.map(tracing::field::display),
+            "login"
+        );
+        Ok(pair)
     }
 
     /// Rehashes a correct password whose stored hash is weaker than the
@@ -75,5 +118,30 @@ impl Accounts {
             Ok(None) | Err(Error::Overloaded { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The audit record of a refused login: the name as given, the client's
+/// address when known, and why.
+fn login_failed(name: &LoginName, client: Option<IpAddr>, user_id: Option<i64>, reason: &str) {
+    audit!(
+        INFO,
+        "login",
+        "failure",
+        user_id,
+        "self",
+        username = name.as_given(),
+        client = client.map(tracing::field::display),
+        reason,
+        "login refused"
+    );
+}
+
+/// `overloaded` for an `Overloaded` error (throttled or shed, as the step
+/// that failed says), `error` for anything else.
+fn failure_reason(error: &Error, overloaded: &'static str) -> &'static str {
+    match error {
+        Error::Overloaded { .. } => overloaded,
+        _ => "error",
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     domain::User,
     error::{AuthFailure, Error},
     persistence::{db_now, password_reset_tokens, users},
-    telemetry::record_user,
+    telemetry::{audit, record_user},
 };
 
 /// A reset token and the new password, neither validated yet (the
@@ -61,9 +61,12 @@ impl Accounts {
         self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
         record_user(user.id);
         self.end_sessions(user.id, now).await?;
-        tracing::info!(
-            security_event = "password_reset",
-            user_id = user.id,
+        audit!(
+            INFO,
+            "password_reset",
+            "success",
+            Some(user.id),
+            "self",
             "password reset with a reset token; every earlier token of the user revoked"
         );
         Ok(())

@@ -14,6 +14,7 @@ use crate::{
     domain::{GivenPassword, Password, RevocationReason, User, UserAttributes},
     error::{AuthFailure, Error},
     persistence::{db_now, password_reset_tokens, users},
+    telemetry::audit,
     tokens::{Claims, unix_now},
 };
 
@@ -54,21 +55,45 @@ impl Accounts {
         // In line for the hash first, then counted by the throttle under the
         // user's login name, as a login.
         let place = self.hasher.line_up()?;
-        let reservation = self
+        let refused = |reason: &str| {
+            audit!(
+                INFO,
+                "password_change",
+                "failure",
+                Some(user.id),
+                "self",
+                client = client.map(tracing::field::display),
+                reason,
+                "password change refused"
+            );
+        };
+        let reservation = match self
             .throttle
             .admit(&row.username_key, client, place.deadline())
-            .await?;
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(e @ Error::Overloaded { .. }) => {
+                refused("throttled");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let old_hash = row.password;
         let stored = Some(old_hash.clone());
         let current = change.current;
         let check = async move { place.verify(current.expose(), stored).await };
         if !reservation.settle_after(check).await? {
+            refused("wrong_current_password");
             return Err(AuthFailure::WrongCurrentPassword.into());
         }
         let generation = self.replace_password(user.id, &old_hash, &new).await?;
-        tracing::info!(
-            security_event = "password_changed",
-            user_id = user.id,
+        audit!(
+            INFO,
+            "password_change",
+            "success",
+            Some(user.id),
+            "self",
             "password changed; every earlier token of the user revoked"
         );
         self.issue_pair(user.id, generation).await
@@ -83,9 +108,12 @@ impl Accounts {
         let user = self.token_user(caller).await?;
         self.revoke_tokens(user.id, RevocationReason::TokenRevoked, None)
             .await?;
-        tracing::info!(
-            security_event = "logout_all",
-            user_id = user.id,
+        audit!(
+            INFO,
+            "logout_all",
+            "success",
+            Some(user.id),
+            "self",
             "every token of the user revoked"
         );
         Ok(())

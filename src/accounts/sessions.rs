@@ -8,7 +8,7 @@ use crate::{
     domain::TokenText,
     error::{AuthFailure, Error},
     persistence::{db_now, token_blacklist::BlacklistReason},
-    telemetry::record_user,
+    telemetry::{audit, record_user},
     tokens::{Claims, TokenError, TokenType, unix_now},
 };
 
@@ -102,9 +102,12 @@ impl Accounts {
             .refresh_tokens
             .revoke_all_of_user(claims.user_id, self.tokens.expired_before(now), now)
             .await?;
-        tracing::warn!(
-            security_event = "refresh_token_reuse",
-            user_id = claims.user_id,
+        audit!(
+            WARN,
+            "refresh_token_reuse",
+            "success",
+            Some(claims.user_id),
+            "service",
             revoked,
             "a rotated-out refresh token was presented again; revoked every refresh token of the user"
         );

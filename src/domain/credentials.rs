@@ -43,6 +43,8 @@ impl fmt::Debug for GivenPassword {
 /// The name a login gives, reduced to the key users are looked up by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginName {
+    /// The name exactly as the caller gave it, for the audit log.
+    given: String,
     key: String,
     /// Whether the name could be anyone's: one that is not a valid username
     /// (NUL, too long once normalised, …) belongs to nobody.
@@ -89,16 +91,23 @@ impl LoginName {
     fn new(input: &str) -> Self {
         match Username::parse(input) {
             Ok(username) => Self {
+                given: input.to_owned(),
                 key: username.key(),
                 could_exist: true,
             },
             // Still a key, normalised as a username would be: the failed
             // attempt counts against it like any other.
             Err(_) => Self {
+                given: input.to_owned(),
                 key: input.trim().nfkc().collect::<String>().to_lowercase(),
                 could_exist: false,
             },
         }
+    }
+
+    /// The name as given (the audit log's `username`).
+    pub fn as_given(&self) -> &str {
+        &self.given
     }
 
     /// The case-insensitive form logins and the throttle are keyed on.

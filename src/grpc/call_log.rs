@@ -56,7 +56,8 @@ where
         Box::pin(
             async move {
                 let mut result = response.await;
-                let latency_us = started.elapsed().as_micros();
+                // u64: a number in JSON too (a u128 would be a string there).
+                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 match &mut result {
                     // A failed unary call is "trailers-only": grpc-status is a
                     // header. A successful one sends it in the trailers, which

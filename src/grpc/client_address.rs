@@ -1,4 +1,5 @@
-//! The end user's address, for the per-address login limit.
+//! The end user's address, for the per-address login limit and the
+//! login audit records.
 
 use std::net::IpAddr;
 
@@ -8,8 +9,7 @@ use crate::config::ThrottleSettings;
 
 #[derive(Debug, Clone)]
 pub(super) struct ClientAddress {
-    /// `None`: the address is not needed (the per-address limit is off).
-    source: Option<Source>,
+    source: Source,
 }
 
 #[derive(Debug, Clone)]
@@ -22,10 +22,10 @@ struct Source {
 
 impl ClientAddress {
     pub(super) fn new(settings: &ThrottleSettings) -> Self {
-        let source = (settings.address_failure_limit > 0).then(|| Source {
+        let source = Source {
             header: settings.address_header.clone(),
             trusted_proxies: usize::from(settings.trusted_proxies),
-        });
+        };
         Self { source }
     }
 
@@ -34,7 +34,7 @@ impl ClientAddress {
     /// entries further left were written by the client). With fewer entries
     /// the call did not come through the proxies: the peer address counts.
     pub(super) fn of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
-        let source = self.source.as_ref()?;
+        let source = &self.source;
         let forwarded = source.header.as_deref().and_then(|header| {
             let entries: Vec<&str> = request
                 .metadata()

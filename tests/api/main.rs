@@ -18,6 +18,7 @@ mod jwks;
 mod jwks_http;
 mod login;
 mod logout;
+mod logs;
 mod outage;
 mod password_reset;
 mod python;
