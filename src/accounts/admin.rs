@@ -16,7 +16,6 @@ use std::fmt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::NaiveDateTime;
-use sha2::{Digest, Sha256};
 
 use super::{Accounts, NewAccount, login_throttle};
 use crate::{
@@ -402,8 +401,5 @@ impl Accounts {
 /// How a reset token is stored and looked up: hex SHA-256. A fast hash is
 /// right for 256 random bits (there is nothing to guess).
 pub(super) fn reset_token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::sha256_hex(token)
 }

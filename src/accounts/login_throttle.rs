@@ -24,7 +24,6 @@ use std::{
 };
 
 use sea_orm::DatabaseConnection;
-use sha2::{Digest, Sha256};
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -235,16 +234,9 @@ async fn settle_retrying(
 
 /// The counter row of a username (`user:<digest>`); deleting a user deletes it.
 pub(super) fn user_key(username_key: &str) -> String {
-    format!("user:{}", digest(username_key))
-}
-
-/// Keys are fixed-length digests of the normalised username: any input,
-/// however long or odd, makes a valid key of the same size.
-fn digest(username_key: &str) -> String {
-    Sha256::digest(username_key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // A fixed-length digest of the normalised username: any input, however
+    // long or odd, makes a valid key of the same size.
+    format!("user:{}", super::sha256_hex(username_key))
 }
 
 /// The checks in flight one attempt holds, to settle once its outcome is
@@ -386,11 +378,11 @@ mod tests {
     fn keys_are_fixed_length_whatever_the_name() {
         let long = "\u{FDFA}".repeat(150).to_lowercase();
         for name in ["a", "ab\0cd", long.as_str()] {
-            let key = format!("user:{}", digest(name));
+            let key = user_key(name);
             assert_eq!(key.len(), 69, "{key}");
             assert!(key.is_ascii());
         }
-        assert_ne!(digest("alice"), digest("bob"));
+        assert_ne!(user_key("alice"), user_key("bob"));
     }
 
     #[test]

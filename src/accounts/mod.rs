@@ -82,3 +82,13 @@ impl Accounts {
         }
     }
 }
+
+/// Lower-case hex SHA-256 of `text`: how throttle keys and reset tokens are
+/// stored.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
