@@ -1,4 +1,4 @@
-//! Logging set-up: tracing to stderr, filtered by `RUST_LOG` (default
+//! Logs, metrics and traces. Here: the logging set-up, tracing to stderr, filtered by `RUST_LOG` (default
 //! `info`), as text or one JSON object per line; and the audit records.
 
 use std::io::IsTerminal;
