@@ -18,6 +18,10 @@ WORKDIR /var/lib/auth-service
 ENV AUTH_LISTEN_ADDR=0.0.0.0:50051 \
     AUTH_DATABASE_URL=sqlite:///var/lib/auth-service/auth.db?mode=rwc
 USER nonroot:nonroot
-EXPOSE 50051
+# gRPC; and the HTTP listener (JWKS, /metrics) once AUTH_HTTP_ADDR=0.0.0.0:8080.
+EXPOSE 50051 8080
+# No HEALTHCHECK: distroless has no shell or probe binary. Orchestrators
+# probe gRPC health on 50051 (Kubernetes: a `grpc` probe), which reports
+# NOT_SERVING while the database is unreachable.
 ENTRYPOINT ["/usr/local/bin/auth-service"]
 CMD ["serve"]

@@ -1,9 +1,14 @@
-//! Logs, metrics and traces. Here: the logging set-up, tracing to stderr, filtered by `RUST_LOG` (default
-//! `info`), as text or one JSON object per line; and the audit records.
+//! Logs, metrics and traces. Here: the logging set-up — tracing to stderr,
+//! filtered by `RUST_LOG` (default `info`), as text or one JSON object per
+//! line, through background writer threads — and the audit records.
 
-use std::io::IsTerminal;
+use std::{
+    io::{BufWriter, IsTerminal},
+    sync::OnceLock,
+};
 
-use tracing_subscriber::EnvFilter;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::{EnvFilter, fmt::writer::MakeWriterExt};
 
 /// How log records are written (`AUTH_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,13 +21,46 @@ pub enum Format {
     Json,
 }
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(format: Format) {
+/// Records waiting for the writer thread; past it, ordinary records are
+/// dropped (and counted) rather than stalling calls on a slow stderr.
+const QUEUED_RECORDS: usize = 64 * 1024;
+
+/// Keeps the writer threads alive; dropping it flushes what is queued.
+/// Hold it until the process exits.
+#[must_use = "dropping the guard stops the log writers"]
+pub struct LogGuard {
+    _records: WorkerGuard,
+    _audit: WorkerGuard,
+}
+
+static DROPPED_RECORDS: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global subscriber. Records are formatted on the thread that
+/// makes them and written by a thread of their own, so a call never waits
+/// on stderr: under load the writer gathers many lines into one write.
+/// Audit records have a writer of their own that never drops: when its
+/// queue is full, the event waits. Ordinary records are dropped instead,
+/// counted by [`log_records_dropped`]. A second call (tests) installs
+/// nothing and returns `None`.
+pub fn init(format: Format) -> Option<LogGuard> {
+    let (records, records_guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_RECORDS)
+        .thread_name("log-writer")
+        .finish(BufWriter::new(std::io::stderr()));
+    let (audit, audit_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("audit-writer")
+        .finish(BufWriter::new(std::io::stderr()));
+    let dropped = records.error_counter();
+    let writer = audit
+        .with_filter(|meta| meta.target() == "audit")
+        .or_else(records);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         Format::Text => builder.with_ansi(colours_wanted()).try_init(),
         Format::Json => builder
             .json()
@@ -31,6 +69,20 @@ pub fn init(format: Format) {
             .with_span_list(false)
             .try_init(),
     };
+    installed.ok()?;
+    let _ = DROPPED_RECORDS.set(dropped);
+    Some(LogGuard {
+        _records: records_guard,
+        _audit: audit_guard,
+    })
+}
+
+/// Ordinary log records dropped since start because the writer could not
+/// keep up (never audit records, which wait instead).
+pub fn log_records_dropped() -> u64 {
+    DROPPED_RECORDS
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
 /// Colours only for a person at a terminal: never into a file or a pipe,

@@ -451,3 +451,77 @@ async fn json_logs_are_one_object_per_line_with_the_audit_records() {
     assert_eq!(reuse[0]["user_id"], run.user_id, "{reuse:?}");
     assert_eq!(reuse[0]["level"], "WARN");
 }
+
+/// Under concurrent calls the writer threads lose no record and tear none:
+/// every call's line and every audit record arrives whole, and SIGTERM
+/// writes out what was still queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_each_get_one_whole_line_and_every_audit_record() {
+    const KEY_READS: usize = 400;
+    const FAILED_LOGINS: usize = 40;
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let server = ChildServer::on(&database.url)
+        .envs(&[
+            ("AUTH_LOG_FORMAT", "json"),
+            ("AUTH_LOGIN_FAILURE_LIMIT", "1000"),
+            ("AUTH_LOGIN_ADDRESS_FAILURE_LIMIT", "1000"),
+            ("AUTH_PASSWORD_HASH_QUEUE", "1000"),
+        ])
+        .envs(&CHEAP_HASHING)
+        .log("info")
+        .start()
+        .await;
+    let channel = server.channel();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..KEY_READS {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        calls.spawn(async move {
+            auth.get_jwks(pb::GetJwksRequest::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("GetJwks {i}: {e}"))
+        });
+    }
+    for i in 0..FAILED_LOGINS {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        calls.spawn(async move {
+            let refused = auth
+                .obtain_token_pair(pb::ObtainTokenPairRequest {
+                    username: format!("nobody-{i}"),
+                    password: WRONG_PASSWORD.into(),
+                })
+                .await;
+            match refused {
+                Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(()),
+                other => Err(format!("login {i}: {other:?}")),
+            }
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        call.unwrap().unwrap();
+    }
+    let output = server.terminate(Duration::from_secs(30)).await;
+    let log = stderr(&output);
+    let records: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("torn line ({e}): {line}"))
+        })
+        .collect();
+    let count = |keep: &dyn Fn(&Value) -> bool| records.iter().filter(|r| keep(r)).count();
+    assert_eq!(
+        count(&|r| r["message"] == "grpc call"
+            && r["span"]["method"] == "/auth.v1.AuthService/GetJwks"),
+        KEY_READS,
+        "{log}"
+    );
+    assert_eq!(
+        count(&|r| r["message"] == "grpc call"
+            && r["span"]["method"] == "/auth.v1.AuthService/ObtainTokenPair"),
+        FAILED_LOGINS
+    );
+    assert_eq!(
+        count(&|r| r["target"] == "audit" && r["event"] == "login" && r["outcome"] == "failure"),
+        FAILED_LOGINS
+    );
+}

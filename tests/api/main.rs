@@ -8,6 +8,7 @@ mod admin;
 mod bearer;
 mod child;
 mod cli;
+mod container;
 mod crash;
 mod django_import;
 mod hardening;
