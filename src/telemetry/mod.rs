@@ -1,6 +1,8 @@
 //! Logs, metrics and traces. Here: the logging set-up, tracing to stderr, filtered by `RUST_LOG` (default
 //! `info`), as text or one JSON object per line; and the audit records.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
