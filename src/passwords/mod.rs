@@ -608,6 +608,45 @@ mod queue_tests {
     use super::*;
     use crate::domain::UserAttributes;
 
+    #[tokio::test]
+    async fn the_queue_is_measured_waits_and_all() {
+        let metrics = Metrics::new();
+        let settings = Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            max_concurrent: std::num::NonZeroUsize::new(1),
+            ..Argon2Settings::default()
+        };
+        let hasher = Hasher::with_metrics(settings, metrics.hashing())
+            .await
+            .unwrap();
+        hasher.sample_into(&metrics);
+        let scraped = |name: &str| {
+            let text = metrics.encode_prometheus().unwrap();
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        let held = hasher.acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.verify("password", None).await }
+        });
+        while hasher.inner.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(scraped("auth_password_hash_permits"), 1.0);
+        assert_eq!(scraped("auth_password_hash_permits_in_use"), 1.0);
+        assert_eq!(scraped("auth_password_hash_queue_depth"), 1.0);
+        drop(held);
+        assert!(matches!(waiter.await.unwrap(), Ok(false)));
+        assert_eq!(scraped("auth_password_hash_waits_total"), 1.0);
+        assert_eq!(scraped("auth_password_hash_queue_wait_seconds_count"), 2.0);
+        assert_eq!(scraped("auth_password_hash_permits_in_use"), 0.0);
+        assert_eq!(scraped("auth_password_hash_queue_depth"), 0.0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_sheds_load_at_once() {
         // One slow hash at a time, one caller allowed to wait.

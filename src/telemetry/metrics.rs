@@ -385,6 +385,8 @@ impl Metrics {
         }
     }
 
+    /// A login ended with `outcome` (the one answer a caller gets for
+    /// several of them is told apart here, as in the audit log).
     pub fn login(&self, outcome: LoginOutcome) {
         self.inner
             .logins
@@ -392,18 +394,22 @@ impl Metrics {
             .inc();
     }
 
+    /// A public sign-up created an account.
     pub fn registration(&self) {
         self.inner.registrations.inc();
     }
 
+    /// A refresh token was exchanged for new tokens.
     pub fn refresh(&self) {
         self.inner.refreshes.inc();
     }
 
+    /// A rotated-out refresh token came back (a stolen token family).
     pub fn reuse_detected(&self) {
         self.inner.reuse_detections.inc();
     }
 
+    /// Every token of a user was revoked, for `reason`.
     pub fn revocation(&self, reason: Revocation) {
         self.inner
             .revocations
@@ -599,10 +605,12 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
+    /// A read answered from memory.
     pub fn hit(&self) {
         self.hits.inc();
     }
 
+    /// A read passed on to the database.
     pub fn miss(&self) {
         self.misses.inc();
     }
