@@ -18,7 +18,10 @@ use crate::{
     grpc::{self, tls::Tls},
     passwords::Hasher,
     persistence::{self, RefreshTokens, UserProfiles},
-    telemetry::audit,
+    telemetry::{
+        audit,
+        metrics::{CacheName, Metrics},
+    },
     tokens::{TokenCodec, keys},
     web,
 };
@@ -193,19 +196,26 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
         settings.tokens.audience.clone(),
     );
     let policy = settings.tokens.policy;
+    // This application's own: several may share a process (the tests).
+    let metrics = Metrics::new();
+    let pool = db.clone();
+    metrics.sample_db_pool(move || persistence::pool_state(&pool));
+    let hasher = Hasher::with_metrics(settings.passwords, metrics.hashing()).await?;
+    hasher.sample_into(&metrics);
     Ok(Accounts {
-        users: UserProfiles::new(db.clone(), settings.cache),
+        users: UserProfiles::new(db.clone(), settings.cache, metrics.cache(CacheName::Users)),
         refresh_tokens: RefreshTokens::new(
             db.clone(),
             settings.cache,
             policy.rotate_refresh_tokens,
+            metrics.cache(CacheName::RefreshTokens),
         ),
         throttle: LoginThrottle::new(
             db.clone(),
             settings.throttle.clone(),
             settings.passwords.queue_timeout,
         ),
-        hasher: dummy_hash_calibrated(Hasher::new(settings.passwords).await?, &db).await?,
+        hasher: dummy_hash_calibrated(hasher, &db).await?,
         tokens: Arc::new(tokens),
         page_tokens,
         list_users: settings.accounts.list_users,
@@ -213,6 +223,7 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
         password_reset_lifetime: settings.accounts.password_reset_lifetime,
         policy,
         db,
+        metrics,
     })
 }
 

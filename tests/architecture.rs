@@ -14,10 +14,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
     ("telemetry", &[]),
     ("tokens", &["config"]),
-    ("persistence", &["config", "domain", "tokens"]),
+    ("persistence", &["config", "domain", "telemetry", "tokens"]),
     // Domain: a revocation's reason decides the refusal's message.
     ("error", &["domain", "persistence", "tokens"]),
-    ("passwords", &["config", "domain", "error"]),
+    ("passwords", &["config", "domain", "error", "telemetry"]),
     (
         "accounts",
         &[
@@ -44,7 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // Transport too: the HTTP listener.
-    ("web", &["accounts", "config", "grpc"]),
+    ("web", &["accounts", "config", "grpc", "telemetry"]),
     (
         "startup",
         &[

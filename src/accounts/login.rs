@@ -6,7 +6,7 @@ use crate::{
     domain::LoginName,
     error::{AuthFailure, Error},
     persistence::{db_now, users},
-    telemetry::{audit, record_user},
+    telemetry::{audit, metrics::LoginOutcome, record_user},
 };
 
 impl Accounts {
@@ -26,6 +26,11 @@ impl Accounts {
         let name = &credentials.name;
         let refused = |reason: &str, error: Error| {
             login_failed(name, client, None, reason);
+            self.metrics.login(match reason {
+                "throttled" => LoginOutcome::Throttled,
+                "overloaded" => LoginOutcome::Shed,
+                _ => LoginOutcome::Error,
+            });
             error
         };
         // In line for the hash first: a flood the queue sheds costs nothing more.
@@ -61,11 +66,12 @@ impl Accounts {
             Some(user) if accepted => user,
             // One answer for the caller; the audit log tells them apart.
             found => {
-                let reason = match &found {
-                    None => "unknown_user",
-                    Some(u) if !u.is_active => "inactive_user",
-                    Some(_) => "wrong_password",
+                let (reason, outcome) = match &found {
+                    None => ("unknown_user", LoginOutcome::BadCredentials),
+                    Some(u) if !u.is_active => ("inactive_user", LoginOutcome::Inactive),
+                    Some(_) => ("wrong_password", LoginOutcome::BadCredentials),
                 };
+                self.metrics.login(outcome);
                 login_failed(name, client, found.map(|u| u.id), reason);
                 return Err(AuthFailure::InvalidCredentials.into());
             }
@@ -95,6 +101,7 @@ impl Accounts {
             client = client.map(tracing::field::display),
             "login"
         );
+        self.metrics.login(LoginOutcome::Ok);
         Ok(pair)
     }
 

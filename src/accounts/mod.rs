@@ -34,6 +34,7 @@ use crate::{
     error::{AuthFailure, Error},
     passwords::Hasher,
     persistence::{RefreshTokens, UserProfiles},
+    telemetry::metrics::Metrics,
     tokens::{Claims, TokenCodec},
 };
 
@@ -54,9 +55,16 @@ pub struct Accounts {
     pub(crate) throttle: LoginThrottle,
     pub(crate) users: UserProfiles,
     pub(crate) refresh_tokens: RefreshTokens,
+    /// What the use cases count (logins by outcome, refreshes, revocations …).
+    pub(crate) metrics: Metrics,
 }
 
 impl Accounts {
+    /// This application's metrics, for the call log and `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// The codec the bearer check verifies access tokens with.
     pub fn token_codec(&self) -> Arc<TokenCodec> {
         Arc::clone(&self.tokens)

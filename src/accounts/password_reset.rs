@@ -8,7 +8,7 @@ use crate::{
     domain::User,
     error::{AuthFailure, Error},
     persistence::{db_now, password_reset_tokens, users},
-    telemetry::{audit, record_user},
+    telemetry::{audit, metrics::Revocation, record_user},
 };
 
 /// A reset token and the new password, neither validated yet (the
@@ -61,6 +61,7 @@ impl Accounts {
         self.hasher.stored_hash_changed(Some(&old_hash), &new_hash);
         record_user(user.id);
         self.end_sessions(user.id, now).await?;
+        self.metrics.revocation(Revocation::PasswordChanged);
         audit!(
             INFO,
             "password_reset",

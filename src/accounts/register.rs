@@ -32,6 +32,7 @@ impl Accounts {
             ));
         }
         let user = self.create_account(account, false).await?;
+        self.metrics.registration();
         // The new user is this call's user; CreateUser's is the caller.
         record_user(user.id);
         Ok(user)

@@ -14,7 +14,7 @@ use crate::{
     domain::{GivenPassword, Password, RevocationReason, User, UserAttributes},
     error::{AuthFailure, Error},
     persistence::{db_now, password_reset_tokens, users},
-    telemetry::audit,
+    telemetry::{audit, metrics::Revocation},
     tokens::{Claims, unix_now},
 };
 
@@ -167,6 +167,10 @@ impl Accounts {
             .await?
             .ok_or(AuthFailure::UserNotFound)?;
         self.end_sessions(user_id, now).await?;
+        self.metrics.revocation(match reason {
+            RevocationReason::PasswordChanged => Revocation::PasswordChanged,
+            RevocationReason::TokenRevoked => Revocation::TokensRevoked,
+        });
         Ok(generation)
     }
 

@@ -8,7 +8,7 @@ use crate::{
     domain::TokenText,
     error::{AuthFailure, Error},
     persistence::{db_now, token_blacklist::BlacklistReason},
-    telemetry::{audit, record_user},
+    telemetry::{audit, metrics::Revocation, record_user},
     tokens::{Claims, TokenError, TokenType, unix_now},
 };
 
@@ -79,6 +79,7 @@ impl Accounts {
         } else {
             None
         };
+        self.metrics.refresh();
         Ok(TokenPair {
             access: access.token,
             refresh,
@@ -102,6 +103,8 @@ impl Accounts {
             .refresh_tokens
             .revoke_all_of_user(claims.user_id, self.tokens.expired_before(now), now)
             .await?;
+        self.metrics.reuse_detected();
+        self.metrics.revocation(Revocation::RefreshTokenReuse);
         audit!(
             WARN,
             "refresh_token_reuse",

@@ -2,7 +2,8 @@
 //! the API's conventions (`codec_status`) and writes one log line per call:
 //! method, gRPC status code, latency and, where the handler knows it, the
 //! user id. Never request or response bodies, so no password or token can
-//! reach the log through it.
+//! reach the log through it. It also records each call's code and latency
+//! in the metrics (a call whose client went away counts as CANCELLED).
 
 use std::{
     future::Future,
@@ -15,20 +16,34 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallLogLayer;
+use crate::telemetry::metrics::RpcMetrics;
+
+#[derive(Debug, Clone)]
+pub struct CallLogLayer {
+    metrics: RpcMetrics,
+}
+
+impl CallLogLayer {
+    pub fn new(metrics: RpcMetrics) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for CallLogLayer {
     type Service = CallLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallLog { inner }
+        CallLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct CallLog<S> {
     inner: S,
+    metrics: RpcMetrics,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallLog<S>
@@ -52,12 +67,15 @@ where
             user_id = tracing::field::Empty,
         );
         let started = Instant::now();
+        // Recorded as CANCELLED if the future below is dropped unfinished.
+        let record = self.metrics.start(request.uri().path(), started);
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let mut result = response.await;
+                let elapsed = started.elapsed();
                 // u64: a number in JSON too (a u128 would be a string there).
-                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 match &mut result {
                     // A failed unary call is "trailers-only": grpc-status is a
                     // header. A successful one sends it in the trailers, which
@@ -68,9 +86,14 @@ where
                             .headers()
                             .get("grpc-status")
                             .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+                        record.finish(code as i32, elapsed);
                         tracing::info!(code = ?code, latency_us, "grpc call");
                     }
-                    Err(e) => tracing::warn!(error = %e, latency_us, "grpc call failed"),
+                    Err(e) => {
+                        // The connection's stream is reset: no status reaches the client.
+                        record.finish(Code::Unknown as i32, elapsed);
+                        tracing::warn!(error = %e, latency_us, "grpc call failed");
+                    }
                 }
                 result
             }

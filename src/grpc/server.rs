@@ -63,6 +63,7 @@ pub async fn serve(
     // Every request of ours is small; a bigger one is refused before it
     // is buffered, let alone parsed.
     let bearer = BearerAuth::new(accounts.token_codec());
+    let metrics = accounts.metrics();
     let client_address = ClientAddress::new(&settings.throttle);
     let auth = AuthServiceServer::new(AuthHandlers {
         accounts: accounts.clone(),
@@ -85,6 +86,7 @@ pub async fn serve(
         bearer,
     );
 
+    let rpc_metrics = metrics.rpc(method_paths());
     let local_addr = listener.local_addr()?;
     tracing::info!(addr = %local_addr, tls = tls.is_some(), "serving gRPC");
     let incoming = Incoming::new(
@@ -103,7 +105,7 @@ pub async fn serve(
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_keepalive(Some(Duration::from_secs(60)))
             .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
-            .layer(CallLogLayer)
+            .layer(CallLogLayer::new(rpc_metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -157,6 +159,38 @@ where
             "shutdown grace period ({grace:?}) over with {in_flight} still in flight; they were cut off"
         )),
     }
+}
+
+/// Every method the server answers, as the paths calls arrive on
+/// (`/auth.v1.UserService/GetMe`), read from the descriptors it serves by
+/// reflection: the `method` label's values, fixed at start.
+fn method_paths() -> Vec<String> {
+    use prost::Message;
+    let sets = [
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut paths = Vec::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    paths
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

@@ -37,7 +37,12 @@ use argon2::{
 };
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::{config::Argon2Settings, domain::Password, error::Error};
+use crate::{
+    config::Argon2Settings,
+    domain::Password,
+    error::Error,
+    telemetry::metrics::{HashingMetrics, HashingQueue, Metrics},
+};
 
 #[derive(Clone)]
 pub struct Hasher {
@@ -47,6 +52,10 @@ pub struct Hasher {
 struct Inner {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// How many permits there are (the semaphore only tells the free ones).
+    permit_count: usize,
+    /// Waits for a permit and their length.
+    metrics: HashingMetrics,
     /// Calls waiting for a permit now, and how many may.
     waiting: AtomicUsize,
     queue_limit: usize,
@@ -86,6 +95,17 @@ impl Hasher {
     /// # Errors
     /// Argon2 parameters out of range.
     pub async fn new(settings: Argon2Settings) -> anyhow::Result<Self> {
+        Self::with_metrics(settings, HashingMetrics::default()).await
+    }
+
+    /// As [`Hasher::new`], recording permit waits in `metrics`.
+    ///
+    /// # Errors
+    /// Argon2 parameters out of range.
+    pub async fn with_metrics(
+        settings: Argon2Settings,
+        metrics: HashingMetrics,
+    ) -> anyhow::Result<Self> {
         let argon2 = argon2id(&settings)?;
         let permits = settings
             .max_concurrent
@@ -101,6 +121,8 @@ impl Hasher {
             inner: Arc::new(Inner {
                 argon2,
                 permits: Arc::new(Semaphore::new(permits)),
+                permit_count: permits,
+                metrics,
                 waiting: AtomicUsize::new(0),
                 memory: std::sync::Mutex::new(Vec::new()),
                 queue_limit: settings.queue_limit,
@@ -108,6 +130,21 @@ impl Hasher {
                 dummy: DummyHash::new(cost, dummy_hash),
             }),
         })
+    }
+
+    /// Lets `metrics` read the queue's gauges (permits in use, calls
+    /// waiting) at each scrape, for as long as this hasher lives.
+    pub fn sample_into(&self, metrics: &Metrics) {
+        let inner = Arc::downgrade(&self.inner);
+        metrics.sample_hashing(move || {
+            let inner = inner.upgrade()?;
+            let free = inner.permits.available_permits();
+            Some(HashingQueue {
+                permits: inner.permit_count as u64,
+                in_use: inner.permit_count.saturating_sub(free) as u64,
+                waiting: inner.waiting.load(Ordering::Relaxed) as u64,
+            })
+        });
     }
 
     /// The PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) for `password`.
@@ -298,6 +335,7 @@ impl Hasher {
 
     async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
         if let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() {
+            self.inner.metrics.permit_acquired(None);
             return Ok(permit);
         }
         self.line_up()?.permit().await
@@ -331,9 +369,20 @@ impl PlaceInLine {
     }
 
     async fn permit(self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        let permit = Arc::clone(&self.hasher.inner.permits).acquire_owned();
+        let inner = &self.hasher.inner;
+        // Free now (a login's place in line is taken before its throttle
+        // turn, so it often has no wait left): not a wait.
+        if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
+            inner.metrics.permit_acquired(None);
+            return Ok(permit);
+        }
+        let started = Instant::now();
+        let permit = Arc::clone(&inner.permits).acquire_owned();
         match tokio::time::timeout_at(self.deadline, permit).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                inner.metrics.permit_acquired(Some(started.elapsed()));
+                Ok(permit)
+            }
             Ok(Err(_)) => Err(Error::internal("password hasher closed")),
             Err(_) => Err(Error::hash_queue_full()),
         }
@@ -558,6 +607,45 @@ mod tests {
 mod queue_tests {
     use super::*;
     use crate::domain::UserAttributes;
+
+    #[tokio::test]
+    async fn the_queue_is_measured_waits_and_all() {
+        let metrics = Metrics::new();
+        let settings = Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            max_concurrent: std::num::NonZeroUsize::new(1),
+            ..Argon2Settings::default()
+        };
+        let hasher = Hasher::with_metrics(settings, metrics.hashing())
+            .await
+            .unwrap();
+        hasher.sample_into(&metrics);
+        let scraped = |name: &str| {
+            let text = metrics.encode_prometheus().unwrap();
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        let held = hasher.acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.verify("password", None).await }
+        });
+        while hasher.inner.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(scraped("auth_password_hash_permits"), 1.0);
+        assert_eq!(scraped("auth_password_hash_permits_in_use"), 1.0);
+        assert_eq!(scraped("auth_password_hash_queue_depth"), 1.0);
+        drop(held);
+        assert!(matches!(waiter.await.unwrap(), Ok(false)));
+        assert_eq!(scraped("auth_password_hash_waits_total"), 1.0);
+        assert_eq!(scraped("auth_password_hash_queue_wait_seconds_count"), 2.0);
+        assert_eq!(scraped("auth_password_hash_permits_in_use"), 0.0);
+        assert_eq!(scraped("auth_password_hash_queue_depth"), 0.0);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_sheds_load_at_once() {

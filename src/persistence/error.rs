@@ -3,6 +3,8 @@
 
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 
+use crate::telemetry::metrics;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached (connection refused or cut, pool
@@ -41,6 +43,7 @@ impl StoreError {
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
         if is_connection_failure(&err) {
+            metrics::db_connection_failed();
             Self::Unavailable(err)
         } else if is_lock_conflict(&err) {
             Self::Conflict(err)

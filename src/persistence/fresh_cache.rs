@@ -18,7 +18,7 @@ use std::{
 use tracing::Instrument;
 
 use super::StoreError;
-use crate::config::CacheSettings;
+use crate::{config::CacheSettings, telemetry::metrics::CacheMetrics};
 
 #[derive(Debug)]
 pub(super) struct FreshCache<K, V> {
@@ -28,15 +28,18 @@ pub(super) struct FreshCache<K, V> {
     /// value before its query started may have fetched what a concurrent
     /// write has since replaced, so [`FreshCache::store`] skips it.
     generation: AtomicU64,
+    /// Reads answered from memory, and passed on to the database.
+    metrics: CacheMetrics,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     /// `None` when `settings` turn caching off.
-    pub(super) fn new(settings: CacheSettings) -> Option<Self> {
+    pub(super) fn new(settings: CacheSettings, metrics: CacheMetrics) -> Option<Self> {
         (!settings.ttl.is_zero() && settings.capacity > 0).then(|| Self {
             entries: quick_cache::sync::Cache::new(settings.capacity),
             ttl: settings.ttl,
             generation: AtomicU64::new(0),
+            metrics,
         })
     }
 
@@ -53,8 +56,10 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
         keep: impl FnOnce(&V) -> bool,
     ) -> Result<V, E> {
         if let Some(value) = self.fresh(&key) {
+            self.metrics.hit();
             return Ok(value);
         }
+        self.metrics.miss();
         let ticket = self.ticket();
         let value = fetch.await?;
         if keep(&value) {
@@ -217,12 +222,15 @@ mod tests {
     use super::*;
 
     fn cache(ttl: Duration) -> FreshCache<u32, &'static str> {
-        FreshCache::new(CacheSettings { ttl, capacity: 4 }).expect("a cache that is on")
+        FreshCache::new(CacheSettings { ttl, capacity: 4 }, CacheMetrics::default())
+            .expect("a cache that is on")
     }
 
     #[test]
     fn a_zero_ttl_or_capacity_means_no_cache() {
-        let off = |ttl, capacity| FreshCache::<u32, u32>::new(CacheSettings { ttl, capacity });
+        let off = |ttl, capacity| {
+            FreshCache::<u32, u32>::new(CacheSettings { ttl, capacity }, CacheMetrics::default())
+        };
         assert!(off(Duration::ZERO, 10).is_none());
         assert!(off(Duration::from_secs(1), 0).is_none());
     }

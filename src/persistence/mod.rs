@@ -31,7 +31,26 @@ use sea_orm::{
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
-use crate::config::DatabaseSettings;
+use crate::{config::DatabaseSettings, telemetry::metrics::PoolState};
+
+/// The connection pool now (open, idle, the most it opens): the
+/// `auth_db_pool_*` gauges, read at each scrape. `None` for a backend
+/// without a sqlx pool.
+pub fn pool_state(db: &DatabaseConnection) -> Option<PoolState> {
+    fn of<D: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<D>) -> PoolState {
+        PoolState {
+            size: u64::from(pool.size()),
+            idle: pool.num_idle() as u64,
+            max: u64::from(pool.options().get_max_connections()),
+        }
+    }
+    match db.get_database_backend() {
+        DbBackend::Postgres => Some(of(db.get_postgres_connection_pool())),
+        DbBackend::MySql => Some(of(db.get_mysql_connection_pool())),
+        DbBackend::Sqlite => Some(of(db.get_sqlite_connection_pool())),
+        _ => None,
+    }
+}
 
 /// Opens the connection pool described by `settings`.
 ///

@@ -27,7 +27,7 @@ use super::{
     token_blacklist::{self, BlacklistReason},
     users,
 };
-use crate::{config::CacheSettings, tokens::Claims};
+use crate::{config::CacheSettings, telemetry::metrics::CacheMetrics, tokens::Claims};
 
 #[derive(Debug, Clone)]
 pub struct RefreshTokens {
@@ -38,11 +38,17 @@ pub struct RefreshTokens {
 }
 
 impl RefreshTokens {
-    pub fn new(db: DatabaseConnection, settings: CacheSettings, rotation: bool) -> Self {
+    /// `metrics`: where the cache counts its hits and misses.
+    pub fn new(
+        db: DatabaseConnection,
+        settings: CacheSettings,
+        rotation: bool,
+        metrics: CacheMetrics,
+    ) -> Self {
         let unlisted = if rotation {
             None
         } else {
-            FreshCache::new(settings).map(Arc::new)
+            FreshCache::new(settings, metrics).map(Arc::new)
         };
         Self { db, unlisted }
     }
@@ -201,7 +207,7 @@ mod tests {
             ttl: Duration::from_secs(3600),
             capacity: 16,
         };
-        RefreshTokens::new(db.clone(), settings, false)
+        RefreshTokens::new(db.clone(), settings, false, CacheMetrics::default())
     }
 
     async fn contains(blacklist: &RefreshTokens, jti: &str) -> bool {

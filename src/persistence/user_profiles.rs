@@ -28,6 +28,7 @@ use super::{
 use crate::{
     config::CacheSettings,
     domain::{Avatar, RevocationReason, User},
+    telemetry::metrics::CacheMetrics,
 };
 
 #[derive(Debug, Clone)]
@@ -38,10 +39,11 @@ pub struct UserProfiles {
 }
 
 impl UserProfiles {
-    pub fn new(db: DatabaseConnection, settings: CacheSettings) -> Self {
+    /// `metrics`: where the cache counts its hits and misses.
+    pub fn new(db: DatabaseConnection, settings: CacheSettings, metrics: CacheMetrics) -> Self {
         Self {
             db,
-            cache: FreshCache::new(settings).map(Arc::new),
+            cache: FreshCache::new(settings, metrics).map(Arc::new),
         }
     }
 
@@ -219,7 +221,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_through_the_cache_is_seen_at_once() {
         let (db, id) = sqlite().await;
-        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::from_secs(3600)),
+            CacheMetrics::default(),
+        );
         assert_eq!(avatar(&users, id).await, None);
         let new = Avatar::parse("https://example.com/a.png").ok();
         users.set_avatar(id, new).await.expect("an update");
@@ -234,7 +240,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_cancelled_after_its_commit_is_seen_at_once() {
         let (db, id) = sqlite().await;
-        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::from_secs(3600)),
+            CacheMetrics::default(),
+        );
         assert_eq!(avatar(&users, id).await, None);
         cancelled::after_commit(|committed| {
             users.write(id, async move {
@@ -256,7 +266,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_cancelled_before_its_commit_still_commits_and_forgets() {
         let (db, id) = sqlite().await;
-        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::from_secs(3600)),
+            CacheMetrics::default(),
+        );
         let (go, on_commit) = cancelled::before_commit(|on_go, committed| {
             users.write(id, async move {
                 let _ = on_go.await;
@@ -284,7 +298,7 @@ mod tests {
     async fn a_write_elsewhere_is_seen_after_the_ttl_and_not_before() {
         let (db, id) = sqlite().await;
         let ttl = Duration::from_millis(200);
-        let users = UserProfiles::new(db.clone(), settings(ttl));
+        let users = UserProfiles::new(db.clone(), settings(ttl), CacheMetrics::default());
         assert!(users.get(id).await.is_ok_and(|u| u.is_some()));
         // Behind the cache's back, as another replica or an admin would.
         set_avatar(db.clone(), id, "https://example.com/b.png")
@@ -301,7 +315,11 @@ mod tests {
     #[tokio::test]
     async fn with_a_zero_ttl_every_read_goes_to_the_database() {
         let (db, id) = sqlite().await;
-        let users = UserProfiles::new(db.clone(), settings(Duration::ZERO));
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::ZERO),
+            CacheMetrics::default(),
+        );
         assert!(users.get(id).await.is_ok_and(|u| u.is_some()));
         set_avatar(db.clone(), id, "https://example.com/c.png")
             .await
@@ -316,7 +334,11 @@ mod tests {
     async fn deactivation_through_the_cache_is_seen_at_once_and_missing_users_are_none() {
         use sea_orm::ConnectionTrait;
         let (db, id) = sqlite().await;
-        let users = UserProfiles::new(db.clone(), settings(Duration::from_secs(3600)));
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::from_secs(3600)),
+            CacheMetrics::default(),
+        );
         let write_db = db.clone();
         users
             .write(id, async move {

@@ -2,6 +2,8 @@
 //! filtered by `RUST_LOG` (default `info`), as text or one JSON object per
 //! line, through background writer threads — and the audit records.
 
+pub mod metrics;
+
 use std::{
     io::{BufWriter, IsTerminal},
     sync::OnceLock,

@@ -20,6 +20,7 @@ mod jwks_http;
 mod login;
 mod logout;
 mod logs;
+mod metrics;
 mod outage;
 mod password_reset;
 mod python;
