@@ -5,7 +5,7 @@ use clap::Parser;
 use auth_service::{
     commands,
     config::{Cli, LogFormat},
-    telemetry,
+    startup, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -23,13 +23,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(match cli.settings.log.format {
-        LogFormat::Text => telemetry::Format::Text,
-        LogFormat::Json => telemetry::Format::Json,
-    });
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(commands::run(cli)));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("auth-service: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Built inside the runtime, which its connection lives on; dropped
+    // before it, flushing the spans still queued.
+    let traces = match traces(&cli, &runtime) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("auth-service: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(
+        match cli.settings.log.format {
+            LogFormat::Text => telemetry::Format::Text,
+            LogFormat::Json => telemetry::Format::Json,
+        },
+        traces.as_ref(),
+    );
+    let result = runtime.block_on(commands::run(cli));
+    drop(traces);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -37,4 +55,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The trace export, when a collector is configured.
+fn traces(
+    cli: &Cli,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<telemetry::traces::Traces>> {
+    let Some(endpoint) = cli.settings.traces.endpoint().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let _runtime = runtime.enter();
+    let exporter = startup::otlp_exporter(&endpoint)?;
+    Ok(Some(telemetry::traces::Traces::new(exporter)))
 }

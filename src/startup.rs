@@ -293,3 +293,19 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
         tracing::info!("shutdown signal received, finishing calls in flight");
     }
 }
+
+/// The traces' exporter: OTLP over gRPC to `endpoint` (an http(s) URL,
+/// checked by the settings). Call it inside the runtime: the connection is
+/// made on it, lazily, so a collector that is down fails exports, never
+/// start-up.
+///
+/// # Errors
+/// An endpoint the exporter refuses.
+pub fn otlp_exporter(endpoint: &str) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::WithExportConfig;
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot export traces to {endpoint}: {e}"))
+}

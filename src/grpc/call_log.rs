@@ -2,7 +2,9 @@
 //! the API's conventions (`codec_status`) and writes one log line per call:
 //! method, gRPC status code, latency and, where the handler knows it, the
 //! user id. Never request or response bodies, so no password or token can
-//! reach the log through it.
+//! reach the log through it. With traces on, its span is also the call's
+//! span in the trace (`telemetry::traces`), joined to the caller's trace
+//! when the request carries a W3C `traceparent`.
 
 use std::{
     future::Future,
@@ -14,6 +16,8 @@ use std::{
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
+
+use crate::telemetry::traces;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallLogLayer;
@@ -50,7 +54,17 @@ where
             "call",
             method = request.uri().path(),
             user_id = tracing::field::Empty,
+            // Only with traces on: the log lines of a call carry its trace.
+            trace_id = tracing::field::Empty,
         );
+        // One load when traces are off; the method path is kept for them.
+        let traced = traces::enabled().then(|| {
+            let headers = request.headers();
+            traces::join_caller(&span, |name| {
+                headers.get(name).and_then(|value| value.to_str().ok())
+            });
+            request.uri().path().to_owned()
+        });
         let started = Instant::now();
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
@@ -69,12 +83,36 @@ where
                             .get("grpc-status")
                             .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
                         tracing::info!(code = ?code, latency_us, "grpc call");
+                        if let Some(path) = &traced {
+                            let span = tracing::Span::current();
+                            traces::record_call(&span, path, code as i32, is_server_error(code));
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, latency_us, "grpc call failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, latency_us, "grpc call failed");
+                        if let Some(path) = &traced {
+                            let span = tracing::Span::current();
+                            traces::record_call(&span, path, Code::Unknown as i32, true);
+                        }
+                    }
                 }
                 result
             }
             .instrument(span),
         )
     }
+}
+
+/// The codes OpenTelemetry's gRPC conventions count as the server's failure
+/// (a span status of ERROR); the others are the caller's doing.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }

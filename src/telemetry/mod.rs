@@ -1,9 +1,16 @@
-//! Logs, metrics and traces. Here: the logging set-up, tracing to stderr, filtered by `RUST_LOG` (default
+//! Logs, metrics and traces ([`traces`]). Here: the logging set-up, tracing to stderr, filtered by `RUST_LOG` (default
 //! `info`), as text or one JSON object per line; and the audit records.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, LevelFilter, filter_fn},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
+
+pub mod traces;
 
 /// How log records are written (`AUTH_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,21 +23,32 @@ pub enum Format {
     Json,
 }
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(format: Format) {
+/// Installs the global subscriber; a second call (tests) is a no-op. With
+/// `traces`, spans are exported too.
+pub fn init(format: Format, traces: Option<&traces::Traces>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        Format::Text => builder.with_ansi(colours_wanted()).try_init(),
-        Format::Json => builder
+    // A filter of the log's own (not the whole subscriber's), so the traces
+    // can see DEBUG spans the log does not; and the trace-only spans never
+    // reach the log, whatever RUST_LOG says.
+    // The hint keeps RUST_LOG's level as the global maximum, so disabled
+    // records still cost only a level comparison.
+    let not_traces =
+        filter_fn(|meta| meta.target() != traces::TARGET).with_max_level_hint(LevelFilter::TRACE);
+    let filter = filter.and(not_traces);
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        Format::Text => log.with_ansi(colours_wanted()).boxed(),
+        Format::Json => log
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces.map(traces::Traces::layer))
+        .try_init();
 }
 
 /// Colours only for a person at a terminal: never into a file or a pipe,

@@ -182,7 +182,7 @@ impl TestApp {
     pub async fn spawn_with(backend: &Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
         // The server's log, for debugging a failure: TEST_LOG=1 cargo test.
         if std::env::var_os("TEST_LOG").is_some() {
-            auth_service::telemetry::init(auth_service::telemetry::Format::Text);
+            auth_service::telemetry::init(auth_service::telemetry::Format::Text, None);
         }
         let database = TestDatabase::create(backend).await;
         let mut app = Self::start(&database.url, configure).await;
