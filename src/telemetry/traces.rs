@@ -250,3 +250,109 @@ fn name_call_span(span: &mut SpanData) {
     }
     span.span_kind = SpanKind::Server;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        borrow::Cow,
+        sync::{Arc, Mutex},
+        time::SystemTime,
+    };
+
+    use opentelemetry::{
+        InstrumentationScope, KeyValue,
+        trace::{SpanContext, SpanId},
+    };
+    use opentelemetry_sdk::{
+        error::OTelSdkError,
+        trace::{SpanEvents, SpanLinks},
+    };
+
+    use super::*;
+
+    /// Keeps what it is sent, or fails every export.
+    #[derive(Debug, Default)]
+    struct Collector {
+        down: bool,
+        received: Arc<Mutex<Vec<SpanData>>>,
+    }
+
+    impl SpanExporter for Collector {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.down {
+                return Err(OTelSdkError::InternalFailure("collector down".into()));
+            }
+            self.received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(batch);
+            Ok(())
+        }
+    }
+
+    fn span(name: &'static str, attributes: Vec<KeyValue>) -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(name),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    fn counted(down: bool) -> (Counted<Collector>, Arc<Mutex<Vec<SpanData>>>) {
+        let collector = Collector {
+            down,
+            ..Collector::default()
+        };
+        let received = Arc::clone(&collector.received);
+        let counted = Counted {
+            inner: collector,
+            failing: AtomicBool::new(false),
+        };
+        (counted, received)
+    }
+
+    #[tokio::test]
+    async fn the_call_span_is_named_after_its_method_and_is_the_server_side() {
+        let (exporter, received) = counted(false);
+        let call = span(
+            "call",
+            vec![KeyValue::new("method", "/auth.v1.AuthService/Register")],
+        );
+        let query = span("db.query", Vec::new());
+        assert!(exporter.export(vec![call, query]).await.is_ok());
+        let received = received.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(received[0].name, "auth.v1.AuthService/Register");
+        assert_eq!(received[0].span_kind, SpanKind::Server);
+        assert_eq!(received[1].name, "db.query");
+        assert_eq!(received[1].span_kind, SpanKind::Internal);
+    }
+
+    #[tokio::test]
+    async fn the_spans_of_a_failed_export_are_counted_as_dropped() {
+        let (exporter, _) = counted(true);
+        let before = spans_dropped();
+        let batch = vec![
+            span("db.query", Vec::new()),
+            span("password.hash", Vec::new()),
+        ];
+        assert!(exporter.export(batch).await.is_err());
+        assert!(
+            exporter
+                .export(vec![span("call", Vec::new())])
+                .await
+                .is_err()
+        );
+        // Other tests may drop spans too, never fewer.
+        assert!(spans_dropped() >= before + 3);
+    }
+}
