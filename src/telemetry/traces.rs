@@ -122,8 +122,9 @@ impl Traces {
 
 impl Drop for Traces {
     fn drop(&mut self) {
+        // Logged (the subscriber outlives this), so a JSON log stays JSON.
         if let Err(e) = self.provider.shutdown() {
-            eprintln!("auth-service: flushing traces at exit: {e}");
+            tracing::warn!(error = %e, "could not flush the traces at exit");
         }
     }
 }
