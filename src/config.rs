@@ -117,6 +117,10 @@ pub struct Settings {
 
     #[command(flatten)]
     pub log: LogSettings,
+
+    /// OpenTelemetry traces.
+    #[command(flatten)]
+    pub traces: TraceSettings,
 }
 
 /// TLS (1.2 and 1.3) on both listeners when a certificate and its key are
@@ -162,6 +166,47 @@ pub struct LogSettings {
     #[arg(long = "log-format", env = "AUTH_LOG_FORMAT", value_enum,
           default_value_t = LogFormat::Text, global = true)]
     pub format: LogFormat,
+}
+
+/// OpenTelemetry traces, exported over OTLP/gRPC when a collector is named.
+#[derive(Debug, Clone, Args)]
+pub struct TraceSettings {
+    /// OTLP/gRPC collector to send traces to (`http://collector:4317`);
+    /// when unset, OTEL_EXPORTER_OTLP_ENDPOINT; with neither, no traces.
+    #[arg(long = "otlp-endpoint", env = "AUTH_OTLP_ENDPOINT",
+          value_parser = otlp_endpoint, global = true)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TraceSettings {
+    /// The collector: `AUTH_OTLP_ENDPOINT`, else the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, checked alike.
+    ///
+    /// # Errors
+    /// The standard variable is not an http(s) URL.
+    pub fn endpoint(&self) -> Result<Option<String>, String> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            return Ok(Some(endpoint.clone()));
+        }
+        match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Ok(value) if !value.is_empty() => otlp_endpoint(&value)
+                .map(Some)
+                .map_err(|e| format!("invalid OTEL_EXPORTER_OTLP_ENDPOINT '{value}': {e}")),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// An http:// or https:// URL with a host: anything else would only fail
+/// later, at each export, far from the mistake.
+fn otlp_endpoint(value: &str) -> Result<String, String> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(value.to_owned())
+        }
+        Ok(_) => Err("must be an http:// or https:// URL".into()),
+        Err(e) => Err(format!("not a URL: {e}")),
+    }
 }
 
 /// `AUTH_LOG_FORMAT`.
@@ -625,6 +670,22 @@ mod tests {
         assert_eq!(parse("json").unwrap(), LogFormat::Json);
         assert_eq!(parse("text").unwrap(), LogFormat::Text);
         assert!(parse("xml").is_err());
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_an_http_url() {
+        let parse = |endpoint: &str| {
+            Cli::try_parse_from(["auth-service", "--otlp-endpoint", endpoint])
+                .map(|cli| cli.settings.traces.otlp_endpoint)
+        };
+        assert_eq!(
+            parse("http://collector:4317").unwrap().as_deref(),
+            Some("http://collector:4317")
+        );
+        assert!(parse("https://collector.example.com").is_ok());
+        for wrong in ["collector:4317", "not a url", "ftp://collector", "http://"] {
+            assert!(parse(wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]

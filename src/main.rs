@@ -5,7 +5,7 @@ use clap::Parser;
 use auth_service::{
     commands,
     config::{Cli, LogFormat},
-    telemetry,
+    startup, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -23,14 +23,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log_guard = telemetry::init(match cli.settings.log.format {
-        LogFormat::Text => telemetry::Format::Text,
-        LogFormat::Json => telemetry::Format::Json,
-    });
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(commands::run(cli)));
-    // Every queued record is written before the last line below.
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("auth-service: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Built inside the runtime, which its connection lives on; dropped
+    // before it, flushing the spans still queued.
+    let traces = match traces(&cli, &runtime) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("auth-service: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log_guard = telemetry::init(
+        match cli.settings.log.format {
+            LogFormat::Text => telemetry::Format::Text,
+            LogFormat::Json => telemetry::Format::Json,
+        },
+        traces.as_ref(),
+    );
+    let result = runtime.block_on(commands::run(cli));
+    drop(traces);
+    // Every queued record (a warning of the flush above included) is
+    // written before the last line below.
     drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,4 +58,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The trace export, when a collector is configured.
+fn traces(
+    cli: &Cli,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<telemetry::traces::Traces>> {
+    let Some(endpoint) = cli.settings.traces.endpoint().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let _runtime = runtime.enter();
+    let exporter = startup::otlp_exporter(&endpoint)?;
+    Ok(Some(telemetry::traces::Traces::new(exporter)))
 }

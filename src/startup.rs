@@ -304,3 +304,30 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
         tracing::info!("shutdown signal received, finishing calls in flight");
     }
 }
+
+/// The traces' exporter: OTLP over gRPC to `endpoint` (an http(s) URL,
+/// checked by the settings). Call it inside the runtime: the connection is
+/// made on it, lazily, so a collector that is down fails exports, never
+/// start-up.
+///
+/// # Errors
+/// An endpoint the exporter refuses.
+pub fn otlp_exporter(endpoint: &str) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    let builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint);
+    // The exporter's own TLS default trusts no root at all.
+    let https = endpoint
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    let builder = match https {
+        true => {
+            builder.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+        }
+        false => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot export traces to {endpoint}: {e}"))
+}

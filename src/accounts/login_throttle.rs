@@ -28,6 +28,7 @@ use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
+use tracing::Instrument;
 
 use crate::{
     config::ThrottleSettings,
@@ -197,14 +198,17 @@ async fn admit_detached(
 ) -> Result<Admission, Error> {
     let (answer, admission) = tokio::sync::oneshot::channel();
     let (db, key) = (db.clone(), key.to_owned());
-    tokio::spawn(async move {
-        let result = login_attempts::admit(&db, &key, budget, now).await;
-        if let Err(Ok(Admission::Admitted { epoch })) = answer.send(result) {
-            settle_retrying(&db, &key, epoch, Outcome::Withdrawn)
-                .await
-                .ok();
+    tokio::spawn(
+        async move {
+            let result = login_attempts::admit(&db, &key, budget, now).await;
+            if let Err(Ok(Admission::Admitted { epoch })) = answer.send(result) {
+                settle_retrying(&db, &key, epoch, Outcome::Withdrawn)
+                    .await
+                    .ok();
+            }
         }
-    });
+        .in_current_span(),
+    );
     let admitted = admission
         .await
         .map_err(|_| Error::internal("login admission task ended early"))?;
@@ -278,7 +282,7 @@ impl Reservation {
         check: impl Future<Output = Result<bool, Error>> + Send + 'static,
     ) -> Result<bool, Error> {
         let held = self.held.take();
-        tokio::spawn(async move {
+        let task = async move {
             let Some(held) = held else {
                 return check.await;
             };
@@ -286,9 +290,11 @@ impl Reservation {
             let settled = held.settle(outcome.as_ref().ok().copied()).await;
             let succeeded = outcome?;
             settled.map(|()| succeeded)
-        })
-        .await
-        .map_err(|e| Error::internal(format_args!("login check task failed: {e}")))?
+        };
+        // Still the call's work: its span (log context, trace parent) goes along.
+        tokio::spawn(task.in_current_span())
+            .await
+            .map_err(|e| Error::internal(format_args!("login check task failed: {e}")))?
     }
 }
 

@@ -3,7 +3,10 @@
 //! method, gRPC status code, latency and, where the handler knows it, the
 //! user id. Never request or response bodies, so no password or token can
 //! reach the log through it. It also records each call's code and latency
-//! in the metrics (a call whose client went away counts as CANCELLED).
+//! in the metrics (a call whose client went away counts as CANCELLED). With
+//! traces on, its span is also the call's span in the trace
+//! (`telemetry::traces`), joined to the caller's trace when the request
+//! carries a W3C `traceparent`.
 
 use std::{
     future::Future,
@@ -16,7 +19,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::telemetry::metrics::RpcMetrics;
+use crate::telemetry::{metrics::RpcMetrics, traces};
 
 #[derive(Debug, Clone)]
 pub struct CallLogLayer {
@@ -65,7 +68,17 @@ where
             "call",
             method = request.uri().path(),
             user_id = tracing::field::Empty,
+            // Only with traces on: the log lines of a call carry its trace.
+            trace_id = tracing::field::Empty,
         );
+        // One load when traces are off; the method path is kept for them.
+        let traced = traces::enabled().then(|| {
+            let headers = request.headers();
+            traces::join_caller(&span, |name| {
+                headers.get(name).and_then(|value| value.to_str().ok())
+            });
+            request.uri().path().to_owned()
+        });
         let started = Instant::now();
         // Recorded as CANCELLED if the future below is dropped unfinished.
         let record = self.metrics.start(request.uri().path(), started);
@@ -88,11 +101,19 @@ where
                             .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
                         record.finish(code as i32, elapsed);
                         tracing::info!(code = ?code, latency_us, "grpc call");
+                        if let Some(path) = &traced {
+                            let span = tracing::Span::current();
+                            traces::record_call(&span, path, code as i32, is_server_error(code));
+                        }
                     }
                     Err(e) => {
                         // The connection's stream is reset: no status reaches the client.
                         record.finish(Code::Unknown as i32, elapsed);
                         tracing::warn!(error = %e, latency_us, "grpc call failed");
+                        if let Some(path) = &traced {
+                            let span = tracing::Span::current();
+                            traces::record_call(&span, path, Code::Unknown as i32, true);
+                        }
                     }
                 }
                 result
@@ -100,4 +121,18 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The codes OpenTelemetry's gRPC conventions count as the server's failure
+/// (a span status of ERROR); the others are the caller's doing.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }

@@ -44,6 +44,10 @@ use crate::{
     telemetry::metrics::{HashingMetrics, HashingQueue, Metrics},
 };
 
+/// `telemetry::traces::TARGET`, which this layer may not import: spans on it
+/// are exported with traces on and never constructed otherwise.
+const TRACE_TARGET: &str = "auth_service::traces";
+
 #[derive(Clone)]
 pub struct Hasher {
     inner: Arc<Inner>,
@@ -186,7 +190,8 @@ impl Hasher {
 
     async fn hash_str(&self, password: &str) -> Result<String, Error> {
         let password = password.to_owned();
-        self.run(move |argon2, memory| {
+        let span = tracing::debug_span!(target: TRACE_TARGET, "password.hash");
+        self.run(span, move |argon2, memory| {
             hash_phc(argon2, password.as_bytes(), memory)
                 .map_err(|e| Error::internal(format_args!("argon2 hashing failed: {e}")))
         })
@@ -210,7 +215,8 @@ impl Hasher {
         stored: Option<String>,
     ) -> Result<bool, Error> {
         let dummy = self.inner.dummy.current();
-        self.run_with(permit, move |_, memory| {
+        let span = tracing::debug_span!(target: TRACE_TARGET, "password.verify");
+        self.run_with(permit, span, move |_, memory| {
             let known = stored.is_some();
             let stored = stored.unwrap_or_else(|| dummy.clone());
             let checked = django::verify(password.as_bytes(), &stored, memory)
@@ -299,21 +305,26 @@ impl Hasher {
     /// Runs `work` on the blocking pool once a permit is free. The permit
     /// moves into the blocking task, so a caller that gives up (deadline,
     /// cancelled call) still cannot push concurrency past the limit.
+    /// `span` (a trace-only one) covers the hashing itself, on the blocking
+    /// thread, which a span does not follow by itself.
     async fn run<T: Send + 'static>(
         &self,
+        span: tracing::Span,
         work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let permit = self.acquire().await?;
-        self.run_with(permit, work).await
+        self.run_with(permit, span, work).await
     }
 
     async fn run_with<T: Send + 'static>(
         &self,
         permit: tokio::sync::OwnedSemaphorePermit,
+        span: tracing::Span,
         work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             let _permit = permit;
             // Holding a permit means an area is free (or not yet made).
             let taken = inner.memory.lock().map(|mut areas| areas.pop());

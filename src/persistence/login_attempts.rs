@@ -82,6 +82,8 @@ pub enum Outcome {
 /// flood costs no disk write); an admission then upserts and re-reads the
 /// row in one transaction, so the row is locked from the upsert until the
 /// decision is committed and concurrent callers decide one after the other.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "login_attempts.admit"))]
 pub async fn admit(
     db: &DatabaseConnection,
     key: &str,
@@ -187,6 +189,8 @@ async fn find(
 /// One statement; rows with nothing left to count stay for
 /// [`flush_stale`] (deleting and re-inserting a hot key's row on every
 /// login would only invite lock conflicts).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "login_attempts.settle"))]
 pub async fn settle(
     db: &impl ConnectionTrait,
     key: &str,

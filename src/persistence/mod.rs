@@ -6,6 +6,10 @@
 //!
 //! Stateful parts (the caches) own a handle to the database given when they
 //! are made; query functions take one per call.
+//!
+//! The queries a call makes have a `db.query` span each (DEBUG, on target
+//! `auth_service::traces`): exported in traces, never shown in the log, and
+//! not even constructed when traces are off.
 
 pub mod django_users;
 pub mod entities;

@@ -80,6 +80,8 @@ async fn lock_user_tokens(db: &impl ConnectionTrait, user_id: i64) -> Result<(),
 /// # Errors
 /// `rotated_out` was blacklisted already, even by a concurrent call or a
 /// revocation: [`StoreError::AlreadyBlacklisted`].
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.record_issued"))]
 pub(super) async fn record_issued(
     db: &DatabaseConnection,
     issued: &Claims,
@@ -117,6 +119,8 @@ async fn insert_outstanding(
     Ok(())
 }
 
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.is_blacklisted"))]
 pub(super) async fn is_blacklisted(
     db: &impl ConnectionTrait,
     jti: &str,
@@ -125,6 +129,8 @@ pub(super) async fn is_blacklisted(
 }
 
 /// Why the refresh token `jti` is blacklisted; `None` if it is not.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.blacklist_reason"))]
 pub(super) async fn blacklist_reason(
     db: &impl ConnectionTrait,
     jti: &str,
@@ -149,6 +155,8 @@ pub(super) async fn blacklist_reason(
 /// and keeping this read out lets that transaction start with its write
 /// (SQLite then takes the write lock up front instead of failing to upgrade
 /// a read lock, and InnoDB has no shared lock to deadlock on).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.outstanding_id"))]
 pub(super) async fn outstanding_id(
     db: &impl ConnectionTrait,
     claims: &Claims,
@@ -177,6 +185,8 @@ pub(super) async fn outstanding_id(
 /// Blacklists the outstanding token `token_id`. A token blacklisted already,
 /// even by a concurrent call, is refused as blacklisted: of two calls racing
 /// with one token exactly one succeeds (the unique `token_id` decides).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.blacklist"))]
 pub(super) async fn blacklist(
     db: &impl ConnectionTrait,
     token_id: i64,
@@ -211,6 +221,8 @@ pub(super) async fn blacklist(
 /// whose gap locks make revocations of different users deadlock.
 /// Concurrent calls for one user (several replays of a stolen token arrive
 /// at once) insert overlapping rows: the loser skips them rather than fail.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "token_blacklist.revoke_all_of_user"))]
 pub(super) async fn revoke_all_of_user(
     db: &DatabaseConnection,
     user_id: i64,

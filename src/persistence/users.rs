@@ -62,6 +62,8 @@ pub struct NewUser {
 /// The first of `username`, `email` that another user already has. Checked
 /// before hashing so that a taken name costs no argon2 work; the unique
 /// indexes still decide races (see [`insert`]).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.taken_field"))]
 pub async fn taken_field(
     db: &impl ConnectionTrait,
     email: &Email,
@@ -93,6 +95,8 @@ pub async fn taken_field(
 
 /// Inserts `new`. A concurrent insert of the same username or email loses on
 /// the unique index and comes back as ALREADY_EXISTS naming the field.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.insert"))]
 pub async fn insert(
     db: &impl ConnectionTrait,
     new: NewUser,
@@ -323,11 +327,15 @@ fn already_exists_or(err: DbErr) -> StoreError {
     }
 }
 
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.find_by_id"))]
 pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<UserRow>, StoreError> {
     at_most_one(Users::find_by_id(id).all(db).await?)
 }
 
 /// Login lookup: usernames match case-insensitively.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.find_by_username"))]
 pub async fn find_by_username(
     db: &impl ConnectionTrait,
     username_key: &str,
@@ -341,6 +349,8 @@ pub async fn find_by_username(
 }
 
 /// Sets or clears the avatar; `None` if the user is gone.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.set_avatar"))]
 pub(super) async fn set_avatar(
     db: &impl ConnectionTrait,
     id: i64,
@@ -362,6 +372,8 @@ pub(super) async fn set_avatar(
 /// Replaces the stored password hash `old` by `new` (a rehash after a
 /// login): only if it is still `old`, so a login that read the row before a
 /// password change cannot write the old password back over the new one.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.upgrade_password_hash"))]
 pub(super) async fn upgrade_password_hash(
     db: &impl ConnectionTrait,
     id: i64,
@@ -380,6 +392,8 @@ pub(super) async fn upgrade_password_hash(
 /// Revokes every token issued to the user so far, in one transaction with
 /// `new_password_hash` when given: the user's new token generation, `None`
 /// if the user is gone.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.revoke_tokens"))]
 pub(super) async fn revoke_tokens(
     db: &DatabaseConnection,
     id: i64,
@@ -431,6 +445,8 @@ async fn revoke_tokens_in(
 /// tokens: the user's new token generation; `None` if the token was
 /// consumed already (by a concurrent reset), expired meanwhile, or the
 /// user is gone.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.reset_password"))]
 pub(super) async fn reset_password(
     db: &DatabaseConnection,
     reset_token_id: i64,
@@ -458,6 +474,8 @@ pub struct FlagChange {
 }
 
 /// Sets the flags `change` names: the row after, `None` if the user is gone.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.set_flags"))]
 pub(super) async fn set_flags(
     db: &DatabaseConnection,
     id: i64,
@@ -495,6 +513,8 @@ pub(super) async fn set_flags(
 /// blacklisted), their
 /// reset tokens and their login counter (`throttle_key`), in one
 /// transaction: whether the user existed.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.delete"))]
 pub(super) async fn delete(
     db: &DatabaseConnection,
     id: i64,
@@ -528,6 +548,8 @@ pub(super) async fn delete(
     Ok(deleted.rows_affected == 1)
 }
 
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.record_login"))]
 pub(super) async fn record_login(
     db: &impl ConnectionTrait,
     id: i64,
@@ -543,6 +565,8 @@ pub(super) async fn record_login(
 
 /// Up to `limit` users with an id above `after_id`, by id: keyset pagination,
 /// so every page costs one index range scan however deep it is.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.list_after"))]
 pub async fn list_after(
     db: &impl ConnectionTrait,
     after_id: i64,
@@ -557,6 +581,8 @@ pub async fn list_after(
 }
 
 /// Whether a user with this id exists (for recording a token's owner).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "users.exists"))]
 pub async fn exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, StoreError> {
     let found: Vec<i64> = Users::find_by_id(id)
         .select_only()

@@ -6,9 +6,11 @@
 //! [`crate::accounts`], the hasher and the caches. They record through small
 //! typed methods and handles taken once ([`RpcMetrics`], [`CacheMetrics`],
 //! [`HashingMetrics`]), never with transport types. What is read rather
-//! than counted (the hashing queue, the database pool, dropped log records
-//! and spans) is sampled at scrape time from sources set at wiring. Only the
-//! `process_*` metrics and database acquire errors are process-wide.
+//! than counted (the hashing queue, the database pool) is sampled at scrape
+//! time from sources set at wiring. Process-wide: the `process_*` metrics,
+//! database acquire errors, and the log records and trace spans dropped
+//! (read from [`super::log_records_dropped`] and
+//! [`super::traces::spans_dropped`]).
 //!
 //! A call's cost: a hash lookup of its path, an `Arc` clone, one counter
 //! increment and one histogram observation (a short mutex per method).
@@ -193,9 +195,6 @@ type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
-
-/// Reads a number owned elsewhere (a counter of dropped log records, say).
-type Reading = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// The metrics of one application; cheap to clone.
 #[derive(Clone)]
@@ -445,11 +444,6 @@ impl Metrics {
     pub fn sample_db_pool(&self, source: impl Fn() -> Option<PoolState> + Send + Sync + 'static) {
         let _ = self.inner.sampled.db_pool.set(Box::new(source));
     }
-
-    /// Where `auth_trace_spans_dropped_total` is read (zero until set).
-    pub fn count_trace_spans_dropped(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
-        let _ = self.inner.sampled.trace_spans_dropped.set(Box::new(source));
-    }
 }
 
 /// The handles of every gRPC method, by path; cheap to clone.
@@ -624,7 +618,6 @@ pub fn db_connection_failed() {
 struct Sampled {
     hashing: OnceLock<Box<dyn Fn() -> Option<HashingQueue> + Send + Sync>>,
     db_pool: OnceLock<Box<dyn Fn() -> Option<PoolState> + Send + Sync>>,
-    trace_spans_dropped: OnceLock<Reading>,
 }
 
 impl fmt::Debug for Sampled {
@@ -698,7 +691,6 @@ impl Collector for Sampled {
             "Database calls that found no usable connection (pool timed out or closed, connect or I/O failed); process-wide",
             DB_CONNECTION_ERRORS.load(Ordering::Relaxed),
         )?;
-        let read = |reading: &OnceLock<Reading>| reading.get().map_or(0, |source| source());
         counter(
             e,
             "log_records_dropped",
@@ -708,8 +700,8 @@ impl Collector for Sampled {
         counter(
             e,
             "trace_spans_dropped",
-            "Trace spans dropped before export",
-            read(&self.trace_spans_dropped),
+            "Trace spans whose export failed; process-wide",
+            super::traces::spans_dropped(),
         )
     }
 }
@@ -852,12 +844,8 @@ mod tests {
     }
 
     #[test]
-    fn fixed_labels_start_at_zero_and_hooks_are_read_at_scrape() {
+    fn fixed_labels_start_at_zero_and_process_metrics_are_read_at_scrape() {
         let metrics = Metrics::new();
-        let dropped = Arc::new(AtomicU64::new(0));
-        let source = Arc::clone(&dropped);
-        metrics.count_trace_spans_dropped(move || source.load(Ordering::Relaxed));
-        dropped.store(7, Ordering::Relaxed);
         metrics.login(LoginOutcome::Throttled);
         let text = metrics.encode_prometheus().unwrap();
         assert_eq!(
@@ -869,7 +857,10 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&text, "auth_log_records_dropped_total"), Some(0.0));
-        assert_eq!(sample(&text, "auth_trace_spans_dropped_total"), Some(7.0));
+        assert!(
+            sample(&text, "auth_trace_spans_dropped_total").is_some(),
+            "{text}"
+        );
         assert!(
             sample(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0),
             "{text}"

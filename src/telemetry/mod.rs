@@ -1,8 +1,10 @@
-//! Logs, metrics and traces. Here: the logging set-up — tracing to stderr,
-//! filtered by `RUST_LOG` (default `info`), as text or one JSON object per
-//! line, through background writer threads — and the audit records.
+//! Logs, metrics ([`metrics`]) and traces ([`traces`]). Here: the logging
+//! set-up — tracing to stderr, filtered by `RUST_LOG` (default `info`), as
+//! text or one JSON object per line, through background writer threads —
+//! and the audit records.
 
 pub mod metrics;
+pub mod traces;
 
 use std::{
     io::{BufWriter, IsTerminal},
@@ -10,7 +12,13 @@ use std::{
 };
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{EnvFilter, fmt::writer::MakeWriterExt};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, LevelFilter, filter_fn},
+    fmt::writer::MakeWriterExt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 /// How log records are written (`AUTH_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,7 +27,8 @@ pub enum Format {
     #[default]
     Text,
     /// One JSON object per line: the record's fields at the top level, the
-    /// enclosing span's (the call's method and user id) under `span`.
+    /// enclosing span's (the call's method, user id and trace id) under
+    /// `span`.
     Json,
 }
 
@@ -27,7 +36,7 @@ pub enum Format {
 /// dropped (and counted) rather than stalling calls on a slow stderr.
 const QUEUED_RECORDS: usize = 64 * 1024;
 
-/// Keeps the writer threads alive; dropping it flushes what is queued.
+/// Keeps the writer threads alive; dropping it writes out what is queued.
 /// Hold it until the process exits.
 #[must_use = "dropping the guard stops the log writers"]
 pub struct LogGuard {
@@ -37,14 +46,16 @@ pub struct LogGuard {
 
 static DROPPED_RECORDS: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Installs the global subscriber. Records are formatted on the thread that
-/// makes them and written by a thread of their own, so a call never waits
-/// on stderr: under load the writer gathers many lines into one write.
-/// Audit records have a writer of their own that never drops: when its
-/// queue is full, the event waits. Ordinary records are dropped instead,
-/// counted by [`log_records_dropped`]. A second call (tests) installs
-/// nothing and returns `None`.
-pub fn init(format: Format) -> Option<LogGuard> {
+/// Installs the global subscriber; with `traces`, spans are exported too.
+///
+/// Records are formatted on the thread that makes them and written by a
+/// thread of their own, so a call never waits on stderr: under load the
+/// writer gathers many lines into one write. Audit records have a writer
+/// of their own that never drops: when its queue is full, the event waits.
+/// Ordinary records are dropped instead, counted by
+/// [`log_records_dropped`]. A second call (tests) installs nothing and
+/// returns `None`.
+pub fn init(format: Format, traces: Option<&traces::Traces>) -> Option<LogGuard> {
     let (records, records_guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_RECORDS)
@@ -58,20 +69,31 @@ pub fn init(format: Format) -> Option<LogGuard> {
     let writer = audit
         .with_filter(|meta| meta.target() == "audit")
         .or_else(records);
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let installed = match format {
-        Format::Text => builder.with_ansi(colours_wanted()).try_init(),
-        Format::Json => builder
+    // A filter of the log's own (not the whole subscriber's), so the traces
+    // can see DEBUG spans the log does not; and the trace-only spans never
+    // reach the log, whatever RUST_LOG says.
+    // The hint keeps RUST_LOG's level as the global maximum, so disabled
+    // records still cost only a level comparison.
+    let not_traces =
+        filter_fn(|meta| meta.target() != traces::TARGET).with_max_level_hint(LevelFilter::TRACE);
+    let filter = filter.and(not_traces);
+    let log = tracing_subscriber::fmt::layer().with_writer(writer);
+    let log = match format {
+        Format::Text => log.with_ansi(colours_wanted()).boxed(),
+        Format::Json => log
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
-    installed.ok()?;
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces.map(traces::Traces::layer))
+        .try_init()
+        .ok()?;
     let _ = DROPPED_RECORDS.set(dropped);
     Some(LogGuard {
         _records: records_guard,

@@ -185,6 +185,7 @@ impl TestApp {
             // The writers live as long as the test process.
             std::mem::forget(auth_service::telemetry::init(
                 auth_service::telemetry::Format::Text,
+                None,
             ));
         }
         let database = TestDatabase::create(backend).await;

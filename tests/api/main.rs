@@ -32,6 +32,7 @@ mod revocation;
 mod service;
 mod throttle;
 mod tls;
+mod traces;
 mod users;
 mod verifier_e2e;
 mod verify;

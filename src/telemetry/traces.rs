@@ -1,0 +1,359 @@
+//! Traces: OpenTelemetry spans, exported in batches over OTLP when an
+//! endpoint is configured (`AUTH_OTLP_ENDPOINT`). Without one there is no
+//! OpenTelemetry layer at all, and the trace-only spans below are never
+//! even constructed.
+//!
+//! What is exported: the call log's span (`grpc/call_log.rs`), one per call,
+//! named after the gRPC method, with `rpc.*` attributes, the status code and
+//! the user id; under it the spans on [`TARGET`] (`db.query`,
+//! `password.hash`, `password.verify`), which only this layer sees. A
+//! caller's W3C `traceparent` makes the call span a child of the caller's.
+//!
+//! Export never holds up a call: spans go to the SDK's bounded queue and a
+//! thread of its own sends them. When the collector is down the batches
+//! that fail are dropped and counted ([`spans_dropped`]); spans that find
+//! the queue full are dropped by the SDK, which does not count them for us.
+//!
+//! The exporter is built by the caller (`startup::otlp_exporter`): only the
+//! transport layer knows gRPC.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, TextMapPropagator},
+    trace::{SpanKind, Status, TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
+};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    Layer,
+    filter::{FilterExt, LevelFilter, Targets, filter_fn},
+    registry::LookupSpan,
+};
+
+/// The target of spans meant for traces only (database queries, password
+/// hashing): DEBUG spans that the log never shows, so without tracing they
+/// cost a disabled callsite check.
+pub const TARGET: &str = "auth_service::traces";
+
+/// The service's name in the traces, unless `OTEL_SERVICE_NAME` says otherwise.
+const SERVICE_NAME: &str = "auth-service";
+
+/// Whether an OpenTelemetry layer is installed: the call log's one cheap
+/// check before doing any tracing work of its own.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Spans lost because their export failed, since start-up.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether spans are being exported (an endpoint is configured).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Spans dropped because the collector could not take them (export failed
+/// or timed out), since start-up: the metric `auth_trace_spans_dropped_total`.
+pub fn spans_dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The tracer provider. Dropping it flushes the spans still queued (for at
+/// most the export timeout) and stops the export thread: hold it until exit,
+/// inside the runtime the exporter's connection lives on.
+pub struct Traces {
+    provider: SdkTracerProvider,
+}
+
+impl fmt::Debug for Traces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Traces").finish_non_exhaustive()
+    }
+}
+
+impl Traces {
+    /// Batch export of the service's spans through `exporter`. The queue
+    /// and batch settings are the SDK's, from `OTEL_BSP_*` (a 5 s delay and
+    /// 2048 spans queued by default).
+    pub fn new<E: SpanExporter + 'static>(exporter: E) -> Self {
+        let resource = match std::env::var("OTEL_SERVICE_NAME") {
+            Ok(name) if !name.is_empty() => Resource::builder().build(),
+            _ => Resource::builder().with_service_name(SERVICE_NAME).build(),
+        };
+        let processor = BatchSpanProcessor::builder(Counted {
+            inner: exporter,
+            failing: AtomicBool::new(false),
+        })
+        .build();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_span_processor(processor)
+            .build();
+        Self { provider }
+    }
+
+    /// The layer that turns spans into OpenTelemetry spans: only spans
+    /// (events stay in the log) of this crate, DEBUG ones included.
+    pub(super) fn layer<S>(&self) -> impl Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        ENABLED.store(true, Ordering::Relaxed);
+        let spans = Targets::new()
+            .with_target("auth_service", tracing::Level::DEBUG)
+            .and(filter_fn(|meta| meta.is_span()).with_max_level_hint(LevelFilter::DEBUG));
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(SERVICE_NAME))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(spans)
+    }
+}
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        // Logged (the subscriber outlives this), so a JSON log stays JSON.
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "could not flush the traces at exit");
+        }
+    }
+}
+
+/// Makes `span` (a call's) a child of the caller's span when the request
+/// carries a W3C `traceparent` (and `tracestate`), read through `header`;
+/// then records the trace id on it, for the log lines of the call.
+pub fn join_caller<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) {
+    let headers = Headers {
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+    };
+    let parent = TraceContextPropagator::new().extract(&headers);
+    if parent.span().span_context().is_valid() {
+        // Only fails when the span is disabled or already started: then
+        // it is not exported as a child anyway.
+        let _ = span.set_parent(parent);
+    }
+    let context: Context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+    }
+}
+
+/// The OpenTelemetry attributes of a call, from its method path
+/// (`/package.Service/Method`) and gRPC status code: the log has them in
+/// its own fields, so they are set on the OpenTelemetry span only.
+pub fn record_call(span: &Span, path: &str, code: i32, server_error: bool) {
+    span.set_attribute("rpc.system", "grpc");
+    if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+        span.set_attribute("rpc.service", service.to_owned());
+        span.set_attribute("rpc.method", method.to_owned());
+    }
+    span.set_attribute("rpc.grpc.status_code", i64::from(code));
+    if server_error {
+        span.set_status(Status::error(format!("gRPC status {code}")));
+    }
+}
+
+/// The request headers the W3C propagator reads.
+struct Headers<'a> {
+    traceparent: Option<&'a str>,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent,
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// The exporter, counting the spans of every failed export as dropped, and
+/// saying so in the log once per outage; it also names the call spans.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    /// Whether the last export failed: one log line per outage, not per batch.
+    failing: AtomicBool,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        batch.iter_mut().for_each(name_call_span);
+        let spans = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(dropped_total = spans_dropped(), "trace export works again");
+                }
+            }
+            Err(e) => {
+                let total = DROPPED.fetch_add(spans, Ordering::Relaxed) + spans;
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        dropped = spans,
+                        dropped_total = total,
+                        "trace export failed, spans dropped until the collector answers"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The call log's span is named `call` for the log; in a trace it is the
+/// server side of the gRPC call, named `package.Service/Method` as
+/// OpenTelemetry's conventions have it. Done here, on the export thread,
+/// so the log's span keeps its fields and a call pays nothing for it.
+fn name_call_span(span: &mut SpanData) {
+    if span.name != "call" {
+        return;
+    }
+    let method = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "method")
+        .map(|kv| kv.value.as_str().trim_start_matches('/').to_owned());
+    if let Some(method) = method {
+        span.name = method.into();
+    }
+    span.span_kind = SpanKind::Server;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        borrow::Cow,
+        sync::{Arc, Mutex},
+        time::SystemTime,
+    };
+
+    use opentelemetry::{
+        InstrumentationScope, KeyValue,
+        trace::{SpanContext, SpanId},
+    };
+    use opentelemetry_sdk::{
+        error::OTelSdkError,
+        trace::{SpanEvents, SpanLinks},
+    };
+
+    use super::*;
+
+    /// Keeps what it is sent, or fails every export.
+    #[derive(Debug, Default)]
+    struct Collector {
+        down: bool,
+        received: Arc<Mutex<Vec<SpanData>>>,
+    }
+
+    impl SpanExporter for Collector {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.down {
+                return Err(OTelSdkError::InternalFailure("collector down".into()));
+            }
+            self.received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(batch);
+            Ok(())
+        }
+    }
+
+    fn span(name: &'static str, attributes: Vec<KeyValue>) -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(name),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    fn counted(down: bool) -> (Counted<Collector>, Arc<Mutex<Vec<SpanData>>>) {
+        let collector = Collector {
+            down,
+            ..Collector::default()
+        };
+        let received = Arc::clone(&collector.received);
+        let counted = Counted {
+            inner: collector,
+            failing: AtomicBool::new(false),
+        };
+        (counted, received)
+    }
+
+    #[tokio::test]
+    async fn the_call_span_is_named_after_its_method_and_is_the_server_side() {
+        let (exporter, received) = counted(false);
+        let call = span(
+            "call",
+            vec![KeyValue::new("method", "/auth.v1.AuthService/Register")],
+        );
+        let query = span("db.query", Vec::new());
+        assert!(exporter.export(vec![call, query]).await.is_ok());
+        let received = received.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(received[0].name, "auth.v1.AuthService/Register");
+        assert_eq!(received[0].span_kind, SpanKind::Server);
+        assert_eq!(received[1].name, "db.query");
+        assert_eq!(received[1].span_kind, SpanKind::Internal);
+    }
+
+    #[tokio::test]
+    async fn the_spans_of_a_failed_export_are_counted_as_dropped() {
+        let (exporter, _) = counted(true);
+        let before = spans_dropped();
+        let batch = vec![
+            span("db.query", Vec::new()),
+            span("password.hash", Vec::new()),
+        ];
+        assert!(exporter.export(batch).await.is_err());
+        assert!(
+            exporter
+                .export(vec![span("call", Vec::new())])
+                .await
+                .is_err()
+        );
+        // Other tests may drop spans too, never fewer.
+        assert!(spans_dropped() >= before + 3);
+    }
+}
