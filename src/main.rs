@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 
@@ -7,6 +7,9 @@ use auth_service::{
     config::{Cli, LogFormat},
     startup, telemetry,
 };
+
+/// How long tasks left running after the server stopped may take.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -48,6 +51,9 @@ fn main() -> ExitCode {
     );
     let result = runtime.block_on(commands::run(cli));
     drop(traces);
+    // Tasks still running (a login's throttle bookkeeping, say) finish
+    // before the log writers stop, so their records are written too.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     // Every queued record (a warning of the flush above included) is
     // written before the last line below.
     drop(log_guard);

@@ -1,4 +1,10 @@
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use super::{Accounts, TokenPair};
 use crate::{
@@ -57,7 +63,15 @@ impl Accounts {
         // Inactive users pay for the hash too, and get the same answer.
         let active = user.as_ref().is_some_and(|u| u.is_active);
         let password = credentials.password().to_owned();
-        let check = async move { Ok(place.verify(&password, stored_hash).await? && active) };
+        // Whether the password matched, apart from whether it logs in: an
+        // inactive user's right password is not a bad credential.
+        let verified = Arc::new(AtomicBool::new(false));
+        let matched = Arc::clone(&verified);
+        let check = async move {
+            let ok = place.verify(&password, stored_hash).await?;
+            matched.store(ok, Ordering::Relaxed);
+            Ok(ok && active)
+        };
         let accepted = reservation
             .settle_after(check)
             .await
@@ -68,7 +82,9 @@ impl Accounts {
             found => {
                 let (reason, outcome) = match &found {
                     None => ("unknown_user", LoginOutcome::BadCredentials),
-                    Some(u) if !u.is_active => ("inactive_user", LoginOutcome::Inactive),
+                    Some(u) if !u.is_active && verified.load(Ordering::Relaxed) => {
+                        ("inactive_user", LoginOutcome::Inactive)
+                    }
                     Some(_) => ("wrong_password", LoginOutcome::BadCredentials),
                 };
                 self.metrics.login(outcome);

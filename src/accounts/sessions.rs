@@ -104,7 +104,10 @@ impl Accounts {
             .revoke_all_of_user(claims.user_id, self.tokens.expired_before(now), now)
             .await?;
         self.metrics.reuse_detected();
-        self.metrics.revocation(Revocation::RefreshTokenReuse);
+        // A replay of a token already answered for revokes nothing more.
+        if revoked > 0 {
+            self.metrics.revocation(Revocation::RefreshTokenReuse);
+        }
         audit!(
             WARN,
             "refresh_token_reuse",

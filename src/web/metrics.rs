@@ -19,20 +19,29 @@ pub(super) async fn get(State(metrics): State<Metrics>, headers: HeaderMap) -> i
         .iter()
         .filter_map(|value| value.to_str().ok())
         .any(|accept| accept.contains("application/openmetrics-text"));
-    let (content_type, body) = if openmetrics {
-        (OPENMETRICS, metrics.encode_openmetrics())
-    } else {
-        (prometheus_text::CONTENT_TYPE, metrics.encode_prometheus())
-    };
-    match body {
-        Ok(body) => (
+    // Off the async workers: a scrape reads /proc (the fd count grows with
+    // the connections).
+    let encoded = tokio::task::spawn_blocking(move || {
+        if openmetrics {
+            (OPENMETRICS, metrics.encode_openmetrics())
+        } else {
+            (prometheus_text::CONTENT_TYPE, metrics.encode_prometheus())
+        }
+    })
+    .await;
+    match encoded {
+        Ok((content_type, Ok(body))) => (
             [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
             body,
         )
             .into_response(),
-        Err(e) => {
-            // Writing to a String does not fail; never a half-written scrape.
+        // Writing to a String does not fail; never a half-written scrape.
+        Ok((_, Err(e))) => {
             tracing::error!(error = %e, "cannot encode the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the metrics encoder failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
