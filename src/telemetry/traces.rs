@@ -10,16 +10,23 @@
 //! caller's W3C `traceparent` makes the call span a child of the caller's.
 //!
 //! Export never holds up a call: spans go to the SDK's bounded queue and a
-//! thread of its own sends them. When the collector is down the batches
-//! that fail are dropped and counted ([`spans_dropped`]); spans that find
-//! the queue full are dropped by the SDK, which does not count them for us.
+//! thread of its own sends them. Every span lost is counted
+//! ([`spans_dropped`]): the batches whose export fails (the collector is
+//! down) and the spans that find the queue full (the collector hangs, or
+//! cannot keep up). The SDK drops the latter without telling us, so the
+//! queue is bounded by a count of our own ([`Bounded`]) that it never
+//! reaches.
 //!
 //! The exporter is built by the caller (`startup::otlp_exporter`): only the
 //! transport layer knows gRPC.
 
 use std::{
     fmt,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use opentelemetry::{
@@ -31,7 +38,10 @@ use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
     propagation::TraceContextPropagator,
-    trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter},
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, OTEL_BSP_MAX_QUEUE_SIZE,
+        OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+    },
 };
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -53,7 +63,8 @@ const SERVICE_NAME: &str = "auth-service";
 /// check before doing any tracing work of its own.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Spans lost because their export failed, since start-up.
+/// Spans lost because their export failed or the queue was full, since
+/// start-up.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Whether spans are being exported (an endpoint is configured).
@@ -62,7 +73,8 @@ pub fn enabled() -> bool {
 }
 
 /// Spans dropped because the collector could not take them (export failed
-/// or timed out), since start-up: the metric `auth_trace_spans_dropped_total`.
+/// or timed out) or the queue was full, since start-up: the metric
+/// `auth_trace_spans_dropped_total`.
 pub fn spans_dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
@@ -89,11 +101,13 @@ impl Traces {
             Ok(name) if !name.is_empty() => Resource::builder().build(),
             _ => Resource::builder().with_service_name(SERVICE_NAME).build(),
         };
-        let processor = BatchSpanProcessor::builder(Counted {
-            inner: exporter,
-            failing: AtomicBool::new(false),
-        })
-        .build();
+        // Read as the SDK reads it, and then given to the SDK, so that both
+        // bound the queue alike.
+        let capacity = std::env::var(OTEL_BSP_MAX_QUEUE_SIZE)
+            .ok()
+            .and_then(|size| size.parse().ok())
+            .unwrap_or(OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT);
+        let processor = Bounded::new(exporter, BatchConfigBuilder::default(), capacity, &DROPPED);
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_span_processor(processor)
@@ -185,6 +199,105 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// The SDK's batch processor behind a count of the spans it holds: queued
+/// or being exported. A span that would make the count exceed the queue's
+/// capacity is dropped here, and counted, rather than by the SDK, which
+/// would drop it uncounted. The count falls when an export ends
+/// ([`Counted`]), so it is never below what the SDK's queue holds.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    queue: Arc<Queue>,
+}
+
+/// The spans in the processor, its capacity and where drops are counted.
+#[derive(Debug)]
+struct Queue {
+    capacity: usize,
+    in_flight: AtomicUsize,
+    dropped: &'static AtomicU64,
+}
+
+impl Queue {
+    /// Takes a place for one span: false when the queue is full.
+    fn admit(&self) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `spans` left the processor (exported, or failed to be).
+    fn release(&self, spans: usize) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(spans))
+            });
+    }
+
+    /// Counts `spans` as dropped: the total since start-up.
+    fn drop_spans(&self, spans: usize) -> u64 {
+        let spans = u64::try_from(spans).unwrap_or(u64::MAX);
+        self.dropped.fetch_add(spans, Ordering::Relaxed) + spans
+    }
+}
+
+impl Bounded {
+    /// Exports through `exporter` in batches configured by `config`, with
+    /// room for `capacity` spans; drops counted in `dropped`.
+    fn new<E: SpanExporter + 'static>(
+        exporter: E,
+        config: BatchConfigBuilder,
+        capacity: usize,
+        dropped: &'static AtomicU64,
+    ) -> Self {
+        let queue = Arc::new(Queue {
+            capacity,
+            in_flight: AtomicUsize::new(0),
+            dropped,
+        });
+        let exporter = Counted {
+            inner: exporter,
+            failing: AtomicBool::new(false),
+            queue: Arc::clone(&queue),
+        };
+        let inner = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(config.with_max_queue_size(capacity).build())
+            .build();
+        Self { inner, queue }
+    }
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.queue.admit() {
+            self.inner.on_end(span);
+        } else {
+            // No log line: this runs inside the subscriber, where a line
+            // would be lost. The counter says it.
+            self.queue.drop_spans(1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The exporter, counting the spans of every failed export as dropped, and
 /// saying so in the log once per outage; it also names the call spans.
 #[derive(Debug)]
@@ -192,21 +305,25 @@ struct Counted<E> {
     inner: E,
     /// Whether the last export failed: one log line per outage, not per batch.
     failing: AtomicBool,
+    /// Told how many spans left the processor after each export.
+    queue: Arc<Queue>,
 }
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
         batch.iter_mut().for_each(name_call_span);
-        let spans = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let spans = batch.len();
         let result = self.inner.export(batch).await;
+        self.queue.release(spans);
         match &result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(dropped_total = spans_dropped(), "trace export works again");
+                    let total = self.queue.dropped.load(Ordering::Relaxed);
+                    tracing::info!(dropped_total = total, "trace export works again");
                 }
             }
             Err(e) => {
-                let total = DROPPED.fetch_add(spans, Ordering::Relaxed) + spans;
+                let total = self.queue.drop_spans(spans);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         error = %e,
@@ -220,7 +337,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         result
     }
 
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.inner.shutdown_with_timeout(timeout)
     }
 
@@ -256,7 +373,7 @@ fn name_call_span(span: &mut SpanData) {
 mod tests {
     use std::{
         borrow::Cow,
-        sync::{Arc, Mutex},
+        sync::{Mutex, mpsc},
         time::SystemTime,
     };
 
@@ -309,6 +426,11 @@ mod tests {
         }
     }
 
+    /// A drop counter of a test's own.
+    fn counter() -> &'static AtomicU64 {
+        Box::leak(Box::new(AtomicU64::new(0)))
+    }
+
     fn counted(down: bool) -> (Counted<Collector>, Arc<Mutex<Vec<SpanData>>>) {
         let collector = Collector {
             down,
@@ -318,8 +440,74 @@ mod tests {
         let counted = Counted {
             inner: collector,
             failing: AtomicBool::new(false),
+            queue: Arc::new(Queue {
+                capacity: 8,
+                in_flight: AtomicUsize::new(0),
+                dropped: counter(),
+            }),
         };
         (counted, received)
+    }
+
+    /// A collector that hangs: every export waits until `release` is
+    /// dropped; it counts the spans it is sent.
+    #[derive(Debug)]
+    struct Hanging {
+        release: Mutex<mpsc::Receiver<()>>,
+        exported: Arc<AtomicUsize>,
+    }
+
+    impl SpanExporter for Hanging {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            // Blocks the SDK's export thread, as a hung connection would.
+            let _ = self
+                .release
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv();
+            self.exported.fetch_add(batch.len(), Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn spans_that_find_the_queue_full_are_counted_as_dropped() {
+        const CAPACITY: usize = 4;
+        const ENDED: usize = 10;
+        let (release, hung) = mpsc::channel();
+        let exported = Arc::new(AtomicUsize::new(0));
+        let exporter = Hanging {
+            release: Mutex::new(hung),
+            exported: Arc::clone(&exported),
+        };
+        let dropped = counter();
+        let config = BatchConfigBuilder::default()
+            .with_max_export_batch_size(CAPACITY)
+            .with_scheduled_delay(Duration::from_millis(10));
+        let processor = Bounded::new(exporter, config, CAPACITY, dropped);
+        for _ in 0..ENDED {
+            processor.on_end(span("db.query", Vec::new()));
+        }
+        // The first batch hangs in export: the queue holds no more than
+        // its capacity, and the rest are dropped and counted.
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            u64::try_from(ENDED - CAPACITY).unwrap()
+        );
+
+        // The collector answers: what was held is exported, and there is
+        // room again.
+        drop(release);
+        assert!(processor.force_flush().is_ok());
+        assert_eq!(exported.load(Ordering::Relaxed), CAPACITY);
+        processor.on_end(span("db.query", Vec::new()));
+        assert!(processor.force_flush().is_ok());
+        assert_eq!(exported.load(Ordering::Relaxed), CAPACITY + 1);
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            u64::try_from(ENDED - CAPACITY).unwrap()
+        );
+        assert!(processor.shutdown().is_ok());
     }
 
     #[tokio::test]
@@ -341,7 +529,6 @@ mod tests {
     #[tokio::test]
     async fn the_spans_of_a_failed_export_are_counted_as_dropped() {
         let (exporter, _) = counted(true);
-        let before = spans_dropped();
         let batch = vec![
             span("db.query", Vec::new()),
             span("password.hash", Vec::new()),
@@ -353,7 +540,6 @@ mod tests {
                 .await
                 .is_err()
         );
-        // Other tests may drop spans too, never fewer.
-        assert!(spans_dropped() >= before + 3);
+        assert_eq!(exporter.queue.dropped.load(Ordering::Relaxed), 3);
     }
 }
