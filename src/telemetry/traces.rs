@@ -4,7 +4,8 @@
 //! even constructed.
 //!
 //! What is exported: the call log's span (`grpc/call_log.rs`), one per call,
-//! named after the gRPC method, with `rpc.*` attributes, the status code and
+//! named after the gRPC method (`unknown` for a path no service answers),
+//! with `rpc.*` attributes, the status code and
 //! the user id; under it the spans on [`TARGET`] (`db.query`,
 //! `password.hash`, `password.verify`), which only this layer sees. A
 //! caller's W3C `traceparent` makes the call span a child of the caller's.
@@ -164,20 +165,33 @@ pub fn join_caller<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) {
     }
 }
 
-/// The OpenTelemetry attributes of a call, from its method path
-/// (`/package.Service/Method`) and gRPC status code: the log has them in
-/// its own fields, so they are set on the OpenTelemetry span only.
-pub fn record_call(span: &Span, path: &str, code: i32, server_error: bool) {
+/// The OpenTelemetry attributes of a call's method, from its path
+/// (`/package.Service/Method`): `rpc.service` and `rpc.method` only when
+/// `known` (a method served here, see `RpcMetrics`), so that the paths a
+/// client makes up name nothing (the span is then named `unknown`). The log
+/// has the path in its own field, so these are set on the OpenTelemetry
+/// span only; set when the call starts, so a cancelled call has them too.
+pub fn record_method(span: &Span, path: &str, known: bool) {
     span.set_attribute("rpc.system", "grpc");
-    if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
-        span.set_attribute("rpc.service", service.to_owned());
-        span.set_attribute("rpc.method", method.to_owned());
+    if known && let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+        span.set_attribute(RPC_SERVICE, service.to_owned());
+        span.set_attribute(RPC_METHOD, method.to_owned());
     }
+}
+
+/// The OpenTelemetry attributes of a call's gRPC status code.
+pub fn record_status(span: &Span, code: i32, server_error: bool) {
     span.set_attribute("rpc.grpc.status_code", i64::from(code));
     if server_error {
         span.set_status(Status::error(format!("gRPC status {code}")));
     }
 }
+
+const RPC_SERVICE: &str = "rpc.service";
+const RPC_METHOD: &str = "rpc.method";
+
+/// The name of a call span whose path is no method served here.
+const UNKNOWN_CALL: &str = "unknown";
 
 /// The request headers the W3C propagator reads.
 struct Headers<'a> {
@@ -352,20 +366,25 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
 /// The call log's span is named `call` for the log; in a trace it is the
 /// server side of the gRPC call, named `package.Service/Method` as
-/// OpenTelemetry's conventions have it. Done here, on the export thread,
-/// so the log's span keeps its fields and a call pays nothing for it.
+/// OpenTelemetry's conventions have it, from the attributes
+/// [`record_method`] set for a known method, else `unknown`: never after
+/// the raw path a client sent. Done here, on the export thread, so the
+/// log's span keeps its fields and a call pays nothing for it.
 fn name_call_span(span: &mut SpanData) {
     if span.name != "call" {
         return;
     }
-    let method = span
-        .attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == "method")
-        .map(|kv| kv.value.as_str().trim_start_matches('/').to_owned());
-    if let Some(method) = method {
-        span.name = method.into();
-    }
+    let attribute = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str())
+    };
+    let name = match (attribute(RPC_SERVICE), attribute(RPC_METHOD)) {
+        (Some(service), Some(method)) => format!("{service}/{method}").into(),
+        _ => UNKNOWN_CALL.into(),
+    };
+    span.name = name;
     span.span_kind = SpanKind::Server;
 }
 
@@ -515,15 +534,26 @@ mod tests {
         let (exporter, received) = counted(false);
         let call = span(
             "call",
-            vec![KeyValue::new("method", "/auth.v1.AuthService/Register")],
+            vec![
+                KeyValue::new("method", "/auth.v1.AuthService/Register"),
+                KeyValue::new(RPC_SERVICE, "auth.v1.AuthService"),
+                KeyValue::new(RPC_METHOD, "Register"),
+            ],
         );
         let query = span("db.query", Vec::new());
-        assert!(exporter.export(vec![call, query]).await.is_ok());
+        // A path no service answers: no rpc.service, rpc.method.
+        let probe = span(
+            "call",
+            vec![KeyValue::new("method", "/wp-admin/setup-config.php")],
+        );
+        assert!(exporter.export(vec![call, query, probe]).await.is_ok());
         let received = received.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(received[0].name, "auth.v1.AuthService/Register");
         assert_eq!(received[0].span_kind, SpanKind::Server);
         assert_eq!(received[1].name, "db.query");
         assert_eq!(received[1].span_kind, SpanKind::Internal);
+        assert_eq!(received[2].name, UNKNOWN_CALL);
+        assert_eq!(received[2].span_kind, SpanKind::Server);
     }
 
     #[tokio::test]

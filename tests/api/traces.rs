@@ -158,6 +158,8 @@ fn children<'a>(spans: &'a [(String, Span)], parent: &Span) -> Vec<&'a Span> {
 
 const LOGIN: &str = "auth.v1.AuthService/ObtainTokenPair";
 const REGISTER: &str = "auth.v1.AuthService/Register";
+/// A path no service answers.
+const PROBE: &str = "/probe.Scanner/Enumerate";
 
 /// A login with the caller's `traceparent`: its call span is a child of the
 /// caller's span in the caller's trace, named after the method, with the
@@ -197,11 +199,23 @@ async fn a_login_is_traced_under_the_callers_span() {
         format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
     );
     auth.obtain_token_pair(login).await.unwrap();
+    // A path of a scanner's making: its span is not named after it.
+    let mut raw = tonic::client::Grpc::new(server.channel());
+    raw.ready().await.unwrap();
+    let probe = raw
+        .unary::<(), (), _>(
+            Request::new(()),
+            http::uri::PathAndQuery::from_static(PROBE),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(probe.unwrap_err().code(), tonic::Code::Unimplemented);
 
     collector
         .wait_for("login span with its children", |spans| {
             call_span(spans, LOGIN).is_some_and(|call| children(spans, call).len() >= 2)
                 && call_span(spans, REGISTER).is_some()
+                && call_span(spans, "unknown").is_some()
         })
         .await;
     let spans = collector.spans();
@@ -266,6 +280,17 @@ async fn a_login_is_traced_under_the_callers_span() {
             names(&spans)
         );
     }
+
+    let probe = call_span(&spans, "unknown").unwrap();
+    assert_eq!(probe.kind, SpanKind::Server as i32);
+    assert_eq!(int(&probe.attributes, "rpc.grpc.status_code"), Some(12));
+    assert_eq!(string(&probe.attributes, "rpc.service"), None);
+    assert_eq!(string(&probe.attributes, "rpc.method"), None);
+    assert!(
+        spans.iter().all(|(_, span)| !span.name.contains("Scanner")),
+        "{:#?}",
+        names(&spans)
+    );
 
     let output = server.terminate(Duration::from_secs(30)).await;
     assert!(output.status.success(), "{}", stderr(&output));
