@@ -68,9 +68,16 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// start-up.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Whether spans are being exported (an endpoint is configured).
+/// Whether spans are being exported (an endpoint is configured and the
+/// layer is installed).
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// The subscriber with [`Traces::layer`] is installed: only then does the
+/// call log do its tracing work.
+pub(super) fn installed() {
+    ENABLED.store(true, Ordering::Relaxed);
 }
 
 /// Spans dropped because the collector could not take them (export failed
@@ -122,7 +129,6 @@ impl Traces {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
-        ENABLED.store(true, Ordering::Relaxed);
         let spans = Targets::new()
             .with_target("auth_service", tracing::Level::DEBUG)
             .and(filter_fn(|meta| meta.is_span()).with_max_level_hint(LevelFilter::DEBUG));
@@ -527,6 +533,81 @@ mod tests {
             u64::try_from(ENDED - CAPACITY).unwrap()
         );
         assert!(processor.shutdown().is_ok());
+    }
+
+    /// The string literals given as a target in `text`: `target = "…"`
+    /// (`#[instrument]`, which takes no constant) and `target: "…"`.
+    fn target_literals(text: &str) -> Vec<(char, String)> {
+        let mut found = Vec::new();
+        for (at, _) in text.match_indices("target") {
+            let rest = text[at + "target".len()..].trim_start();
+            let Some(separator) = rest.chars().next().filter(|c| matches!(c, '=' | ':')) else {
+                continue;
+            };
+            let Some(literal) = rest[1..].trim_start().strip_prefix('"') else {
+                continue;
+            };
+            if let Some((value, _)) = literal.split_once('"') {
+                found.push((separator, value.to_owned()));
+            }
+        }
+        found
+    }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `#[instrument]` takes the target as a literal, not [`TARGET`]: every
+    /// such literal in `src/` must say the same, or its spans would reach
+    /// the log and never the traces. Elsewhere the constant is used.
+    #[test]
+    fn every_trace_target_literal_is_the_trace_target() {
+        let mut files = Vec::new();
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut instrumented = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            // Code only: prose may quote anything.
+            let code: Vec<&str> = text
+                .lines()
+                .map(|line| line.split("//").next().unwrap_or(""))
+                .collect();
+            for (separator, value) in target_literals(&code.join("\n")) {
+                if separator == '=' {
+                    assert_eq!(value, TARGET, "in {}", file.display());
+                    instrumented += 1;
+                } else {
+                    assert!(
+                        !value.starts_with("auth_service"),
+                        "{value} in {}: use traces::TARGET",
+                        file.display()
+                    );
+                }
+            }
+        }
+        assert!(instrumented > 0, "no #[instrument(target = …)] found");
+    }
+
+    #[test]
+    fn target_literals_are_found_however_spaced() {
+        // Escaped, so the scan of this file does not find them.
+        let text = "#[instrument(target=\"a\", name = \"b\")] \
+                    x!(target : \"c\", \"d\"); let target = f(\"e\");";
+        assert_eq!(
+            target_literals(text),
+            [('=', "a".to_owned()), (':', "c".to_owned())]
+        );
     }
 
     #[tokio::test]
