@@ -71,17 +71,20 @@ where
             // Only with traces on: the log lines of a call carry its trace.
             trace_id = tracing::field::Empty,
         );
-        // One load when traces are off; the method path is kept for them.
-        let traced = traces::enabled().then(|| {
+        let started = Instant::now();
+        // Recorded as CANCELLED if the future below is dropped unfinished.
+        let record = self.metrics.start(request.uri().path(), started);
+        // One load when traces are off.
+        let traced = traces::enabled();
+        if traced {
             let headers = request.headers();
             traces::join_caller(&span, |name| {
                 headers.get(name).and_then(|value| value.to_str().ok())
             });
-            request.uri().path().to_owned()
-        });
-        let started = Instant::now();
-        // Recorded as CANCELLED if the future below is dropped unfinished.
-        let record = self.metrics.start(request.uri().path(), started);
+            // Named after its method only if it is one served here: the
+            // metrics know which, and a client's path is not trusted.
+            traces::record_method(&span, request.uri().path(), record.known());
+        }
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
@@ -101,18 +104,18 @@ where
                             .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
                         record.finish(code as i32, elapsed);
                         tracing::info!(code = ?code, latency_us, "grpc call");
-                        if let Some(path) = &traced {
+                        if traced {
                             let span = tracing::Span::current();
-                            traces::record_call(&span, path, code as i32, is_server_error(code));
+                            traces::record_status(&span, code as i32, is_server_error(code));
                         }
                     }
                     Err(e) => {
                         // The connection's stream is reset: no status reaches the client.
                         record.finish(Code::Unknown as i32, elapsed);
                         tracing::warn!(error = %e, latency_us, "grpc call failed");
-                        if let Some(path) = &traced {
+                        if traced {
                             let span = tracing::Span::current();
-                            traces::record_call(&span, path, Code::Unknown as i32, true);
+                            traces::record_status(&span, Code::Unknown as i32, true);
                         }
                     }
                 }

@@ -41,12 +41,11 @@ use crate::{
     config::Argon2Settings,
     domain::Password,
     error::Error,
-    telemetry::metrics::{HashingMetrics, HashingQueue, Metrics},
+    telemetry::{
+        metrics::{HashingMetrics, HashingQueue, Metrics},
+        traces,
+    },
 };
-
-/// `telemetry::traces::TARGET`, which this layer may not import: spans on it
-/// are exported with traces on and never constructed otherwise.
-const TRACE_TARGET: &str = "auth_service::traces";
 
 #[derive(Clone)]
 pub struct Hasher {
@@ -190,7 +189,7 @@ impl Hasher {
 
     async fn hash_str(&self, password: &str) -> Result<String, Error> {
         let password = password.to_owned();
-        let span = tracing::debug_span!(target: TRACE_TARGET, "password.hash");
+        let span = tracing::debug_span!(target: traces::TARGET, "password.hash");
         self.run(span, move |argon2, memory| {
             hash_phc(argon2, password.as_bytes(), memory)
                 .map_err(|e| Error::internal(format_args!("argon2 hashing failed: {e}")))
@@ -215,7 +214,7 @@ impl Hasher {
         stored: Option<String>,
     ) -> Result<bool, Error> {
         let dummy = self.inner.dummy.current();
-        let span = tracing::debug_span!(target: TRACE_TARGET, "password.verify");
+        let span = tracing::debug_span!(target: traces::TARGET, "password.verify");
         self.run_with(permit, span, move |_, memory| {
             let known = stored.is_some();
             let stored = stored.unwrap_or_else(|| dummy.clone());

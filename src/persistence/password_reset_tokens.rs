@@ -25,6 +25,8 @@ pub struct ResetTokenRow {
 /// # Errors
 /// The database's (a digest collision, which 256 random bits make
 /// impossible in practice, would be a unique violation).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "password_reset_tokens.insert"))]
 pub async fn insert(
     db: &impl ConnectionTrait,
     user_id: i64,
@@ -49,6 +51,8 @@ pub async fn insert(
 ///
 /// # Errors
 /// The database's.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "password_reset_tokens.find_live"))]
 pub async fn find_live(
     db: &impl ConnectionTrait,
     token_hash: &str,
@@ -70,6 +74,8 @@ pub async fn find_live(
 /// this call consumed it. Of two concurrent calls, exactly one does (the
 /// other's DELETE waits for the row lock, or the SQLite write lock, and
 /// then finds nothing).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "password_reset_tokens.consume"))]
 pub(super) async fn consume(
     db: &impl ConnectionTrait,
     id: i64,
@@ -88,6 +94,8 @@ pub(super) async fn consume(
 ///
 /// # Errors
 /// The database's.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "password_reset_tokens.delete_of_user"))]
 pub async fn delete_of_user(db: &impl ConnectionTrait, user_id: i64) -> Result<u64, StoreError> {
     let deleted = PasswordResetTokens::delete_many()
         .filter(Column::UserId.eq(user_id))

@@ -463,9 +463,13 @@ impl RpcMetrics {
     /// [`CallRecord::finish`] is called, or as CANCELLED if the record is
     /// dropped first (the client went away and the call's future with it).
     pub fn start(&self, path: &str, started: Instant) -> CallRecord {
-        let method = self.inner.by_path.get(path).unwrap_or(&self.inner.unknown);
+        let (method, known) = match self.inner.by_path.get(path) {
+            Some(method) => (method, true),
+            None => (&self.inner.unknown, false),
+        };
         CallRecord {
             method: Some(Arc::clone(method)),
+            known,
             started,
         }
     }
@@ -511,10 +515,18 @@ impl MethodMetrics {
 #[derive(Debug)]
 pub struct CallRecord {
     method: Option<Arc<MethodMetrics>>,
+    known: bool,
     started: Instant,
 }
 
 impl CallRecord {
+    /// Whether the call's path is a method served here, rather than one
+    /// counted as [`UNKNOWN_METHOD`]: what else may be named after the path
+    /// (the call's span in a trace) without taking any path a client sends.
+    pub fn known(&self) -> bool {
+        self.known
+    }
+
     /// The call answered with gRPC status `code` (its number), after `elapsed`.
     pub fn finish(mut self, code: i32, elapsed: Duration) {
         if let Some(method) = self.method.take() {
@@ -813,9 +825,11 @@ mod tests {
         let metrics = Metrics::new();
         let rpc = metrics.rpc(["/auth.v1.UserService/GetMe".to_owned()]);
         let call = rpc.start("/auth.v1.UserService/GetMe", Instant::now());
+        assert!(call.known());
         call.finish(16, Duration::from_millis(3));
-        rpc.start("/nope/Nothing", Instant::now())
-            .finish(12, Duration::ZERO);
+        let unknown = rpc.start("/nope/Nothing", Instant::now());
+        assert!(!unknown.known());
+        unknown.finish(12, Duration::ZERO);
         rpc.start("/auth.v1.UserService/GetMe", Instant::now())
             .finish(99, Duration::ZERO);
         drop(rpc.start("/auth.v1.UserService/GetMe", Instant::now()));

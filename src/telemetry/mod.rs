@@ -94,6 +94,9 @@ pub fn init(format: Format, traces: Option<&traces::Traces>) -> Option<LogGuard>
         .with(traces.map(traces::Traces::layer))
         .try_init()
         .ok()?;
+    if traces.is_some() {
+        traces::installed();
+    }
     let _ = DROPPED_RECORDS.set(dropped);
     Some(LogGuard {
         _records: records_guard,

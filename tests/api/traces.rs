@@ -1,15 +1,25 @@
 //! Traces through the real binary (the subscriber is process-wide): an
 //! OTLP collector of our own, a tonic server on the generated
 //! `TraceService`, receives the spans of a register and a login, joined to
-//! the caller's trace by `traceparent`; a collector that is down costs the
-//! calls nothing; a malformed endpoint stops start-up.
+//! the caller's trace by `traceparent`, and no secret among them; a
+//! collector that hangs costs the calls nothing, and its spans that find
+//! the queue full are counted as dropped, as are those a collector that is
+//! down refuses; a malformed endpoint stops start-up.
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use auth_service::pb::{self, auth_service_client::AuthServiceClient};
+use auth_service::{
+    pb::{self, auth_service_client::AuthServiceClient},
+    web::METRICS_PATH,
+};
+use axum::body::Body;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -18,13 +28,14 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value as Any},
     trace::v1::{ResourceSpans, Span, span::SpanKind},
 };
+use prost::Message;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
 use crate::{
     child::{CHEAP_HASHING, ChildServer, auth_service, free_addr, run_within, stderr},
-    helpers::{Backend, TestDatabase},
+    helpers::{Backend, SECRET, TestDatabase},
 };
 
 const PASSWORD: &str = "Trace-Passphrase-4-Spans";
@@ -158,6 +169,8 @@ fn children<'a>(spans: &'a [(String, Span)], parent: &Span) -> Vec<&'a Span> {
 
 const LOGIN: &str = "auth.v1.AuthService/ObtainTokenPair";
 const REGISTER: &str = "auth.v1.AuthService/Register";
+/// A path no service answers.
+const PROBE: &str = "/probe.Scanner/Enumerate";
 
 /// A login with the caller's `traceparent`: its call span is a child of the
 /// caller's span in the caller's trace, named after the method, with the
@@ -196,12 +209,37 @@ async fn a_login_is_traced_under_the_callers_span() {
         "traceparent",
         format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
     );
-    auth.obtain_token_pair(login).await.unwrap();
+    let tokens = auth.obtain_token_pair(login).await.unwrap().into_inner();
+    // The refresh token as a request, too.
+    let refreshed = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh: tokens.refresh.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    auth.verify_token(pb::VerifyTokenRequest {
+        token: tokens.access.clone(),
+    })
+    .await
+    .unwrap();
+    // A path of a scanner's making: its span is not named after it.
+    let mut raw = tonic::client::Grpc::new(server.channel());
+    raw.ready().await.unwrap();
+    let probe = raw
+        .unary::<(), (), _>(
+            Request::new(()),
+            http::uri::PathAndQuery::from_static(PROBE),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(probe.unwrap_err().code(), tonic::Code::Unimplemented);
 
     collector
         .wait_for("login span with its children", |spans| {
             call_span(spans, LOGIN).is_some_and(|call| children(spans, call).len() >= 2)
                 && call_span(spans, REGISTER).is_some()
+                && call_span(spans, "unknown").is_some()
         })
         .await;
     let spans = collector.spans();
@@ -267,6 +305,43 @@ async fn a_login_is_traced_under_the_callers_span() {
         );
     }
 
+    // No secret reaches the collector: not the password, the tokens (or
+    // their signatures) or the signing key, in any field of any span.
+    let mut secrets = vec![PASSWORD.to_owned(), SECRET.to_owned()];
+    for token in [&tokens.access, &tokens.refresh, &refreshed.access] {
+        assert!(!token.is_empty());
+        secrets.push(token.clone());
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(signature.len() >= 16, "{token}");
+        secrets.push(signature.to_owned());
+    }
+    let received = collector.received.lock().unwrap().clone();
+    for resource in &received {
+        let encoded = resource.encode_to_vec();
+        let debug = format!("{resource:?}");
+        for secret in &secrets {
+            let found = encoded
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes());
+            assert!(!found, "{secret} exported: {debug}");
+            assert!(
+                !debug.contains(secret.as_str()),
+                "{secret} exported: {debug}"
+            );
+        }
+    }
+
+    let probe = call_span(&spans, "unknown").unwrap();
+    assert_eq!(probe.kind, SpanKind::Server as i32);
+    assert_eq!(int(&probe.attributes, "rpc.grpc.status_code"), Some(12));
+    assert_eq!(string(&probe.attributes, "rpc.service"), None);
+    assert_eq!(string(&probe.attributes, "rpc.method"), None);
+    assert!(
+        spans.iter().all(|(_, span)| !span.name.contains("Scanner")),
+        "{:#?}",
+        names(&spans)
+    );
+
     let output = server.terminate(Duration::from_secs(30)).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let log = stderr(&output);
@@ -281,12 +356,110 @@ async fn a_login_is_traced_under_the_callers_span() {
     assert!(!log.contains("password.verify"), "{log}");
 }
 
-/// The collector is down: calls answer as usual, and the spans that could
-/// not be sent are counted as dropped and said so in the log (the counter
-/// itself, `telemetry::traces::spans_dropped`, is the metric
-/// `auth_trace_spans_dropped_total`).
+/// The value of the counter `name` (no labels) in the scrape of `addr`.
+async fn scraped(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{addr}{METRICS_PATH}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("an answer within 30 s")
+        .expect("a response");
+    let body = axum::body::to_bytes(Body::new(response.into_body()), 16 * 1024 * 1024)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// How long an export may take, as configured below: far longer than the
+/// calls are given, so a call that waited on an export could not finish
+/// in time.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bound on all the calls together, well below [`EXPORT_TIMEOUT`].
+const CALLS_WITHIN: Duration = Duration::from_secs(30);
+
+/// A collector that hangs (it accepts the connection and never answers):
+/// every export waits for the export timeout, yet the calls answer without
+/// waiting on it, and the spans that find the export queue full are
+/// dropped and counted in `auth_trace_spans_dropped_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_do_not_wait_for_a_collector_that_is_down() {
+async fn calls_do_not_wait_for_a_collector_that_hangs() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // Holds every connection open and never reads or writes.
+    let hung = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let timeout = EXPORT_TIMEOUT.as_millis().to_string();
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let server = ChildServer::on(&database.url)
+        .envs(&[
+            ("AUTH_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", timeout.as_str()),
+        ])
+        .envs(&CHEAP_HASHING)
+        .with_http()
+        .log("warn")
+        .start()
+        .await;
+    let http = server.http_addr().unwrap();
+    let mut auth = AuthServiceClient::new(server.channel());
+    let calls = async {
+        auth.register(pb::RegisterRequest {
+            email: "hung@example.com".into(),
+            username: "hung".into(),
+            password: PASSWORD.into(),
+            avatar: None,
+        })
+        .await
+        .unwrap();
+        // Far more spans than the queue holds (a login makes several).
+        for _ in 0..20 {
+            auth.obtain_token_pair(pb::ObtainTokenPairRequest {
+                username: "hung".into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap();
+        }
+    };
+    tokio::time::timeout(CALLS_WITHIN, calls)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the calls waited on the collector: not done in {CALLS_WITHIN:?}")
+        });
+    // The first batch hangs in export, so at most the queue's 8 spans are
+    // held: the rest are counted.
+    let dropped = scraped(http, "auth_trace_spans_dropped_total").await;
+    assert!(dropped >= 1.0, "{dropped}");
+
+    // At exit the flush gives up after the SDK's shutdown timeout, the
+    // export still hanging: no export failed, so every span counted was
+    // dropped for a full queue.
+    let output = server.terminate(EXPORT_TIMEOUT).await;
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(!log.contains("trace export failed"), "{log}");
+    assert!(log.contains("could not flush the traces at exit"), "{log}");
+    hung.abort();
+}
+
+/// The collector is down (refuses connections): calls answer as usual, and
+/// the spans that could not be sent are counted as dropped and said so in
+/// the log (the counter itself, `telemetry::traces::spans_dropped`, is the
+/// metric `auth_trace_spans_dropped_total`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spans_a_down_collector_refuses_are_counted_as_dropped() {
     let endpoint = format!("http://{}", free_addr());
     let database = TestDatabase::create(&Backend::Sqlite).await;
     let server = ChildServer::on(&database.url)
