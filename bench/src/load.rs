@@ -10,6 +10,7 @@ use anyhow::Context;
 use auth_service::pb::{
     self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
 };
+use auth_service::telemetry::metrics::grpc_code_name;
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
@@ -429,35 +430,11 @@ pub async fn run(
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
-        .map(|(code, n)| (code_name(code), *n))
+        .map(|(code, n)| (grpc_code_name(code), *n))
         .collect();
     Ok(Outcome {
         elapsed: duration,
         latency_us: total.latency_us,
         codes,
     })
-}
-
-/// The canonical names, as grpcurl and the gRPC docs print them.
-fn code_name(code: usize) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.get(code).copied().unwrap_or("UNKNOWN")
 }

@@ -68,6 +68,12 @@ const GRPC_CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 const CODE_CANCELLED: usize = 1;
+
+/// The canonical name of gRPC status `code` (`UNAUTHENTICATED`), as
+/// grpcurl and the gRPC docs print it; `UNKNOWN` for a number no code has.
+pub fn grpc_code_name(code: usize) -> &'static str {
+    GRPC_CODES.get(code).copied().unwrap_or("UNKNOWN")
+}
 const CODE_UNKNOWN: usize = 2;
 
 /// The `method` label of a path no service answers (one label, however
