@@ -71,6 +71,19 @@ fn is_connection_failure(err: &DbErr) -> bool {
     }
 }
 
+/// SQLite busy while a connection was being opened: another process holds
+/// the lock while it switches the new database to WAL, which SQLite
+/// answers at once rather than through the busy timeout.
+pub(super) fn is_busy_on_connect(err: &DbErr) -> bool {
+    let DbErr::Conn(RuntimeErr::SqlxError(e)) = err else {
+        return false;
+    };
+    let sqlx::Error::Database(db_err) = &**e else {
+        return false;
+    };
+    matches!(db_err.code().as_deref(), Some("5" | "6"))
+}
+
 /// Deadlock or serialization failure (SQLSTATE 40001 on MySQL and
 /// PostgreSQL, 40P01 on PostgreSQL), or SQLite still busy after its timeout.
 fn is_lock_conflict(err: &DbErr) -> bool {

@@ -86,7 +86,17 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
-    Database::connect(options).await
+    // Replicas started together on a new SQLite file: all but one find it
+    // locked while the first makes it WAL. They wait, up to the timeout.
+    let started = std::time::Instant::now();
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(e) if error::is_busy_on_connect(&e) && started.elapsed() < settings.timeout => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            connected => return connected,
+        }
+    }
 }
 
 /// Connects and applies pending migrations: what every command that uses
