@@ -46,6 +46,17 @@ pub fn auth_service(args: &[&str]) -> std::process::Command {
     command
 }
 
+/// `auth-service create-superuser` on `database_url`, run to the end, with
+/// the password from the environment and no log.
+pub fn create_superuser(database_url: &str, username: &str, email: &str, password: &str) -> Output {
+    run(
+        auth_service(&["create-superuser", "--username", username, "--email", email])
+            .env("AUTH_DATABASE_URL", database_url)
+            .env("AUTH_SUPERUSER_PASSWORD", password)
+            .env("RUST_LOG", "off"),
+    )
+}
+
 /// Runs a one-shot `command` to the end: its exit status and output.
 pub fn run(command: &mut std::process::Command) -> Output {
     command

@@ -3,7 +3,7 @@
 use std::{os::unix::fs::PermissionsExt, process::Output, time::Duration};
 
 use crate::{
-    child::{ChildServer, auth_service, run, run_within, stderr, stdout},
+    child::{ChildServer, auth_service, create_superuser, run, run_within, stderr, stdout},
     helpers::{Backend, PASSWORD, TestApp, TestDatabase, register_request},
 };
 
@@ -63,16 +63,7 @@ fn postgres_without_a_signing_key_refuses_to_start() {
 #[tokio::test]
 async fn create_superuser_then_log_in() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
-    let output = run(auth_service(&[
-        "create-superuser",
-        "--username",
-        "root",
-        "--email",
-        "root@example.com",
-    ])
-    .env("AUTH_DATABASE_URL", &database.url)
-    .env("AUTH_SUPERUSER_PASSWORD", PASSWORD)
-    .env("RUST_LOG", "off"));
+    let output = create_superuser(&database.url, "root", "root@example.com", PASSWORD);
     assert!(output.status.success(), "{}", stderr(&output));
 
     let app = TestApp::spawn_on(&database.url).await;
@@ -81,16 +72,7 @@ async fn create_superuser_then_log_in() {
     assert!(me.is_staff && me.is_superuser && me.is_active);
     app.stop().await;
 
-    let output = run(auth_service(&[
-        "create-superuser",
-        "--username",
-        "root",
-        "--email",
-        "r2@example.com",
-    ])
-    .env("AUTH_DATABASE_URL", &database.url)
-    .env("AUTH_SUPERUSER_PASSWORD", PASSWORD)
-    .env("RUST_LOG", "off"));
+    let output = create_superuser(&database.url, "root", "r2@example.com", PASSWORD);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("username already exists"),

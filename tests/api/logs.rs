@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     admin::user_command,
-    child::{CHEAP_HASHING, ChildServer, auth_service, run, stderr},
+    child::{CHEAP_HASHING, ChildServer, create_superuser, stderr},
     helpers::{Backend, SECRET, TestDatabase, bearer},
 };
 
@@ -61,16 +61,7 @@ fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
 /// in `format`.
 async fn every_event(format: &str) -> Run {
     let database = TestDatabase::create(&Backend::Sqlite).await;
-    let superuser = run(auth_service(&[
-        "create-superuser",
-        "--username",
-        "root",
-        "--email",
-        "root@example.com",
-    ])
-    .env("AUTH_DATABASE_URL", &database.url)
-    .env("AUTH_SUPERUSER_PASSWORD", ROOT_PASSWORD)
-    .env("RUST_LOG", "off"));
+    let superuser = create_superuser(&database.url, "root", "root@example.com", ROOT_PASSWORD);
     assert!(superuser.status.success(), "{}", stderr(&superuser));
 
     // debug: everything our code and the libraries log short of wire traces.
