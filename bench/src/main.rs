@@ -302,9 +302,31 @@ async fn measure(
     // reset the peak so it reflects the scenario, not the preparation.
     let peak_reset = server.is_some_and(ServerProcess::reset_peak_memory);
 
+    // The server's CPU time over the measured window (after the warm-up).
+    let window_start = tokio::time::Instant::now() + cli.warmup;
+    let window_end = window_start + cli.duration;
+    let pid_cpu = server.map(|s| {
+        let sample = move || s.cpu_time().ok();
+        async move {
+            tokio::time::sleep_until(window_start).await;
+            let before = sample();
+            tokio::time::sleep_until(window_end).await;
+            Some(sample()?.saturating_sub(before?))
+        }
+    });
+    let cpu_window = async {
+        match pid_cpu {
+            Some(window) => window.await,
+            None => None,
+        }
+    };
     let measured = load::run(connections, &options, prepared, cli.warmup, cli.duration);
-    let (outcome, alongside) = match alongside {
-        None => (measured.await?, None),
+    let measured = async { tokio::join!(measured, cpu_window) };
+    let ((outcome, server_cpu), alongside) = match alongside {
+        None => {
+            let (outcome, cpu) = measured.await;
+            ((outcome?, cpu), None)
+        }
         Some((options, prepared)) => {
             let background = load::run(
                 alongside_connections,
@@ -313,9 +335,9 @@ async fn measure(
                 cli.warmup,
                 cli.duration,
             );
-            let (outcome, background) = tokio::join!(measured, background);
+            let ((outcome, cpu), background) = tokio::join!(measured, background);
             (
-                outcome?,
+                (outcome?, cpu),
                 Some((options.scenario, options.concurrency, background?)),
             )
         }
@@ -340,6 +362,7 @@ async fn measure(
             idle,
             after,
             peak_reset,
+            cpu: server_cpu,
         }),
     })
 }
@@ -365,6 +388,17 @@ struct ServerFigures {
     idle: Option<Memory>,
     after: Option<Memory>,
     peak_reset: bool,
+    /// Server CPU time over the measured window, all threads.
+    cpu: Option<Duration>,
+}
+
+impl ServerFigures {
+    /// Server CPU microseconds per call completed in the window (alongside
+    /// load included, when there is some).
+    fn cpu_us_per_call(&self, calls: u64) -> Option<f64> {
+        let cpu = self.cpu?;
+        (calls > 0).then(|| cpu.as_secs_f64() * 1e6 / calls as f64)
+    }
 }
 
 struct Report {
@@ -392,6 +426,15 @@ fn ms(us: u64) -> f64 {
 }
 
 impl Report {
+    /// Every call the server completed in the measured window.
+    fn calls_in_window(&self) -> u64 {
+        self.outcome.total()
+            + self
+                .alongside
+                .as_ref()
+                .map_or(0, |(_, _, outcome)| outcome.total())
+    }
+
     fn text(&self) -> String {
         let o = &self.outcome;
         let h = &o.latency_us;
@@ -486,6 +529,11 @@ impl Report {
                     "since start, including preparation"
                 }
             ));
+            if let Some(per_call) = s.cpu_us_per_call(self.calls_in_window()) {
+                lines.push(format!(
+                    "server CPU {per_call:.1} µs a call (all threads, measured window)"
+                ));
+            }
         }
         lines.join("\n")
     }
@@ -510,6 +558,8 @@ impl Report {
                 "rss_after_kib": s.after.as_ref().map(|m| m.rss_kib),
                 "peak_rss_kib": s.after.as_ref().map(|m| m.hwm_kib),
                 "peak_covers_preparation": !s.peak_reset,
+                "cpu_s": s.cpu.map(|cpu| cpu.as_secs_f64()),
+                "cpu_us_per_call": s.cpu_us_per_call(self.calls_in_window()),
             })
         });
         let codes: serde_json::Map<String, serde_json::Value> = o

@@ -150,6 +150,28 @@ impl ServerProcess {
         })
     }
 
+    /// CPU time the server's live threads have run so far (the scheduler's
+    /// own nanosecond count from /proc/<pid>/task/*/schedstat). Per call,
+    /// it shows what a build costs even when other load on the machine
+    /// moves the throughput.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let mut total = 0u64;
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+            // A thread that ended since the listing took its time with it.
+            let Ok(schedstat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+                continue;
+            };
+            let run_ns: u64 = schedstat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse().ok())
+                .with_context(|| format!("unexpected schedstat under {tasks}"))?;
+            total += run_ns;
+        }
+        Ok(Duration::from_nanos(total))
+    }
+
     /// Resets VmHWM to the current RSS (Linux ≥ 4.0, `clear_refs` value 5);
     /// false if the kernel or permissions refuse.
     pub fn reset_peak_memory(&self) -> bool {
