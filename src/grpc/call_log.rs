@@ -19,7 +19,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::telemetry::{metrics::RpcMetrics, traces};
+use crate::telemetry::{self, metrics::RpcMetrics, traces};
 
 #[derive(Debug, Clone)]
 pub struct CallLogLayer {
@@ -64,11 +64,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let span = tracing::info_span!(
+        // The line carries its own fields, so at INFO no span is made: the
+        // span (DEBUG) is for the traces, and for `RUST_LOG=debug`, where
+        // it gives the records inside a call their method.
+        let span = tracing::debug_span!(
             "call",
             method = request.uri().path(),
             user_id = tracing::field::Empty,
-            // Only with traces on: the log lines of a call carry its trace.
             trace_id = tracing::field::Empty,
         );
         let started = Instant::now();
@@ -76,53 +78,70 @@ where
         let record = self.metrics.start(request.uri().path(), started);
         // One load when traces are off.
         let traced = traces::enabled();
-        if traced {
+        let trace_id = if traced {
             let headers = request.headers();
-            traces::join_caller(&span, |name| {
+            let trace_id = traces::join_caller(&span, |name| {
                 headers.get(name).and_then(|value| value.to_str().ok())
             });
             // Named after its method only if it is one served here: the
             // metrics know which, and a client's path is not trusted.
             traces::record_method(&span, request.uri().path(), record.known());
-        }
+            trace_id
+        } else {
+            None
+        };
         let response = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                let mut result = response.await;
-                let elapsed = started.elapsed();
-                // u64: a number in JSON too (a u128 would be a string there).
-                let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-                match &mut result {
-                    // A failed unary call is "trailers-only": grpc-status is a
-                    // header. A successful one sends it in the trailers, which
-                    // only ever say OK for our unary handlers.
-                    Ok(response) => {
-                        super::codec_status::normalize(response.headers_mut());
-                        let code = response
-                            .headers()
-                            .get("grpc-status")
-                            .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
-                        record.finish(code as i32, elapsed);
-                        tracing::info!(code = ?code, latency_us, "grpc call");
-                        if traced {
-                            let span = tracing::Span::current();
-                            traces::record_status(&span, code as i32, is_server_error(code));
-                        }
-                    }
-                    Err(e) => {
-                        // The connection's stream is reset: no status reaches the client.
-                        record.finish(Code::Unknown as i32, elapsed);
-                        tracing::warn!(error = %e, latency_us, "grpc call failed");
-                        if traced {
-                            let span = tracing::Span::current();
-                            traces::record_status(&span, Code::Unknown as i32, true);
-                        }
+        let call = async move {
+            let mut result = response.await;
+            let elapsed = started.elapsed();
+            // u64: a number in JSON too (a u128 would be a string there).
+            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            let user_id = telemetry::call_user();
+            let method = record.method();
+            match &mut result {
+                // A failed unary call is "trailers-only": grpc-status is a
+                // header. A successful one sends it in the trailers, which
+                // only ever say OK for our unary handlers.
+                Ok(response) => {
+                    super::codec_status::normalize(response.headers_mut());
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+                    tracing::info!(
+                        method,
+                        code = ?code,
+                        latency_us,
+                        user_id,
+                        trace_id = trace_id.as_deref(),
+                        "grpc call"
+                    );
+                    record.finish(code as i32, elapsed);
+                    if traced {
+                        let span = tracing::Span::current();
+                        traces::record_status(&span, code as i32, is_server_error(code));
                     }
                 }
-                result
+                Err(e) => {
+                    // The connection's stream is reset: no status reaches the client.
+                    tracing::warn!(
+                        method,
+                        error = %e,
+                        latency_us,
+                        user_id,
+                        trace_id = trace_id.as_deref(),
+                        "grpc call failed"
+                    );
+                    record.finish(Code::Unknown as i32, elapsed);
+                    if traced {
+                        let span = tracing::Span::current();
+                        traces::record_status(&span, Code::Unknown as i32, true);
+                    }
+                }
             }
-            .instrument(span),
-        )
+            result
+        };
+        Box::pin(telemetry::with_call_user(call).instrument(span))
     }
 }
 

@@ -469,13 +469,13 @@ impl RpcMetrics {
     /// [`CallRecord::finish`] is called, or as CANCELLED if the record is
     /// dropped first (the client went away and the call's future with it).
     pub fn start(&self, path: &str, started: Instant) -> CallRecord {
-        let (method, known) = match self.inner.by_path.get(path) {
-            Some(method) => (method, true),
-            None => (&self.inner.unknown, false),
+        let (method, unknown_path) = match self.inner.by_path.get(path) {
+            Some(method) => (method, None),
+            None => (&self.inner.unknown, Some(path.into())),
         };
         CallRecord {
             method: Some(Arc::clone(method)),
-            known,
+            unknown_path,
             started,
         }
     }
@@ -521,7 +521,8 @@ impl MethodMetrics {
 #[derive(Debug)]
 pub struct CallRecord {
     method: Option<Arc<MethodMetrics>>,
-    known: bool,
+    /// The path a client called when it is no method served here.
+    unknown_path: Option<Box<str>>,
     started: Instant,
 }
 
@@ -530,7 +531,17 @@ impl CallRecord {
     /// counted as [`UNKNOWN_METHOD`]: what else may be named after the path
     /// (the call's span in a trace) without taking any path a client sends.
     pub fn known(&self) -> bool {
-        self.known
+        self.unknown_path.is_none()
+    }
+
+    /// The method called: its path, for the log line (where, unlike in a
+    /// label, the path of an unknown method is worth reading).
+    pub fn method(&self) -> &str {
+        match (&self.unknown_path, &self.method) {
+            (Some(path), _) => path,
+            (None, Some(method)) => &method.label.0,
+            (None, None) => UNKNOWN_METHOD,
+        }
     }
 
     /// The call answered with gRPC status `code` (its number), after `elapsed`.

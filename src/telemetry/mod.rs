@@ -3,22 +3,22 @@
 //! text or one JSON object per line, through background writer threads —
 //! and the audit records.
 
+mod format;
+mod log_writer;
 pub mod metrics;
 pub mod traces;
 
-use std::{
-    io::{BufWriter, IsTerminal},
-    sync::OnceLock,
-};
+use std::{cell::Cell, io::IsTerminal, sync::OnceLock};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, LevelFilter, filter_fn},
-    fmt::writer::MakeWriterExt,
+    fmt::format::JsonFields,
     layer::SubscriberExt,
     util::SubscriberInitExt,
 };
+
+use log_writer::{LogWriter, LogWriterGuard};
 
 /// How log records are written (`AUTH_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,44 +32,26 @@ pub enum Format {
     Json,
 }
 
-/// Records waiting for the writer thread; past it, ordinary records are
-/// dropped (and counted) rather than stalling calls on a slow stderr.
-const QUEUED_RECORDS: usize = 64 * 1024;
-
-/// Keeps the writer threads alive; dropping it writes out what is queued.
-/// Hold it until the process exits.
-#[must_use = "dropping the guard stops the log writers"]
+/// Keeps the log writer's thread alive; dropping it writes out what is
+/// buffered. Hold it until the process exits.
+#[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _records: WorkerGuard,
-    _audit: WorkerGuard,
+    _writer: LogWriterGuard,
 }
 
-static DROPPED_RECORDS: OnceLock<ErrorCounter> = OnceLock::new();
+static WRITER: OnceLock<LogWriter> = OnceLock::new();
 
 /// Installs the global subscriber; with `traces`, spans are exported too.
 ///
-/// Records are formatted on the thread that makes them and written by a
-/// thread of their own, so a call never waits on stderr: under load the
-/// writer gathers many lines into one write. Audit records have a writer
-/// of their own that never drops: when its queue is full, the event waits.
-/// Ordinary records are dropped instead, counted by
-/// [`log_records_dropped`]. A second call (tests) installs nothing and
+/// Records are formatted on the thread that makes them and appended to a
+/// buffer that a thread of its own writes to stderr every few
+/// milliseconds ([`log_writer`]): a call never waits on stderr. When
+/// stderr falls behind, ordinary records are dropped, counted by
+/// [`log_records_dropped`]; audit records never are. A second call
+/// (tests), or a writer thread that cannot start, installs nothing and
 /// returns `None`.
 pub fn init(format: Format, traces: Option<&traces::Traces>) -> Option<LogGuard> {
-    let (records, records_guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_RECORDS)
-        .thread_name("log-writer")
-        .finish(BufWriter::new(std::io::stderr()));
-    let (audit, audit_guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("audit-writer")
-        .finish(BufWriter::new(std::io::stderr()));
-    let dropped = records.error_counter();
-    let writer = audit
-        .with_filter(|meta| meta.target() == "audit")
-        .or_else(records);
-
+    let (writer, guard) = LogWriter::to_stderr().ok()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A filter of the log's own (not the whole subscriber's), so the traces
     // can see DEBUG spans the log does not; and the trace-only spans never
@@ -79,14 +61,15 @@ pub fn init(format: Format, traces: Option<&traces::Traces>) -> Option<LogGuard>
     let not_traces =
         filter_fn(|meta| meta.target() != traces::TARGET).with_max_level_hint(LevelFilter::TRACE);
     let filter = filter.and(not_traces);
-    let log = tracing_subscriber::fmt::layer().with_writer(writer);
+    let log = tracing_subscriber::fmt::layer().with_writer(writer.clone());
     let log = match format {
-        Format::Text => log.with_ansi(colours_wanted()).boxed(),
+        Format::Text => log
+            .with_ansi(colours_wanted())
+            .event_format(format::Text::default())
+            .boxed(),
         Format::Json => log
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(format::Json::default())
             .boxed(),
     };
     tracing_subscriber::registry()
@@ -97,19 +80,14 @@ pub fn init(format: Format, traces: Option<&traces::Traces>) -> Option<LogGuard>
     if traces.is_some() {
         traces::installed();
     }
-    let _ = DROPPED_RECORDS.set(dropped);
-    Some(LogGuard {
-        _records: records_guard,
-        _audit: audit_guard,
-    })
+    let _ = WRITER.set(writer);
+    Some(LogGuard { _writer: guard })
 }
 
-/// Ordinary log records dropped since start because the writer could not
-/// keep up (never audit records, which wait instead).
+/// Ordinary log records dropped since start because stderr did not keep
+/// up (never audit records).
 pub fn log_records_dropped() -> u64 {
-    DROPPED_RECORDS
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    WRITER.get().map_or(0, LogWriter::dropped)
 }
 
 /// Colours only for a person at a terminal: never into a file or a pipe,
@@ -120,9 +98,27 @@ fn colours_wanted() -> bool {
     !no_color && std::io::stderr().is_terminal()
 }
 
-/// Records the caller's user id on the current call's log line (the span
-/// the call log opened), wherever the id becomes known.
+tokio::task_local! {
+    /// The caller's user id, for the call's log line: a slot the call log
+    /// opens around each call ([`with_call_user`]).
+    static CALL_USER: Cell<Option<i64>>;
+}
+
+/// Runs one call's future with a slot for its caller's user id, which
+/// [`record_user`] fills in and [`call_user`] reads, inside `future`.
+pub fn with_call_user<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    CALL_USER.scope(Cell::new(None), future)
+}
+
+/// The user id [`record_user`] recorded for the call being served, if any.
+pub fn call_user() -> Option<i64> {
+    CALL_USER.try_with(Cell::get).ok().flatten()
+}
+
+/// Records the caller's user id, wherever it becomes known, for the call's
+/// log line, and on the call's span (traces, and `RUST_LOG=debug`).
 pub fn record_user(user_id: i64) {
+    let _ = CALL_USER.try_with(|slot| slot.set(Some(user_id)));
     tracing::Span::current().record("user_id", user_id);
 }
 

@@ -152,8 +152,8 @@ impl Drop for Traces {
 
 /// Makes `span` (a call's) a child of the caller's span when the request
 /// carries a W3C `traceparent` (and `tracestate`), read through `header`;
-/// then records the trace id on it, for the log lines of the call.
-pub fn join_caller<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) {
+/// then records the trace id on it, and returns it for the call's line.
+pub fn join_caller<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
     let headers = Headers {
         traceparent: header("traceparent"),
         tracestate: header("tracestate"),
@@ -166,9 +166,12 @@ pub fn join_caller<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) {
     }
     let context: Context = span.context();
     let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+    if !span_context.is_valid() {
+        return None;
     }
+    let trace_id = span_context.trace_id().to_string();
+    span.record("trace_id", trace_id.as_str());
+    Some(trace_id)
 }
 
 /// The OpenTelemetry attributes of a call's method, from its path
