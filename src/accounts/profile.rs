@@ -1,10 +1,12 @@
-//! Calls on behalf of an authenticated user: their own profile, and the
-//! list of users.
+//! Calls on behalf of an authenticated user: their own profile, the list
+//! of users, and users by id.
+
+use std::collections::{HashMap, HashSet};
 
 use super::Accounts;
 use crate::{
     config::ListUsersAccess,
-    domain::{Avatar, User},
+    domain::{Avatar, User, UserFilter},
     error::{AuthFailure, Error},
     persistence::users,
     tokens::Claims,
@@ -12,13 +14,53 @@ use crate::{
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 1000;
+/// The most ids one BatchGetUsers takes: ListUsers' largest page.
+pub const MAX_BATCH_IDS: usize = 1000;
 
-/// Which page of ListUsers: as many users as `size` (0: the default), after
-/// the position `token` stands for ("": the first page).
+/// Which page of ListUsers: as many users as `size` (0: the default) that
+/// `filter` lets through, after the position `token` stands for ("": the
+/// first page; a token works only with the filter it came with).
 #[derive(Debug)]
 pub struct PageRequest<'a> {
     pub size: i32,
     pub token: &'a str,
+    pub filter: UserFilter,
+}
+
+/// The ids a BatchGetUsers asks for, in its order, duplicates kept: at most
+/// [`MAX_BATCH_IDS`], each one a user could have (above 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIds(Vec<i64>);
+
+impl UserIds {
+    /// # Errors
+    /// INVALID_ARGUMENT on `ids`: too many, or one no user can have.
+    pub fn parse(ids: Vec<i64>) -> Result<Self, Error> {
+        if ids.len() > MAX_BATCH_IDS {
+            return Err(Error::invalid(
+                "ids",
+                format!(
+                    "Ensure this field has no more than {MAX_BATCH_IDS} elements (it has {}).",
+                    ids.len()
+                ),
+            ));
+        }
+        if let Some((index, id)) = ids.iter().enumerate().find(|(_, id)| **id <= 0) {
+            return Err(Error::invalid(
+                "ids",
+                format!("ids[{index}] is {id}: a valid user id is required."),
+            ));
+        }
+        Ok(Self(ids))
+    }
+}
+
+/// The answer to a BatchGetUsers: the users found, and the ids not found,
+/// each in request order with duplicates repeated.
+#[derive(Debug)]
+pub struct UserBatch {
+    pub users: Vec<User>,
+    pub missing_ids: Vec<i64>,
 }
 
 /// One page of users, and the token of the next page ("" after the last).
@@ -59,26 +101,20 @@ impl Accounts {
     /// As [`Self::me`], or not staff where only staff may list; a negative
     /// size or a page token that is not ours.
     pub async fn list_users(&self, caller: &Claims, page: PageRequest<'_>) -> Result<Page, Error> {
-        // The caller's current row (as cached), not the token's age-old view.
-        let me = self.token_user(caller).await?;
-        if self.list_users == ListUsersAccess::Staff && !me.is_staff {
-            return Err(Error::PermissionDenied(
-                "Listing users requires a staff account on this deployment.",
-            ));
-        }
+        self.check_may_list_users(caller).await?;
         let page_size = match u64::try_from(page.size) {
             Err(_) => return Err(Error::invalid("page_size", "Must not be negative.")),
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(n) => n.min(MAX_PAGE_SIZE),
         };
-        let after_id = self.page_tokens.decode(page.token)?;
+        let after_id = self.page_tokens.decode(page.token, &page.filter)?;
 
         // One extra row tells whether another page follows.
-        let mut rows = users::list_after(&self.db, after_id, page_size + 1).await?;
+        let mut rows = users::list_after(&self.db, after_id, &page.filter, page_size + 1).await?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(page_size as usize);
             rows.last()
-                .map(|u| self.page_tokens.encode(u.id))
+                .map(|u| self.page_tokens.encode(u.id, &page.filter))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -87,5 +123,49 @@ impl Accounts {
             users: rows.into_iter().map(User::from).collect(),
             next_page_token,
         })
+    }
+
+    /// The users with the ids asked for, for the caller: whoever may list
+    /// users may fetch them by id, and sees what ListUsers shows (inactive
+    /// users included). Fresh cached profiles are used; the others come
+    /// from one query, whatever the number of ids.
+    ///
+    /// # Errors
+    /// As [`Self::list_users`].
+    pub async fn batch_get_users(&self, caller: &Claims, ids: UserIds) -> Result<UserBatch, Error> {
+        self.check_may_list_users(caller).await?;
+        let UserIds(ids) = ids;
+        let mut seen = HashSet::with_capacity(ids.len());
+        let distinct: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+        let found: HashMap<i64, User> = if distinct.is_empty() {
+            HashMap::new()
+        } else {
+            let users = self.users.get_many(distinct).await?;
+            users.into_iter().map(|user| (user.id, user)).collect()
+        };
+        let mut batch = UserBatch {
+            users: Vec::with_capacity(ids.len()),
+            missing_ids: Vec::new(),
+        };
+        for id in ids {
+            match found.get(&id) {
+                Some(user) => batch.users.push(user.clone()),
+                None => batch.missing_ids.push(id),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Whether the caller may see the list of users: anyone with a valid
+    /// token, or staff only (`AUTH_LIST_USERS=staff`), as their current
+    /// row (as cached) says, not the token's age-old view.
+    async fn check_may_list_users(&self, caller: &Claims) -> Result<(), Error> {
+        let me = self.token_user(caller).await?;
+        if self.list_users == ListUsersAccess::Staff && !me.is_staff {
+            return Err(Error::PermissionDenied(
+                "Listing users requires a staff account on this deployment.",
+            ));
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod email;
 mod password;
 mod token_text;
 mod user;
+mod user_filter;
 mod username;
 
 pub use avatar::Avatar;
@@ -19,6 +20,7 @@ pub use email::Email;
 pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
 pub use token_text::TokenText;
 pub use user::{RevocationReason, TokensRevoked, User};
+pub use user_filter::UserFilter;
 pub use username::{MAX_USERNAME_CHARS, Username};
 
 /// DRF's message for an empty (or all-blank) field.
