@@ -137,7 +137,7 @@ impl Accounts {
         let UserIds(ids) = ids;
         let mut seen = HashSet::with_capacity(ids.len());
         let distinct: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
-        let found: HashMap<i64, User> = if distinct.is_empty() {
+        let mut found: HashMap<i64, User> = if distinct.is_empty() {
             HashMap::new()
         } else {
             let users = self.users.get_many(distinct).await?;
@@ -147,10 +147,18 @@ impl Accounts {
             users: Vec::with_capacity(ids.len()),
             missing_ids: Vec::new(),
         };
+        // Each user moves into the answer at its first place; a duplicate
+        // is a copy of the one placed before.
+        let mut placed: HashMap<i64, usize> = HashMap::with_capacity(found.len());
         for id in ids {
-            match found.get(&id) {
-                Some(user) => batch.users.push(user.clone()),
-                None => batch.missing_ids.push(id),
+            if let Some(user) = found.remove(&id) {
+                placed.insert(id, batch.users.len());
+                batch.users.push(user);
+            } else if let Some(user) = placed.get(&id).and_then(|at| batch.users.get(*at)) {
+                let copy = user.clone();
+                batch.users.push(copy);
+            } else {
+                batch.missing_ids.push(id);
             }
         }
         Ok(batch)
