@@ -582,9 +582,14 @@ pub(super) async fn record_login(
 }
 
 /// Up to `limit` users with an id above `after_id` that `filter` lets
-/// through, by id: keyset pagination, so every page costs one index range
-/// scan however deep it is. An email or username restriction is one read
-/// of its unique index (`ux_users_email_key`, `ux_users_username_key`).
+/// through, by id: keyset pagination, so a page starts where the last one
+/// ended however deep it is. An email or username restriction is one read
+/// of its unique index (`ux_users_email_key`, `ux_users_username_key`); a
+/// flag restriction alone is a range scan of `ix_users_is_staff_id` or
+/// `ix_users_is_active_id`, which hold the ids in order for each value. With
+/// both flags restricted, one of those indexes is read and the other flag
+/// checked on each row it yields: a page may then read rows the filter
+/// drops (rare combinations, such as inactive staff, cost the most).
 #[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
     skip_all, fields(db.operation = "users.list_after"))]
 pub async fn list_after(
