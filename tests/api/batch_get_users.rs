@@ -7,6 +7,7 @@ use auth_service::{
     config::{ListUsersAccess, Settings},
     pb,
 };
+use sea_orm::ConnectionTrait;
 use tonic::{Code, Status};
 
 use crate::helpers::{TestApp, bearer, expect_code, field_violations, on_every_backend};
@@ -159,6 +160,59 @@ async fn batch_get_users_sees_own_writes_at_once_through_the_cache() {
             .unwrap();
         assert_eq!(ids(&again.users), [gil.id, fay.id]);
         assert_eq!(again.users[1].avatar.as_deref(), Some(url));
+        app.stop().await;
+    })
+    .await;
+}
+
+/// Administration through this replica is seen at once, even with users
+/// cached for an hour: a deleted user is missing, a deactivated one shows
+/// `is_active = false` (only other replicas' or the database's own changes
+/// wait for AUTH_CACHE_TTL).
+#[tokio::test]
+async fn batch_get_users_sees_deletion_and_deactivation_at_once_through_the_cache() {
+    on_every_backend(async |backend| {
+        let hour = |s: &mut Settings| s.cache.ttl = Duration::from_secs(3600);
+        let app = TestApp::spawn_with(&backend, hour).await;
+        let (sam, staff) = app.signed_up("sam").await;
+        app.db
+            .execute_unprepared(&format!(
+                "UPDATE users SET is_staff = TRUE WHERE id = {}",
+                sam.id
+            ))
+            .await
+            .unwrap();
+        let hal = app.register("hal").await;
+        let ivy = app.register("ivy").await;
+        // Both cached, as they are now.
+        let before = batch_get(&app, &staff.access, vec![hal.id, ivy.id])
+            .await
+            .unwrap();
+        assert_eq!(ids(&before.users), [hal.id, ivy.id]);
+        assert!(before.users.iter().all(|u| u.is_active));
+
+        let mut admin = app.admin_client();
+        admin
+            .set_user_active(bearer(
+                pb::SetUserActiveRequest {
+                    id: hal.id,
+                    active: false,
+                },
+                &staff.access,
+            ))
+            .await
+            .unwrap();
+        admin
+            .delete_user(bearer(pb::DeleteUserRequest { id: ivy.id }, &staff.access))
+            .await
+            .unwrap();
+
+        let after = batch_get(&app, &staff.access, vec![hal.id, ivy.id])
+            .await
+            .unwrap();
+        assert_eq!(ids(&after.users), [hal.id]);
+        assert!(!after.users[0].is_active, "{:?}", after.users[0]);
+        assert_eq!(after.missing_ids, [ivy.id]);
         app.stop().await;
     })
     .await;
