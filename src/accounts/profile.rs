@@ -6,16 +6,15 @@ use std::collections::{HashMap, HashSet};
 use super::Accounts;
 use crate::{
     config::ListUsersAccess,
-    domain::{Avatar, User, UserFilter},
+    domain::{Avatar, MAX_BATCH_IDS, User, UserFilter, UserIds},
     error::{AuthFailure, Error},
     persistence::users,
     tokens::Claims,
 };
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
-const MAX_PAGE_SIZE: u64 = 1000;
-/// The most ids one BatchGetUsers takes: ListUsers' largest page.
-pub const MAX_BATCH_IDS: usize = 1000;
+/// ListUsers' largest page: as many users as one BatchGetUsers takes ids.
+const MAX_PAGE_SIZE: u64 = MAX_BATCH_IDS as u64;
 
 /// Which page of ListUsers: as many users as `size` (0: the default) that
 /// `filter` lets through, after the position `token` stands for ("": the
@@ -25,34 +24,6 @@ pub struct PageRequest<'a> {
     pub size: i32,
     pub token: &'a str,
     pub filter: UserFilter,
-}
-
-/// The ids a BatchGetUsers asks for, in its order, duplicates kept: at most
-/// [`MAX_BATCH_IDS`], each one a user could have (above 0).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserIds(Vec<i64>);
-
-impl UserIds {
-    /// # Errors
-    /// INVALID_ARGUMENT on `ids`: too many, or one no user can have.
-    pub fn parse(ids: Vec<i64>) -> Result<Self, Error> {
-        if ids.len() > MAX_BATCH_IDS {
-            return Err(Error::invalid(
-                "ids",
-                format!(
-                    "Ensure this field has no more than {MAX_BATCH_IDS} elements (it has {}).",
-                    ids.len()
-                ),
-            ));
-        }
-        if let Some((index, id)) = ids.iter().enumerate().find(|(_, id)| **id <= 0) {
-            return Err(Error::invalid(
-                "ids",
-                format!("ids[{index}] is {id}: a valid user id is required."),
-            ));
-        }
-        Ok(Self(ids))
-    }
 }
 
 /// The answer to a BatchGetUsers: the users found, and the ids not found,
@@ -134,7 +105,7 @@ impl Accounts {
     /// As [`Self::list_users`].
     pub async fn batch_get_users(&self, caller: &Claims, ids: UserIds) -> Result<UserBatch, Error> {
         self.check_may_list_users(caller).await?;
-        let UserIds(ids) = ids;
+        let ids = ids.into_vec();
         let mut seen = HashSet::with_capacity(ids.len());
         let distinct: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
         let mut found: HashMap<i64, User> = if distinct.is_empty() {

@@ -12,6 +12,7 @@ mod password;
 mod token_text;
 mod user;
 mod user_filter;
+mod user_ids;
 mod username;
 
 pub use avatar::Avatar;
@@ -21,6 +22,7 @@ pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
 pub use token_text::TokenText;
 pub use user::{RevocationReason, TokensRevoked, User};
 pub use user_filter::UserFilter;
+pub use user_ids::{MAX_BATCH_IDS, UserIds};
 pub use username::{MAX_USERNAME_CHARS, Username};
 
 /// DRF's message for an empty (or all-blank) field.

@@ -20,18 +20,39 @@ use super::{Email, Username};
 const MAX_FILTER_CHARS: usize = 2048;
 
 /// Which users to list: every restriction given must hold. The default
-/// restricts nothing.
+/// restricts nothing; any other filter comes from [`UserFilter::parse`], so
+/// its keys are always those of a valid email or username.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserFilter {
     /// `email = "…"`, as the lower-cased key uniqueness is decided on.
-    pub email_key: Option<String>,
+    email_key: Option<String>,
     /// `username = "…"`, as the lower-cased key logins are matched on.
-    pub username_key: Option<String>,
-    pub is_active: Option<bool>,
-    pub is_staff: Option<bool>,
+    username_key: Option<String>,
+    is_active: Option<bool>,
+    is_staff: Option<bool>,
 }
 
 impl UserFilter {
+    /// `email = "…"`: the email's key ([`Email::key`]).
+    pub fn email_key(&self) -> Option<&str> {
+        self.email_key.as_deref()
+    }
+
+    /// `username = "…"`: the username's key ([`Username::key`]).
+    pub fn username_key(&self) -> Option<&str> {
+        self.username_key.as_deref()
+    }
+
+    /// `is_active = true` / `false`.
+    pub fn is_active(&self) -> Option<bool> {
+        self.is_active
+    }
+
+    /// `is_staff = true` / `false`.
+    pub fn is_staff(&self) -> Option<bool> {
+        self.is_staff
+    }
+
     /// # Errors
     /// A caller-facing description of the first part that is not supported
     /// or not valid.

@@ -11,7 +11,7 @@ use crate::{
     },
     domain::{
         Avatar, BLANK, Credentials, Email, GivenPassword, Password, TokenText, User,
-        UserAttributes, UserFilter, Username,
+        UserAttributes, UserFilter, UserIds, Username,
     },
     error::Error,
     pb,
@@ -148,6 +148,10 @@ pub(super) fn avatar_update(req: &pb::UpdateAvatarRequest) -> Result<Option<Avat
 /// ListUsers' filter; what it does not support is named in the violation.
 pub(super) fn user_filter(text: &str) -> Result<UserFilter, Error> {
     UserFilter::parse(text).map_err(|e| Error::invalid("filter", e))
+}
+
+pub(super) fn user_ids(ids: Vec<i64>) -> Result<UserIds, Error> {
+    UserIds::parse(ids).map_err(|e| Error::invalid("ids", e))
 }
 
 impl From<User> for pb::User {

@@ -6,10 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::{
     client_address::ClientAddress,
-    convert::{avatar_update, user_filter},
+    convert::{avatar_update, user_filter, user_ids},
 };
 use crate::{
-    accounts::{Accounts, PageRequest, PasswordChange, UserIds},
+    accounts::{Accounts, PageRequest, PasswordChange},
     error::Error,
     pb::{self, user_service_server::UserService},
     telemetry::record_user,
@@ -73,7 +73,7 @@ impl UserService for UserHandlers {
         mut request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
         let caller = caller(&mut request)?;
-        let ids = UserIds::parse(request.into_inner().ids)?;
+        let ids = user_ids(request.into_inner().ids)?;
         let batch = self.accounts.batch_get_users(&caller, ids).await?;
         Ok(Response::new(batch.into()))
     }

@@ -616,16 +616,16 @@ pub fn list_after_statement(
 
 fn list_after_query(after_id: i64, filter: &UserFilter, limit: u64) -> sea_orm::Select<Users> {
     let mut query = Users::find().filter(user::Column::Id.gt(after_id));
-    if let Some(key) = &filter.email_key {
-        query = query.filter(user::Column::EmailKey.eq(key.as_str()));
+    if let Some(key) = filter.email_key() {
+        query = query.filter(user::Column::EmailKey.eq(key));
     }
-    if let Some(key) = &filter.username_key {
-        query = query.filter(user::Column::UsernameKey.eq(key.as_str()));
+    if let Some(key) = filter.username_key() {
+        query = query.filter(user::Column::UsernameKey.eq(key));
     }
-    if let Some(active) = filter.is_active {
+    if let Some(active) = filter.is_active() {
         query = query.filter(user::Column::IsActive.eq(active));
     }
-    if let Some(staff) = filter.is_staff {
+    if let Some(staff) = filter.is_staff() {
         query = query.filter(user::Column::IsStaff.eq(staff));
     }
     query.order_by_asc(user::Column::Id).limit(limit)
