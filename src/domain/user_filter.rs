@@ -130,15 +130,17 @@ impl UserFilter {
             "email" | "username" | "is_active" | "is_staff"
         ) {
             return Err(format!(
-                "Filtering on \"{field}\" is not supported; filter on email, username, \
-                 is_active or is_staff."
+                "Filtering on {} is not supported; filter on email, username, \
+                 is_active or is_staff.",
+                quoted(&field)
             ));
         }
         match tokens.next() {
             Some(Token::Operator(op)) if op == "=" => {}
             Some(Token::Operator(op)) => {
                 return Err(format!(
-                    "The operator \"{op}\" after {field} is not supported; only \"=\" is."
+                    "The operator {} after {field} is not supported; only \"=\" is.",
+                    quoted(&op)
                 ));
             }
             Some(other) => {
@@ -213,11 +215,23 @@ enum Token {
 impl Token {
     fn describe(&self) -> String {
         match self {
-            Self::Word(word) => format!("\"{word}\""),
-            Self::Operator(op) => format!("\"{op}\""),
-            Self::String(text) => format!("the string \"{text}\""),
-            Self::Other(c) => format!("\"{c}\""),
+            Self::Word(text) | Self::Operator(text) => quoted(text),
+            Self::String(text) => format!("the string {}", quoted(text)),
+            Self::Other(c) => quoted(c.encode_utf8(&mut [0; 4])),
         }
+    }
+}
+
+/// The most characters of the caller's input a description repeats.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// `text` as a description quotes it: in double quotes with control
+/// characters, quotes and backslashes escaped (`{:?}`), cut to
+/// [`MAX_QUOTED_CHARS`] characters and an ellipsis.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
     }
 }
 
@@ -278,7 +292,8 @@ fn string(chars: &mut impl Iterator<Item = char>) -> Result<String, String> {
                 Some(c @ ('"' | '\\')) => text.push(c),
                 Some(c) => {
                     return Err(format!(
-                        "The escape \\{c} is not supported; only \\\" and \\\\ are."
+                        "The escape \\{} is not supported; only \\\" and \\\\ are.",
+                        c.escape_debug()
                     ));
                 }
                 None => {
@@ -391,5 +406,32 @@ mod tests {
             assert!(e.contains(named), "{input:?}: {e:?} does not name {named}");
         }
         assert!(refused(&"a".repeat(MAX_FILTER_CHARS + 1)).contains("no more than"));
+    }
+
+    #[test]
+    fn echoed_input_is_quoted_escaped_and_cut_short() {
+        // Control characters and quotes come back escaped, inside quotes.
+        let e = refused("is_staff = \"na\u{7}me\"");
+        assert!(e.contains(r#"the string "na\u{7}me""#), "{e}");
+        let e = refused("is_active = \"a\\\"b\nc\"");
+        assert!(e.contains(r#"the string "a\"b\nc""#), "{e}");
+        assert!(refused("is_staff = true \u{1b}").contains(r#""\u{1b}""#));
+        assert!(refused(r#"email = "a\	b""#).contains(r"\\t"));
+        // A long word is cut to MAX_QUOTED_CHARS characters and an ellipsis.
+        let long = "é".repeat(2000);
+        let e = refused(&long);
+        assert!(
+            e.contains(&format!("\"{}\"…", "é".repeat(MAX_QUOTED_CHARS))),
+            "{e}"
+        );
+        assert!(e.chars().count() < MAX_QUOTED_CHARS + 100, "{e}");
+        let e = refused(&format!("is_active = \"{}\"", "x".repeat(500)));
+        assert!(
+            e.contains(&format!("\"{}\"…", "x".repeat(MAX_QUOTED_CHARS))),
+            "{e}"
+        );
+        // Up to the limit, whole.
+        let word = "w".repeat(MAX_QUOTED_CHARS);
+        assert!(refused(&word).contains(&format!("\"{word}\" is")));
     }
 }
