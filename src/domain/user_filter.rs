@@ -409,6 +409,15 @@ mod tests {
     }
 
     #[test]
+    fn there_are_no_wildcards() {
+        // `*` is an ordinary character: matched as itself where allowed...
+        let filter = parsed(r#"email = "A*@b.io""#);
+        assert_eq!(filter.email_key(), Some("a*@b.io"));
+        // ...refused where it is not (no username has one).
+        assert!(refused(r#"username = "a*""#).starts_with("username:"));
+    }
+
+    #[test]
     fn echoed_input_is_quoted_escaped_and_cut_short() {
         // Control characters and quotes come back escaped, inside quotes.
         let e = refused("is_staff = \"na\u{7}me\"");
