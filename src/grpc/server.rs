@@ -293,7 +293,13 @@ mod tests {
                 "{name} is not served by reflection"
             );
         }
-        assert!(sent.contains(".google.rpc.BadRequest") && sent.contains(".google.rpc.RetryInfo"));
+        for detail in [
+            ".google.rpc.BadRequest",
+            ".google.rpc.ErrorInfo",
+            ".google.rpc.RetryInfo",
+        ] {
+            assert!(sent.contains(detail), "no error sends {detail}: {sent:?}");
+        }
         for file in files.values() {
             for dependency in &file.dependency {
                 assert!(

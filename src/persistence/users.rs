@@ -350,10 +350,11 @@ pub async fn find_by_username(
 
 /// The users with these ids (at most about a thousand: one bound value
 /// each), in no particular order; ids with no user are left out. One query
-/// whatever the number of ids.
+/// whatever the number of ids. Only for [`super::UserProfiles`], which reads
+/// users around its cache.
 #[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
     skip_all, fields(db.operation = "users.find_by_ids"))]
-pub async fn find_by_ids(
+pub(super) async fn find_by_ids(
     db: &impl ConnectionTrait,
     ids: Vec<i64>,
 ) -> Result<Vec<UserRow>, StoreError> {
@@ -601,8 +602,10 @@ pub async fn list_after(
     Ok(list_after_query(after_id, filter, limit).all(db).await?)
 }
 
-/// The statement [`list_after`] runs on `backend`, values inlined: for
-/// checking its query plan.
+/// The statement [`list_after`] runs on `backend`, values inlined: test
+/// support, for checking its query plan (`tests/api/list_filter.rs`); not
+/// for running.
+#[doc(hidden)]
 pub fn list_after_statement(
     backend: DbBackend,
     after_id: i64,
