@@ -49,7 +49,13 @@ pub enum Scenario {
     Register,
     /// UserService/ListUsers, paging through from the start.
     ListUsers,
+    /// UserService/BatchGetUsers of 100 prepared users' ids (cycling
+    /// through them when fewer are prepared), each call from another start.
+    BatchGetUsers,
 }
+
+/// Ids per `batch-get-users` call.
+const BATCH_IDS: usize = 100;
 
 pub struct Options {
     pub scenario: Scenario,
@@ -62,6 +68,8 @@ pub struct Options {
 
 /// One prepared user and the tokens it got at login.
 struct Account {
+    /// The user's id, for `batch-get-users`.
+    id: i64,
     username: String,
     access: String,
     /// `authorization` metadata, parsed once rather than on every call.
@@ -107,9 +115,12 @@ pub async fn prepare(connection: &Connection, options: &Options) -> anyhow::Resu
         usernames.clone(),
         connection,
         |mut auth, username| async move {
-            auth.register(register_request(&username)).await?;
+            let user = auth
+                .register(register_request(&username))
+                .await?
+                .into_inner();
             let pair = login(&mut auth, &username).await?;
-            Ok((username, pair))
+            Ok((username, user.id, pair))
         },
     )
     .await
@@ -123,10 +134,11 @@ pub async fn prepare(connection: &Connection, options: &Options) -> anyhow::Resu
     .await
     .context("preparing refresh tokens")?;
 
-    for (username, pair) in registered {
+    for (username, id, pair) in registered {
         let bearer = MetadataValue::try_from(format!("Bearer {}", pair.access))?;
         prepared.refresh.push(pair.refresh);
         prepared.accounts.push(Account {
+            id,
             username,
             access: pair.access,
             bearer,
@@ -277,6 +289,7 @@ impl Worker {
                 let page = pb::ListUsersRequest {
                     page_size: self.page_size,
                     page_token: std::mem::take(&mut self.page_token),
+                    filter: String::new(),
                 };
                 let request = self.bearer(page);
                 // The last page answers an empty token: start again.
@@ -286,6 +299,21 @@ impl Worker {
                     .await?
                     .into_inner()
                     .next_page_token;
+            }
+            Scenario::BatchGetUsers => {
+                let accounts = &self.prepared.accounts;
+                let start = self.next;
+                let ids = (0..BATCH_IDS)
+                    .map(|i| accounts[start.wrapping_add(i) % accounts.len()].id)
+                    .collect();
+                let request = self.bearer(pb::BatchGetUsersRequest { ids });
+                let batch = self.users.batch_get_users(request).await?.into_inner();
+                if batch.users.len() != BATCH_IDS {
+                    return Err(Status::internal(format!(
+                        "{} of {BATCH_IDS} users found",
+                        batch.users.len()
+                    )));
+                }
             }
         }
         Ok(())

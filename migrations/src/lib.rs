@@ -18,6 +18,7 @@ mod m20261206_000005_login_attempts_in_flight;
 mod m20261206_000006_token_revocation;
 mod m20261206_000007_password_reset_tokens;
 mod m20261206_000008_deleted_users;
+mod m20261206_000009_users_flag_indexes;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000006_token_revocation::Migration),
             Box::new(m20261206_000007_password_reset_tokens::Migration),
             Box::new(m20261206_000008_deleted_users::Migration),
+            Box::new(m20261206_000009_users_flag_indexes::Migration),
         ]
     }
 }

@@ -23,7 +23,7 @@ pub use admin::{Actor, IssuedResetToken};
 pub use login_throttle::LoginThrottle;
 pub use page_token::PageTokenCodec;
 pub use password_reset::PasswordReset;
-pub use profile::{Page, PageRequest};
+pub use profile::{Page, PageRequest, UserBatch};
 pub use register::NewAccount;
 pub use revocation::PasswordChange;
 pub use sessions::{TokenPair, VerifiedToken};

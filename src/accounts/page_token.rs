@@ -1,15 +1,21 @@
-//! Opaque ListUsers page tokens (AIP-158): the last id of the previous page,
-//! authenticated with an HMAC so a tampered or foreign token is refused
-//! instead of silently paging from somewhere else.
+//! Opaque ListUsers page tokens (AIP-158): the last id of the previous page
+//! and a hash of the filter it was listed with, authenticated with an HMAC
+//! so a tampered or foreign token is refused instead of silently paging from
+//! somewhere else, and a token reused with another filter is refused
+//! (AIP-158: the other parameters must match the first call's).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::{domain::UserFilter, error::Error};
 
 type HmacSha256 = Hmac<Sha256>;
 const TAG_LEN: usize = 16;
+const ID_LEN: usize = 8;
+/// The filter's hash in a token: enough to tell filters apart (the HMAC,
+/// not this, is what makes a token unforgeable).
+const FILTER_LEN: usize = 8;
 
 #[derive(Clone)]
 pub struct PageTokenCodec {
@@ -38,39 +44,75 @@ impl PageTokenCodec {
         })
     }
 
-    pub fn encode(&self, last_id: i64) -> String {
-        let id = last_id.to_be_bytes();
-        let mut token = Vec::with_capacity(id.len() + TAG_LEN);
-        token.extend_from_slice(&id);
-        token.extend_from_slice(&self.tag(&id)[..TAG_LEN]);
+    /// The token of the page after `last_id`, listed with `filter`.
+    pub fn encode(&self, last_id: i64, filter: &UserFilter) -> String {
+        let mut token = Vec::with_capacity(ID_LEN + FILTER_LEN + TAG_LEN);
+        token.extend_from_slice(&last_id.to_be_bytes());
+        token.extend_from_slice(&filter_hash(filter));
+        let tag = self.tag(&token);
+        token.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(token)
     }
 
-    /// The last id of the previous page; 0 (before every id) for an empty token.
-    pub fn decode(&self, token: &str) -> Result<i64, Error> {
+    /// The last id of the previous page; 0 (before every id) for an empty
+    /// token.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT on `page_token`: not a token of ours, or one issued
+    /// for another filter than `filter`.
+    pub fn decode(&self, token: &str, filter: &UserFilter) -> Result<i64, Error> {
         if token.is_empty() {
             return Ok(0);
         }
         let invalid = || Error::invalid("page_token", "Invalid page token.");
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         // Exactly the tag `encode` writes: a shorter truncated tag would be
-        // forgeable by guessing (1 byte: 256 tries).
-        if bytes.len() != 8 + TAG_LEN {
-            return Err(invalid());
-        }
-        let (id, tag) = bytes.split_at(8);
+        // forgeable by guessing (1 byte: 256 tries). Tokens without a
+        // filter hash come from replicas that predate filters, which listed
+        // everyone.
+        let (signed, tag, hash) = match bytes.len() {
+            n if n == ID_LEN + FILTER_LEN + TAG_LEN => {
+                let (signed, tag) = bytes.split_at(ID_LEN + FILTER_LEN);
+                (signed, tag, Some(&signed[ID_LEN..]))
+            }
+            n if n == ID_LEN + TAG_LEN => {
+                let (signed, tag) = bytes.split_at(ID_LEN);
+                (signed, tag, None)
+            }
+            _ => return Err(invalid()),
+        };
         let mut mac = self.mac.clone();
-        mac.update(id);
+        mac.update(signed);
         mac.verify_truncated_left(tag).map_err(|_| invalid())?;
-        let id: [u8; 8] = id.try_into().map_err(|_| invalid())?;
+        let issued_for_this_filter = match hash {
+            Some(hash) => hash == filter_hash(filter),
+            None => filter.is_empty(),
+        };
+        if !issued_for_this_filter {
+            return Err(Error::invalid(
+                "page_token",
+                "This page token was issued for another filter; \
+                 pass the filter of the call that returned it.",
+            ));
+        }
+        let id: [u8; ID_LEN] = signed[..ID_LEN].try_into().map_err(|_| invalid())?;
         Ok(i64::from_be_bytes(id))
     }
 
-    fn tag(&self, id: &[u8]) -> [u8; 32] {
+    fn tag(&self, signed: &[u8]) -> [u8; 32] {
         let mut mac = self.mac.clone();
-        mac.update(id);
+        mac.update(signed);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// What binds a token to its filter: written in any order or spacing, one
+/// filter has one hash.
+fn filter_hash(filter: &UserFilter) -> [u8; FILTER_LEN] {
+    let digest = Sha256::digest(filter.canonical().as_bytes());
+    let mut hash = [0; FILTER_LEN];
+    hash.copy_from_slice(&digest[..FILTER_LEN]);
+    hash
 }
 
 #[cfg(test)]
@@ -81,36 +123,101 @@ mod tests {
         PageTokenCodec::new(secret).unwrap()
     }
 
+    fn all() -> UserFilter {
+        UserFilter::default()
+    }
+
+    fn filter(text: &str) -> UserFilter {
+        UserFilter::parse(text).unwrap()
+    }
+
     #[test]
     fn round_trips() {
         let tokens = codec(b"secret");
-        assert!(matches!(tokens.decode(&tokens.encode(12_345)), Ok(12_345)));
-        assert!(matches!(tokens.decode(""), Ok(0)));
+        assert!(matches!(
+            tokens.decode(&tokens.encode(12_345, &all()), &all()),
+            Ok(12_345)
+        ));
+        assert!(matches!(tokens.decode("", &all()), Ok(0)));
+        let staff = filter("is_staff = true");
+        assert!(matches!(
+            tokens.decode(&tokens.encode(7, &staff), &staff),
+            Ok(7)
+        ));
+        // The same filter written otherwise.
+        let token = tokens.encode(9, &filter("is_staff = true AND is_active = false"));
+        let same = filter("is_active=false   AND is_staff=true");
+        assert!(matches!(tokens.decode(&token, &same), Ok(9)));
+    }
+
+    #[test]
+    fn a_token_works_only_with_its_filter() {
+        let tokens = codec(b"secret");
+        let staff = filter("is_staff = true");
+        let refused = |token: &str, with: &UserFilter| match tokens.decode(token, with) {
+            Err(Error::InvalidArgument(v)) => v[0].description.clone(),
+            other => panic!("not refused: {other:?}"),
+        };
+        assert!(refused(&tokens.encode(5, &staff), &all()).contains("another filter"));
+        assert!(refused(&tokens.encode(5, &all()), &staff).contains("another filter"));
+        assert!(
+            refused(&tokens.encode(5, &staff), &filter("is_staff = false"))
+                .contains("another filter")
+        );
+        // The filter hash is signed: swapping it in is tampering.
+        let mut bytes = URL_SAFE_NO_PAD.decode(tokens.encode(5, &all())).unwrap();
+        bytes[ID_LEN..ID_LEN + FILTER_LEN].copy_from_slice(&filter_hash(&staff));
+        assert_eq!(
+            refused(&URL_SAFE_NO_PAD.encode(&bytes), &staff),
+            "Invalid page token."
+        );
+    }
+
+    #[test]
+    fn tokens_from_before_filters_list_everyone() {
+        let tokens = codec(b"secret");
+        let mut legacy = 100_i64.to_be_bytes().to_vec();
+        let tag = tokens.tag(&legacy);
+        legacy.extend_from_slice(&tag[..TAG_LEN]);
+        let legacy = URL_SAFE_NO_PAD.encode(legacy);
+        assert!(matches!(tokens.decode(&legacy, &all()), Ok(100)));
+        assert!(tokens.decode(&legacy, &filter("is_active = true")).is_err());
     }
 
     #[test]
     fn refuses_tampered_and_foreign_tokens() {
         let tokens = codec(b"secret");
-        let token = tokens.encode(100);
+        let token = tokens.encode(100, &all());
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap_or_default();
         bytes[7] ^= 1;
-        assert!(tokens.decode(&URL_SAFE_NO_PAD.encode(&bytes)).is_err());
-        assert!(tokens.decode("!!!").is_err());
         assert!(
             tokens
-                .decode(&URL_SAFE_NO_PAD.encode(100_i64.to_be_bytes()))
+                .decode(&URL_SAFE_NO_PAD.encode(&bytes), &all())
                 .is_err()
         );
-        assert!(codec(b"other").decode(&token).is_err());
+        assert!(tokens.decode("!!!", &all()).is_err());
+        assert!(
+            tokens
+                .decode(&URL_SAFE_NO_PAD.encode(100_i64.to_be_bytes()), &all())
+                .is_err()
+        );
+        assert!(codec(b"other").decode(&token, &all()).is_err());
         // A prefix of the right tag, or the whole 32-byte MAC, is not a token we made.
         let honest = URL_SAFE_NO_PAD.decode(&token).unwrap_or_default();
-        for len in 9..8 + TAG_LEN {
+        for len in 9..honest.len() {
             assert!(
                 tokens
-                    .decode(&URL_SAFE_NO_PAD.encode(&honest[..len]))
+                    .decode(&URL_SAFE_NO_PAD.encode(&honest[..len]), &all())
                     .is_err(),
                 "{len}"
             );
         }
+        let mut long = honest.clone();
+        long.extend_from_slice(&[0; 16]);
+        assert!(
+            tokens
+                .decode(&URL_SAFE_NO_PAD.encode(&long), &all())
+                .is_err()
+        );
     }
 }

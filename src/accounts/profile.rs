@@ -1,24 +1,37 @@
-//! Calls on behalf of an authenticated user: their own profile, and the
-//! list of users.
+//! Calls on behalf of an authenticated user: their own profile, the list
+//! of users, and users by id.
+
+use std::collections::{HashMap, HashSet};
 
 use super::Accounts;
 use crate::{
     config::ListUsersAccess,
-    domain::{Avatar, User},
+    domain::{Avatar, MAX_BATCH_IDS, User, UserFilter, UserIds},
     error::{AuthFailure, Error},
     persistence::users,
     tokens::Claims,
 };
 
 const DEFAULT_PAGE_SIZE: u64 = 50;
-const MAX_PAGE_SIZE: u64 = 1000;
+/// ListUsers' largest page: as many users as one BatchGetUsers takes ids.
+const MAX_PAGE_SIZE: u64 = MAX_BATCH_IDS as u64;
 
-/// Which page of ListUsers: as many users as `size` (0: the default), after
-/// the position `token` stands for ("": the first page).
+/// Which page of ListUsers: as many users as `size` (0: the default) that
+/// `filter` lets through, after the position `token` stands for ("": the
+/// first page; a token works only with the filter it came with).
 #[derive(Debug)]
 pub struct PageRequest<'a> {
     pub size: i32,
     pub token: &'a str,
+    pub filter: UserFilter,
+}
+
+/// The answer to a BatchGetUsers: the users found, and the ids not found,
+/// each in request order with duplicates repeated.
+#[derive(Debug)]
+pub struct UserBatch {
+    pub users: Vec<User>,
+    pub missing_ids: Vec<i64>,
 }
 
 /// One page of users, and the token of the next page ("" after the last).
@@ -59,26 +72,20 @@ impl Accounts {
     /// As [`Self::me`], or not staff where only staff may list; a negative
     /// size or a page token that is not ours.
     pub async fn list_users(&self, caller: &Claims, page: PageRequest<'_>) -> Result<Page, Error> {
-        // The caller's current row (as cached), not the token's age-old view.
-        let me = self.token_user(caller).await?;
-        if self.list_users == ListUsersAccess::Staff && !me.is_staff {
-            return Err(Error::PermissionDenied(
-                "Listing users requires a staff account on this deployment.",
-            ));
-        }
+        self.check_may_list_users(caller).await?;
         let page_size = match u64::try_from(page.size) {
             Err(_) => return Err(Error::invalid("page_size", "Must not be negative.")),
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(n) => n.min(MAX_PAGE_SIZE),
         };
-        let after_id = self.page_tokens.decode(page.token)?;
+        let after_id = self.page_tokens.decode(page.token, &page.filter)?;
 
         // One extra row tells whether another page follows.
-        let mut rows = users::list_after(&self.db, after_id, page_size + 1).await?;
+        let mut rows = users::list_after(&self.db, after_id, &page.filter, page_size + 1).await?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(page_size as usize);
             rows.last()
-                .map(|u| self.page_tokens.encode(u.id))
+                .map(|u| self.page_tokens.encode(u.id, &page.filter))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -87,5 +94,57 @@ impl Accounts {
             users: rows.into_iter().map(User::from).collect(),
             next_page_token,
         })
+    }
+
+    /// The users with the ids asked for, for the caller: whoever may list
+    /// users may fetch them by id, and sees what ListUsers shows (inactive
+    /// users included). Fresh cached profiles are used; the others come
+    /// from one query, whatever the number of ids.
+    ///
+    /// # Errors
+    /// As [`Self::list_users`].
+    pub async fn batch_get_users(&self, caller: &Claims, ids: UserIds) -> Result<UserBatch, Error> {
+        self.check_may_list_users(caller).await?;
+        let ids = ids.into_vec();
+        let mut seen = HashSet::with_capacity(ids.len());
+        let distinct: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+        let mut found: HashMap<i64, User> = if distinct.is_empty() {
+            HashMap::new()
+        } else {
+            let users = self.users.get_many(distinct).await?;
+            users.into_iter().map(|user| (user.id, user)).collect()
+        };
+        let mut batch = UserBatch {
+            users: Vec::with_capacity(ids.len()),
+            missing_ids: Vec::new(),
+        };
+        // Each user moves into the answer at its first place; a duplicate
+        // is a copy of the one placed before.
+        let mut placed: HashMap<i64, usize> = HashMap::with_capacity(found.len());
+        for id in ids {
+            if let Some(user) = found.remove(&id) {
+                placed.insert(id, batch.users.len());
+                batch.users.push(user);
+            } else if let Some(user) = placed.get(&id).and_then(|at| batch.users.get(*at)) {
+                let copy = user.clone();
+                batch.users.push(copy);
+            } else {
+                batch.missing_ids.push(id);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Whether the caller may see the list of users: anyone with a valid
+    /// token, or staff only (`AUTH_LIST_USERS=staff`), as their current
+    /// row (as cached) says, not the token's age-old view.
+    async fn check_may_list_users(&self, caller: &Claims) -> Result<(), Error> {
+        let me = self.token_user(caller).await?;
+        if self.list_users == ListUsersAccess::Staff && !me.is_staff {
+            return Err(Error::PermissionDenied(
+                "Listing users requires a staff account on this deployment.",
+            ));
+        }
+        Ok(())
     }
 }

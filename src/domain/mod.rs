@@ -11,6 +11,8 @@ mod email;
 mod password;
 mod token_text;
 mod user;
+mod user_filter;
+mod user_ids;
 mod username;
 
 pub use avatar::Avatar;
@@ -19,6 +21,8 @@ pub use email::Email;
 pub use password::{MAX_PASSWORD_BYTES, Password, UserAttributes};
 pub use token_text::TokenText;
 pub use user::{RevocationReason, TokensRevoked, User};
+pub use user_filter::UserFilter;
+pub use user_ids::{MAX_BATCH_IDS, UserIds};
 pub use username::{MAX_USERNAME_CHARS, Username};
 
 /// DRF's message for an empty (or all-blank) field.

@@ -6,11 +6,12 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicK
 
 use crate::{
     accounts::{
-        IssuedResetToken, NewAccount, Page, PasswordChange, PasswordReset, TokenPair, VerifiedToken,
+        IssuedResetToken, NewAccount, Page, PasswordChange, PasswordReset, TokenPair, UserBatch,
+        VerifiedToken,
     },
     domain::{
         Avatar, BLANK, Credentials, Email, GivenPassword, Password, TokenText, User,
-        UserAttributes, Username,
+        UserAttributes, UserFilter, UserIds, Username,
     },
     error::Error,
     pb,
@@ -144,6 +145,15 @@ pub(super) fn avatar_update(req: &pb::UpdateAvatarRequest) -> Result<Option<Avat
     }
 }
 
+/// ListUsers' filter; what it does not support is named in the violation.
+pub(super) fn user_filter(text: &str) -> Result<UserFilter, Error> {
+    UserFilter::parse(text).map_err(|e| Error::invalid("filter", e))
+}
+
+pub(super) fn user_ids(ids: Vec<i64>) -> Result<UserIds, Error> {
+    UserIds::parse(ids).map_err(|e| Error::invalid("ids", e))
+}
+
 impl From<User> for pb::User {
     fn from(user: User) -> Self {
         pb::User {
@@ -197,6 +207,15 @@ impl From<Page> for pb::ListUsersResponse {
         pb::ListUsersResponse {
             users: page.users.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
+        }
+    }
+}
+
+impl From<UserBatch> for pb::BatchGetUsersResponse {
+    fn from(batch: UserBatch) -> Self {
+        pb::BatchGetUsersResponse {
+            users: batch.users.into_iter().map(Into::into).collect(),
+            missing_ids: batch.missing_ids,
         }
     }
 }

@@ -193,8 +193,124 @@ fn method_paths() -> Vec<String> {
     paths
 }
 
+/// The descriptors reflection serves: our services, health, and the
+/// error detail messages our statuses carry (`google.rpc.BadRequest`,
+/// `ErrorInfo`, `RetryInfo` …, with the `google/protobuf/duration.proto`
+/// they import), so grpcurl and other reflection clients print the details
+/// as JSON instead of "is not recognized".
+const REFLECTED: [&[u8]; 3] = [
+    pb::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    // tonic-types' own set: exactly the messages `ErrorDetails` encodes.
+    tonic_types::pb::FILE_DESCRIPTOR_SET,
+];
+
 fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    REFLECTED.into_iter().fold(
+        tonic_reflection::server::Builder::configure(),
+        tonic_reflection::server::Builder::register_encoded_file_descriptor_set,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use prost::Message;
+    use tonic::Status;
+    use tonic_types::StatusExt;
+
+    use super::*;
+    use crate::error::{AuthFailure, Error};
+
+    /// Every file the reflection service serves, by name.
+    fn reflected_files() -> HashMap<String, prost_types::FileDescriptorProto> {
+        REFLECTED
+            .into_iter()
+            .flat_map(|set| {
+                prost_types::FileDescriptorSet::decode(set)
+                    .expect("a descriptor set")
+                    .file
+            })
+            .map(|file| (file.name().to_owned(), file))
+            .collect()
+    }
+
+    /// `.package.Message` names of every message in `files`, nested ones too.
+    fn message_names(files: &HashMap<String, prost_types::FileDescriptorProto>) -> HashSet<String> {
+        fn walk(
+            prefix: &str,
+            messages: &[prost_types::DescriptorProto],
+            out: &mut HashSet<String>,
+        ) {
+            for message in messages {
+                let name = format!("{prefix}.{}", message.name());
+                walk(&name, &message.nested_type, out);
+                out.insert(name);
+            }
+        }
+        let mut names = HashSet::new();
+        for file in files.values() {
+            walk(
+                &format!(".{}", file.package()),
+                &file.message_type,
+                &mut names,
+            );
+        }
+        names
+    }
+
+    /// One error of each kind the service returns with details: each detail
+    /// message it sends (whatever gets added later) must be resolvable by a
+    /// reflection client, imports included.
+    #[test]
+    fn every_error_detail_sent_is_served_by_reflection() {
+        let errors = [
+            Error::invalid("email", "Enter a valid email address."),
+            Error::from(AuthFailure::InvalidCredentials),
+            Error::hash_queue_full(),
+        ];
+        let files = reflected_files();
+        let messages = message_names(&files);
+        let mut sent = HashSet::new();
+        for err in errors {
+            let status = Status::from(err);
+            let details = tonic_types::pb::Status::decode(status.details()).expect("details");
+            assert!(!details.details.is_empty(), "{status:?} has no details");
+            for any in details.details {
+                let name = any
+                    .type_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                sent.insert(format!(".{name}"));
+            }
+        }
+        for name in &sent {
+            assert!(
+                messages.contains(name),
+                "{name} is not served by reflection"
+            );
+        }
+        for detail in [
+            ".google.rpc.BadRequest",
+            ".google.rpc.ErrorInfo",
+            ".google.rpc.RetryInfo",
+        ] {
+            assert!(sent.contains(detail), "no error sends {detail}: {sent:?}");
+        }
+        for file in files.values() {
+            for dependency in &file.dependency {
+                assert!(
+                    files.contains_key(dependency),
+                    "{} imports {dependency}, not served",
+                    file.name()
+                );
+            }
+        }
+        // The details decode too: the status's own extraction agrees.
+        let status = Status::from(Error::hash_queue_full());
+        assert!(status.get_error_details().retry_info().is_some());
+    }
 }

@@ -4,7 +4,10 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{client_address::ClientAddress, convert::avatar_update};
+use super::{
+    client_address::ClientAddress,
+    convert::{avatar_update, user_filter, user_ids},
+};
 use crate::{
     accounts::{Accounts, PageRequest, PasswordChange},
     error::Error,
@@ -59,9 +62,20 @@ impl UserService for UserHandlers {
         let page = PageRequest {
             size: request.page_size,
             token: &request.page_token,
+            filter: user_filter(&request.filter)?,
         };
         let page = self.accounts.list_users(&caller, page).await?;
         Ok(Response::new(page.into()))
+    }
+
+    async fn batch_get_users(
+        &self,
+        mut request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let ids = user_ids(request.into_inner().ids)?;
+        let batch = self.accounts.batch_get_users(&caller, ids).await?;
+        Ok(Response::new(batch.into()))
     }
 
     async fn change_password(

@@ -68,6 +68,50 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
         Ok(value)
     }
 
+    /// The values for `keys` (distinct): the cached ones stored less than
+    /// `ttl` ago, and for the others what one `fetch` of all of them
+    /// returns (keys it leaves out have no value). Fetched values are kept
+    /// as by [`FreshCache::read_through`]. In no particular order.
+    ///
+    /// # Errors
+    /// `fetch`'s.
+    pub(super) async fn read_through_many<E, F>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        fetch: impl FnOnce(Vec<K>) -> F,
+        keep: impl Fn(&V) -> bool,
+    ) -> Result<Vec<(K, V)>, E>
+    where
+        F: Future<Output = Result<Vec<(K, V)>, E>>,
+    {
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for key in keys {
+            match self.fresh(&key) {
+                Some(value) => {
+                    self.metrics.hit();
+                    found.push((key, value));
+                }
+                None => {
+                    self.metrics.miss();
+                    stale.push(key);
+                }
+            }
+        }
+        if stale.is_empty() {
+            return Ok(found);
+        }
+        let ticket = self.ticket();
+        let fetched = fetch(stale).await?;
+        for (key, value) in &fetched {
+            if keep(value) {
+                self.store(key.clone(), ticket, value.clone());
+            }
+        }
+        found.extend(fetched);
+        Ok(found)
+    }
+
     /// The value, if stored less than `ttl` ago.
     fn fresh(&self, key: &K) -> Option<V> {
         self.entries
@@ -224,6 +268,50 @@ mod tests {
     fn cache(ttl: Duration) -> FreshCache<u32, &'static str> {
         FreshCache::new(CacheSettings { ttl, capacity: 4 }, CacheMetrics::default())
             .expect("a cache that is on")
+    }
+
+    #[tokio::test]
+    async fn many_keys_fetch_only_the_stale_ones_in_one_go() {
+        let cache = cache(Duration::from_secs(3600));
+        cache.store(1, cache.ticket(), "cached");
+        let mut fetches = Vec::new();
+        let mut values = cache
+            .read_through_many(
+                [1, 2, 3],
+                |keys| {
+                    fetches.push(keys.clone());
+                    // 3 has no value.
+                    std::future::ready(Ok::<_, ()>(vec![(2, "fetched")]))
+                },
+                |_| true,
+            )
+            .await
+            .unwrap_or_default();
+        values.sort_unstable();
+        assert_eq!(values, [(1, "cached"), (2, "fetched")]);
+        assert_eq!(fetches, [vec![2, 3]]);
+        assert_eq!(cache.fresh(&2), Some("fetched"));
+        // All fresh now but 3: one fetch of 3 alone; none when all are fresh.
+        let mut fetched = Vec::new();
+        let _ = cache
+            .read_through_many(
+                [2, 3],
+                |keys| {
+                    fetched.extend(keys);
+                    std::future::ready(Ok::<_, ()>(Vec::new()))
+                },
+                |_| true,
+            )
+            .await;
+        assert_eq!(fetched, [3]);
+        let values = cache
+            .read_through_many(
+                [1, 2],
+                |_| std::future::ready(Err::<Vec<(u32, &str)>, _>("no fetch expected")),
+                |_| true,
+            )
+            .await;
+        assert_eq!(values.map(|v| v.len()), Ok(2));
     }
 
     #[test]

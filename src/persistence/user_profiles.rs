@@ -62,6 +62,28 @@ impl UserProfiles {
         }
     }
 
+    /// The profiles of the users with these `ids` (distinct) that exist,
+    /// active or not, in no particular order: fresh cache entries, and one
+    /// query for all the others.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn get_many(&self, ids: Vec<i64>) -> Result<Vec<User>, StoreError> {
+        let fetch = |ids: Vec<i64>| async move {
+            let rows = users::find_by_ids(&self.db, ids).await?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .map(|row| (row.id, Some(User::from(row))))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let found = match &self.cache {
+            None => fetch(ids).await?,
+            Some(cache) => cache.read_through_many(ids, fetch, Option::is_some).await?,
+        };
+        Ok(found.into_iter().filter_map(|(_, user)| user).collect())
+    }
+
     /// Sets or clears the user's avatar: the new profile, `None` if the
     /// user is gone.
     ///
@@ -291,6 +313,32 @@ mod tests {
         assert_eq!(
             avatar(&users, id).await.as_deref(),
             Some("https://example.com/e.png")
+        );
+    }
+
+    #[tokio::test]
+    async fn many_users_are_read_through_the_cache() {
+        let (db, id) = sqlite().await;
+        let users = UserProfiles::new(
+            db.clone(),
+            settings(Duration::from_secs(3600)),
+            CacheMetrics::default(),
+        );
+        let found = users.get_many(vec![id, 99]).await.expect("a read");
+        assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [id]);
+        // Cached: a change behind the cache's back is not seen within the TTL...
+        set_avatar(db.clone(), id, "https://example.com/m.png")
+            .await
+            .unwrap();
+        let found = users.get_many(vec![id]).await.expect("a read");
+        assert_eq!(found.first().and_then(|u| u.avatar.clone()), None);
+        // ...and a write through it is, at once.
+        let new = Avatar::parse("https://example.com/n.png").ok();
+        users.set_avatar(id, new).await.expect("an update");
+        let found = users.get_many(vec![id]).await.expect("a read");
+        assert_eq!(
+            found.first().and_then(|u| u.avatar.as_deref()),
+            Some("https://example.com/n.png")
         );
     }
 

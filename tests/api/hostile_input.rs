@@ -242,6 +242,7 @@ async fn fixture(app: &TestApp) -> Fixture {
             pb::ListUsersRequest {
                 page_size: 1,
                 page_token: String::new(),
+                filter: String::new(),
             },
             &tokens.access,
         ))
@@ -425,6 +426,7 @@ async fn user_service_probes(
             let request = pb::ListUsersRequest {
                 page_size: 1,
                 page_token,
+                filter: String::new(),
             };
             let len = request.encoded_len();
             let result = app
@@ -438,6 +440,35 @@ async fn user_service_probes(
                 Some(len),
                 result,
                 Expect::Field("page_token"),
+            );
+        }
+        // ListUsers' filter: the hostile string as the whole filter, and as
+        // each field's value (reaching the database when it parses).
+        let quoted = h.replace('\\', "\\\\").replace('"', "\\\"");
+        for (shape, filter) in [
+            ("bare", h.clone()),
+            ("as an email", format!("email = \"{quoted}\"")),
+            ("in an email", format!("email = \"a{quoted}@example.com\"")),
+            ("as a username", format!("username = \"{quoted}\"")),
+            ("as a flag", format!("is_active = {h}")),
+        ] {
+            let request = pb::ListUsersRequest {
+                page_size: 1,
+                page_token: String::new(),
+                filter,
+            };
+            let len = request.encoded_len();
+            let result = app
+                .users
+                .clone()
+                .list_users(bearer(request, &fx.access))
+                .await
+                .map(drop);
+            findings.check(
+                ("ListUsers", "filter", &format!("{input}, {shape}")),
+                Some(len),
+                result,
+                Expect::Field("filter"),
             );
         }
         // Values HTTP/2 cannot carry (NUL, newlines, over the metadata
@@ -465,6 +496,7 @@ async fn user_service_probes(
             let request = pb::ListUsersRequest {
                 page_size: 1,
                 page_token: String::new(),
+                filter: String::new(),
             };
             if let Some(request) = with_raw_authorization(request, &value) {
                 let result = app.users.clone().list_users(request).await.map(drop);

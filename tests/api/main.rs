@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod batch_get_users;
 mod bearer;
 mod child;
 mod cli;
@@ -17,6 +18,7 @@ mod hostile_input;
 mod interop;
 mod jwks;
 mod jwks_http;
+mod list_filter;
 mod login;
 mod logout;
 mod logs;

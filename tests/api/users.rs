@@ -39,6 +39,7 @@ async fn list(
             pb::ListUsersRequest {
                 page_size,
                 page_token: page_token.into(),
+                filter: String::new(),
             },
             access,
         ))

@@ -62,6 +62,13 @@ impl UserService for Consumer {
         Err(Status::unimplemented("not the consumer's"))
     }
 
+    async fn batch_get_users(
+        &self,
+        _: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        Err(Status::unimplemented("not the consumer's"))
+    }
+
     async fn change_password(
         &self,
         _: Request<pb::ChangePasswordRequest>,
