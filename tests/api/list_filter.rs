@@ -2,11 +2,7 @@
 //! conjunction, refusals naming the unsupported part, page tokens bound to
 //! their filter, and exact lookups reading one index on every backend.
 
-use auth_service::{
-    domain::{Email, UserFilter, Username},
-    pb,
-    persistence::users::{self, NewUser},
-};
+use auth_service::{domain::UserFilter, pb, persistence::users};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tonic::{Code, Status};
 
@@ -47,27 +43,6 @@ async fn list_all(app: &TestApp, access: &str, filter: &str, page_size: i32) -> 
             return ids;
         }
         token = page.next_page_token;
-    }
-}
-
-/// Inserts `n` users `seed<i>` straight into the database; every third
-/// (i % 3 == 0) is staff.
-async fn seed(app: &TestApp, n: usize) {
-    let now = chrono::Utc::now().naive_utc();
-    let new_users: Vec<NewUser> = (0..n)
-        .map(|i| NewUser {
-            email: Email::parse(&format!("seed{i}@example.com")).unwrap(),
-            username: Username::parse(&format!("seed{i}")).unwrap(),
-            password_hash: "!unusable".into(),
-            avatar: None,
-            is_staff: i % 3 == 0,
-            is_superuser: false,
-        })
-        .collect();
-    let mut batches = new_users.into_iter().peekable();
-    while batches.peek().is_some() {
-        let batch: Vec<NewUser> = batches.by_ref().take(400).collect();
-        users::insert_many(&app.db, batch, now).await.unwrap();
     }
 }
 
@@ -124,7 +99,7 @@ async fn filtered_pages_are_keyset_paged_and_bound_to_their_filter() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("gus").await;
-        seed(&app, 30).await; // 10 staff among them
+        app.seed_users(30, |i| i % 3 == 0).await; // 10 staff among them
 
         let everyone = list_all(&app, &pair.access, "", 7).await;
         assert_eq!(everyone.len(), 31);
@@ -233,7 +208,7 @@ async fn unsupported_filters_are_invalid_argument_naming_the_part() {
 async fn filtered_lookups_read_their_index() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
-        seed(&app, 2000).await;
+        app.seed_users(2000, |i| i % 3 == 0).await;
         let db = &app.db;
         // Staff are few, as in a real user table: one in a hundred. (With
         // the seed's one in three, walking the primary key and skipping the

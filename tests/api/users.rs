@@ -1,8 +1,4 @@
-use auth_service::{
-    domain::{Email, Username},
-    pb,
-    persistence::users::{self, NewUser},
-};
+use auth_service::pb;
 use std::time::Duration;
 
 use auth_service::config::{ListUsersAccess, Settings};
@@ -45,27 +41,6 @@ async fn list(
         ))
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Inserts `n` users straight into the database, in batches and without
-/// hashing: fast (and exercises `users::insert_many` on every backend).
-async fn seed(app: &TestApp, n: usize) {
-    let now = chrono::Utc::now().naive_utc();
-    let new_users: Vec<NewUser> = (0..n)
-        .map(|i| NewUser {
-            email: Email::parse(&format!("seed{i}@example.com")).unwrap(),
-            username: Username::parse(&format!("seed{i}")).unwrap(),
-            password_hash: "!unusable".into(),
-            avatar: None,
-            is_staff: false,
-            is_superuser: false,
-        })
-        .collect();
-    let mut batches = new_users.into_iter().peekable();
-    while batches.peek().is_some() {
-        let batch: Vec<NewUser> = batches.by_ref().take(400).collect();
-        users::insert_many(&app.db, batch, now).await.unwrap();
-    }
 }
 
 #[tokio::test]
@@ -195,7 +170,7 @@ async fn list_users_pages_through_everyone_once_in_id_order() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("gus").await;
-        seed(&app, 119).await; // 120 users in all
+        app.seed_users(119, |_| false).await; // 120 users in all
 
         let mut seen = Vec::new();
         let mut token = String::new();
@@ -231,7 +206,7 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("hal").await;
-        seed(&app, 1004).await; // 1005 users
+        app.seed_users(1004, |_| false).await; // 1005 users
 
         let page = list(&app, &pair.access, 0, "").await.unwrap();
         assert_eq!(page.users.len(), 50, "0 means the default");
