@@ -1,8 +1,6 @@
 //! Calls on behalf of an authenticated user: their own profile, the list
 //! of users, and users by id.
 
-use std::collections::{HashMap, HashSet};
-
 use super::Accounts;
 use crate::{
     config::ListUsersAccess,
@@ -106,30 +104,45 @@ impl Accounts {
     pub async fn batch_get_users(&self, caller: &Claims, ids: UserIds) -> Result<UserBatch, Error> {
         self.check_may_list_users(caller).await?;
         let ids = ids.into_vec();
-        let mut seen = HashSet::with_capacity(ids.len());
-        let distinct: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
-        let mut found: HashMap<i64, User> = if distinct.is_empty() {
-            HashMap::new()
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Sorted by id, to be found by binary search; each slot is emptied
+        // when its user moves into the answer.
+        let mut found: Vec<(i64, Option<User>)> = if distinct.is_empty() {
+            Vec::new()
         } else {
             let users = self.users.get_many(distinct).await?;
-            users.into_iter().map(|user| (user.id, user)).collect()
+            users
+                .into_iter()
+                .map(|user| (user.id, Some(user)))
+                .collect()
         };
+        found.sort_unstable_by_key(|(id, _)| *id);
         let mut batch = UserBatch {
             users: Vec::with_capacity(ids.len()),
             missing_ids: Vec::new(),
         };
-        // Each user moves into the answer at its first place; a duplicate
-        // is a copy of the one placed before.
-        let mut placed: HashMap<i64, usize> = HashMap::with_capacity(found.len());
+        // Where each user went in the answer: a duplicate id gets a copy.
+        let mut placed = vec![0; found.len()];
         for id in ids {
-            if let Some(user) = found.remove(&id) {
-                placed.insert(id, batch.users.len());
-                batch.users.push(user);
-            } else if let Some(user) = placed.get(&id).and_then(|at| batch.users.get(*at)) {
-                let copy = user.clone();
-                batch.users.push(copy);
-            } else {
+            let Ok(at) = found.binary_search_by_key(&id, |(id, _)| *id) else {
                 batch.missing_ids.push(id);
+                continue;
+            };
+            let (Some((_, slot)), Some(place)) = (found.get_mut(at), placed.get_mut(at)) else {
+                continue;
+            };
+            match slot.take() {
+                Some(user) => {
+                    *place = batch.users.len();
+                    batch.users.push(user);
+                }
+                None => {
+                    if let Some(copy) = batch.users.get(*place).cloned() {
+                        batch.users.push(copy);
+                    }
+                }
             }
         }
         Ok(batch)

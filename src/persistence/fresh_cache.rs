@@ -86,18 +86,15 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
     {
         let mut found = Vec::new();
         let mut stale = Vec::new();
+        // One clock read and one metrics update for the whole batch.
+        let now = Instant::now();
         for key in keys {
-            match self.fresh(&key) {
-                Some(value) => {
-                    self.metrics.hit();
-                    found.push((key, value));
-                }
-                None => {
-                    self.metrics.miss();
-                    stale.push(key);
-                }
+            match self.fresh_at(&key, now) {
+                Some(value) => found.push((key, value)),
+                None => stale.push(key),
             }
         }
+        self.metrics.many(found.len() as u64, stale.len() as u64);
         if stale.is_empty() {
             return Ok(found);
         }
@@ -114,9 +111,14 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
 
     /// The value, if stored less than `ttl` ago.
     fn fresh(&self, key: &K) -> Option<V> {
+        self.fresh_at(key, Instant::now())
+    }
+
+    /// The value, if stored less than `ttl` before `now`.
+    fn fresh_at(&self, key: &K, now: Instant) -> Option<V> {
         self.entries
             .get(key)
-            .filter(|(stored_at, _)| stored_at.elapsed() < self.ttl)
+            .filter(|(stored_at, _)| now.saturating_duration_since(*stored_at) < self.ttl)
             .map(|(_, value)| value)
     }
 

@@ -629,6 +629,17 @@ impl CacheMetrics {
     pub fn miss(&self) {
         self.misses.inc();
     }
+
+    /// Reads of many keys at once: `hits` answered from memory, `misses`
+    /// passed on (one update each, not one a key).
+    pub fn many(&self, hits: u64, misses: u64) {
+        if hits > 0 {
+            self.hits.inc_by(hits);
+        }
+        if misses > 0 {
+            self.misses.inc_by(misses);
+        }
+    }
 }
 
 /// Database connections that could not be had: the pool timed out or was
