@@ -175,6 +175,28 @@ pub fn test_settings(url: &str) -> Settings {
 }
 
 impl TestApp {
+    /// One ListUsers page for the holder of `access`.
+    pub async fn list_users_page(
+        &self,
+        access: &str,
+        filter: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListUsersResponse, Status> {
+        self.users
+            .clone()
+            .list_users(bearer(
+                pb::ListUsersRequest {
+                    page_size,
+                    page_token: page_token.into(),
+                    filter: filter.into(),
+                },
+                access,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Inserts `n` users `seed<i>` (`seed<i>@example.com`) straight into
     /// the database, in batches and without hashing: fast, and exercises
     /// `users::insert_many` on every backend. `is_staff(i)` says which are

@@ -2,39 +2,19 @@
 //! conjunction, refusals naming the unsupported part, page tokens bound to
 //! their filter, and exact lookups reading one index on every backend.
 
-use auth_service::{domain::UserFilter, pb, persistence::users};
+use auth_service::{domain::UserFilter, persistence::users};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use tonic::{Code, Status};
+use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, bearer, expect_code, field_violations, on_every_backend};
-
-async fn list(
-    app: &TestApp,
-    access: &str,
-    filter: &str,
-    page_size: i32,
-    page_token: &str,
-) -> Result<pb::ListUsersResponse, Status> {
-    app.users
-        .clone()
-        .list_users(bearer(
-            pb::ListUsersRequest {
-                page_size,
-                page_token: page_token.into(),
-                filter: filter.into(),
-            },
-            access,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
+use crate::helpers::{Backend, TestApp, expect_code, field_violations, on_every_backend};
 
 /// Every user `filter` lets through, page by page (`page_size` a page).
 async fn list_all(app: &TestApp, access: &str, filter: &str, page_size: i32) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut token = String::new();
     loop {
-        let page = list(app, access, filter, page_size, &token)
+        let page = app
+            .list_users_page(access, filter, page_size, &token)
             .await
             .unwrap_or_else(|s| panic!("{filter:?}: {s:?}"));
         assert!(page.users.len() <= page_size as usize);
@@ -83,7 +63,7 @@ async fn list_users_filters_on_each_field_and_their_conjunction() {
             (r#"email = "dan@example.com" AND username = "ann""#, vec![]),
         ];
         for (filter, expected) in cases {
-            let page = list(&app, &pair.access, filter, 10, "").await;
+            let page = app.list_users_page(&pair.access, filter, 10, "").await;
             let page = page.unwrap_or_else(|s| panic!("{filter:?}: {s:?}"));
             let got: Vec<i64> = page.users.iter().map(|u| u.id).collect();
             assert_eq!(got, expected, "{filter:?}");
@@ -111,12 +91,14 @@ async fn filtered_pages_are_keyset_paged_and_bound_to_their_filter() {
         assert!(not_staff.iter().all(|id| !staff.contains(id)));
 
         // A token from a filtered page works with that filter, however written...
-        let first = list(&app, &pair.access, "is_staff = true", 4, "")
+        let first = app
+            .list_users_page(&pair.access, "is_staff = true", 4, "")
             .await
             .unwrap();
         assert_eq!(first.users.len(), 4);
         let token = first.next_page_token;
-        let second = list(&app, &pair.access, "  is_staff=true ", 4, &token)
+        let second = app
+            .list_users_page(&pair.access, "  is_staff=true ", 4, &token)
             .await
             .unwrap();
         assert_eq!(
@@ -130,7 +112,7 @@ async fn filtered_pages_are_keyset_paged_and_bound_to_their_filter() {
             "is_staff = true AND is_active = true",
         ] {
             let status = expect_code(
-                list(&app, &pair.access, other, 4, &token).await,
+                app.list_users_page(&pair.access, other, 4, &token).await,
                 Code::InvalidArgument,
             );
             let violations = field_violations(&status);
@@ -138,10 +120,9 @@ async fn filtered_pages_are_keyset_paged_and_bound_to_their_filter() {
             assert_eq!(violations[0].0, "page_token", "{other:?}");
             assert!(violations[0].1.contains("another filter"), "{violations:?}");
         }
-        let unfiltered = list(&app, &pair.access, "", 4, "").await.unwrap();
+        let unfiltered = app.list_users_page(&pair.access, "", 4, "").await.unwrap();
         let status = expect_code(
-            list(
-                &app,
+            app.list_users_page(
                 &pair.access,
                 "is_staff = true",
                 4,
@@ -180,7 +161,7 @@ async fn unsupported_filters_are_invalid_argument_naming_the_part() {
             (r#"email = "not-an-email""#, "email:"),
         ] {
             let status = expect_code(
-                list(&app, &pair.access, filter, 10, "").await,
+                app.list_users_page(&pair.access, filter, 10, "").await,
                 Code::InvalidArgument,
             );
             let violations = field_violations(&status);

@@ -23,26 +23,6 @@ async fn update_avatar(
         .map(tonic::Response::into_inner)
 }
 
-async fn list(
-    app: &TestApp,
-    access: &str,
-    page_size: i32,
-    page_token: &str,
-) -> Result<pb::ListUsersResponse, tonic::Status> {
-    app.users
-        .clone()
-        .list_users(bearer(
-            pb::ListUsersRequest {
-                page_size,
-                page_token: page_token.into(),
-                filter: String::new(),
-            },
-            access,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test]
 async fn get_me_returns_the_caller() {
     on_every_backend(async |backend| {
@@ -176,7 +156,10 @@ async fn list_users_pages_through_everyone_once_in_id_order() {
         let mut token = String::new();
         let mut pages = 0;
         loop {
-            let page = list(&app, &pair.access, 50, &token).await.unwrap();
+            let page = app
+                .list_users_page(&pair.access, "", 50, &token)
+                .await
+                .unwrap();
             pages += 1;
             assert!(page.users.len() <= 50);
             seen.extend(page.users.iter().map(|u| u.id));
@@ -193,7 +176,10 @@ async fn list_users_pages_through_everyone_once_in_id_order() {
         );
 
         // An exact multiple of the page size ends without an empty extra page.
-        let page = list(&app, &pair.access, 120, "").await.unwrap();
+        let page = app
+            .list_users_page(&pair.access, "", 120, "")
+            .await
+            .unwrap();
         assert_eq!(page.users.len(), 120);
         assert!(page.next_page_token.is_empty());
         app.stop().await;
@@ -208,17 +194,21 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
         let (_, pair) = app.signed_up("hal").await;
         app.seed_users(1004, |_| false).await; // 1005 users
 
-        let page = list(&app, &pair.access, 0, "").await.unwrap();
+        let page = app.list_users_page(&pair.access, "", 0, "").await.unwrap();
         assert_eq!(page.users.len(), 50, "0 means the default");
-        let page = list(&app, &pair.access, 5000, "").await.unwrap();
+        let page = app
+            .list_users_page(&pair.access, "", 5000, "")
+            .await
+            .unwrap();
         assert_eq!(page.users.len(), 1000, "clamped to 1000");
-        let rest = list(&app, &pair.access, 5000, &page.next_page_token)
+        let rest = app
+            .list_users_page(&pair.access, "", 5000, &page.next_page_token)
             .await
             .unwrap();
         assert_eq!(rest.users.len(), 5);
 
         let status = expect_code(
-            list(&app, &pair.access, -1, "").await,
+            app.list_users_page(&pair.access, "", -1, "").await,
             Code::InvalidArgument,
         );
         assert!(
@@ -232,7 +222,7 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
             .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
         tampered.push(last);
         let status = expect_code(
-            list(&app, &pair.access, 10, &tampered).await,
+            app.list_users_page(&pair.access, "", 10, &tampered).await,
             Code::InvalidArgument,
         );
         assert!(
@@ -241,7 +231,8 @@ async fn list_users_page_size_defaults_clamps_and_validates() {
             status.message()
         );
         expect_code(
-            list(&app, &pair.access, 10, "not-a-token").await,
+            app.list_users_page(&pair.access, "", 10, "not-a-token")
+                .await,
             Code::InvalidArgument,
         );
         app.stop().await;
@@ -257,7 +248,7 @@ async fn by_default_any_user_may_list_users() {
         let app = TestApp::spawn(&backend).await;
         let (_, pair) = app.signed_up("ivy").await;
         let (jon, _) = app.signed_up("jon").await;
-        let page = list(&app, &pair.access, 10, "").await.unwrap();
+        let page = app.list_users_page(&pair.access, "", 10, "").await.unwrap();
         assert!(page.users.contains(&jon), "{page:?}");
         app.stop().await;
     })
@@ -277,22 +268,25 @@ async fn with_staff_only_listing_non_staff_callers_are_denied() {
         let (_, user) = app.signed_up("kim").await;
         let (lee, admin) = app.signed_up("lee").await;
         let status = expect_code(
-            list(&app, &user.access, 10, "").await,
+            app.list_users_page(&user.access, "", 10, "").await,
             Code::PermissionDenied,
         );
         assert!(status.message().contains("staff"), "{}", status.message());
         // Not staff when the token was issued: the row decides, not the token.
         expect_code(
-            list(&app, &admin.access, 10, "").await,
+            app.list_users_page(&admin.access, "", 10, "").await,
             Code::PermissionDenied,
         );
         app.set_staff(lee.id, true).await;
-        let page = list(&app, &admin.access, 10, "").await.unwrap();
+        let page = app
+            .list_users_page(&admin.access, "", 10, "")
+            .await
+            .unwrap();
         assert_eq!(page.users.len(), 2);
         // Demoted in the database: refused once the cache TTL has passed.
         app.set_staff(lee.id, false).await;
         expect_code(
-            list(&app, &admin.access, 10, "").await,
+            app.list_users_page(&admin.access, "", 10, "").await,
             Code::PermissionDenied,
         );
         app.stop().await;
