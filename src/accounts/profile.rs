@@ -6,7 +6,6 @@ use crate::{
     config::ListUsersAccess,
     domain::{Avatar, MAX_BATCH_IDS, User, UserFilter, UserIds},
     error::{AuthFailure, Error},
-    persistence::users,
     tokens::Claims,
 };
 
@@ -79,17 +78,21 @@ impl Accounts {
         let after_id = self.page_tokens.decode(page.token, &page.filter)?;
 
         // One extra row tells whether another page follows.
-        let mut rows = users::list_after(&self.db, after_id, &page.filter, page_size + 1).await?;
-        let next_page_token = if rows.len() as u64 > page_size {
-            rows.truncate(page_size as usize);
-            rows.last()
+        let mut users = self
+            .users
+            .list_after(after_id, &page.filter, page_size + 1)
+            .await?;
+        let next_page_token = if users.len() as u64 > page_size {
+            users.truncate(page_size as usize);
+            users
+                .last()
                 .map(|u| self.page_tokens.encode(u.id, &page.filter))
                 .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Page {
-            users: rows.into_iter().map(User::from).collect(),
+            users,
             next_page_token,
         })
     }

@@ -43,14 +43,19 @@ impl StoreError {
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
         if is_connection_failure(&err) {
-            metrics::db_connection_failed();
-            Self::Unavailable(err)
+            db_unavailable(err)
         } else if is_lock_conflict(&err) {
             Self::Conflict(err)
         } else {
             Self::Other(anyhow::Error::new(err))
         }
     }
+}
+
+/// `err` as a database that cannot be reached, counted.
+pub(super) fn db_unavailable(err: DbErr) -> StoreError {
+    metrics::db_connection_failed();
+    StoreError::Unavailable(err)
 }
 
 /// Whether the database could not be reached at all, as opposed to a query

@@ -18,13 +18,16 @@ mod fresh_cache;
 pub mod login_attempts;
 pub mod password_reset_tokens;
 mod refresh_tokens;
+mod sqlite_reads;
 pub mod token_blacklist;
 mod user_profiles;
+mod user_reads;
 pub mod users;
 
 pub use error::StoreError;
 pub use refresh_tokens::RefreshTokens;
 pub use user_profiles::UserProfiles;
+pub use user_reads::list_after_statement;
 
 use std::time::Duration;
 

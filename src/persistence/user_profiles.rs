@@ -23,17 +23,19 @@ use sea_orm::DatabaseConnection;
 use super::{
     StoreError,
     fresh_cache::{FreshCache, write_then_forget},
+    user_reads::UserReads,
     users,
 };
 use crate::{
     config::CacheSettings,
-    domain::{Avatar, RevocationReason, User},
+    domain::{Avatar, RevocationReason, User, UserFilter},
     telemetry::metrics::CacheMetrics,
 };
 
 #[derive(Debug, Clone)]
 pub struct UserProfiles {
     db: DatabaseConnection,
+    reads: UserReads,
     /// Users found, by id; `None` when the cache is off.
     cache: Option<Arc<FreshCache<i64, Option<User>>>>,
 }
@@ -42,6 +44,7 @@ impl UserProfiles {
     /// `metrics`: where the cache counts its hits and misses.
     pub fn new(db: DatabaseConnection, settings: CacheSettings, metrics: CacheMetrics) -> Self {
         Self {
+            reads: UserReads::new(db.clone()),
             db,
             cache: FreshCache::new(settings, metrics).map(Arc::new),
         }
@@ -52,10 +55,7 @@ impl UserProfiles {
     /// # Errors
     /// The database's.
     pub async fn get(&self, user_id: i64) -> Result<Option<User>, StoreError> {
-        let fetch = async {
-            let row = users::find_by_id(&self.db, user_id).await?;
-            Ok(row.map(User::from))
-        };
+        let fetch = self.reads.find_by_id(user_id);
         match &self.cache {
             None => fetch.await,
             Some(cache) => cache.read_through(user_id, fetch, Option::is_some).await,
@@ -70,10 +70,11 @@ impl UserProfiles {
     /// The database's.
     pub async fn get_many(&self, ids: Vec<i64>) -> Result<Vec<User>, StoreError> {
         let fetch = |ids: Vec<i64>| async move {
-            let rows = users::find_by_ids(&self.db, ids).await?;
+            let users = self.reads.find_by_ids(ids).await?;
             Ok::<_, StoreError>(
-                rows.into_iter()
-                    .map(|row| (row.id, Some(User::from(row))))
+                users
+                    .into_iter()
+                    .map(|user| (user.id, Some(user)))
                     .collect::<Vec<_>>(),
             )
         };
@@ -82,6 +83,22 @@ impl UserProfiles {
             Some(cache) => cache.read_through_many(ids, fetch, Option::is_some).await?,
         };
         Ok(found.into_iter().filter_map(|(_, user)| user).collect())
+    }
+
+    /// A page of profiles: up to `limit` users with an id above `after_id`
+    /// that `filter` lets through, by id. Read from the database, not the
+    /// cache: a page is read once, and a cached copy would only crowd out
+    /// the profiles that tokens keep asking for.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn list_after(
+        &self,
+        after_id: i64,
+        filter: &UserFilter,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        self.reads.list_after(after_id, filter, limit).await
     }
 
     /// Sets or clears the user's avatar: the new profile, `None` if the

@@ -10,8 +10,7 @@ use std::{
 use chrono::NaiveDateTime;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, prelude::Expr,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, prelude::Expr,
 };
 
 use super::{StoreError, error::unique_violation};
@@ -22,7 +21,7 @@ use super::{
         user::{self, Entity as Users},
     },
 };
-use crate::domain::{self, Avatar, Email, RevocationReason, TokensRevoked, UserFilter, Username};
+use crate::domain::{self, Avatar, Email, RevocationReason, TokensRevoked, Username};
 
 /// A whole user row, password hash included: for logins and commands.
 pub use user::Model as UserRow;
@@ -348,25 +347,6 @@ pub async fn find_by_username(
     )
 }
 
-/// The users with these ids (at most about a thousand: one bound value
-/// each), in no particular order; ids with no user are left out. One query
-/// whatever the number of ids. Only for [`super::UserProfiles`], which reads
-/// users around its cache.
-#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
-    skip_all, fields(db.operation = "users.find_by_ids"))]
-pub(super) async fn find_by_ids(
-    db: &impl ConnectionTrait,
-    ids: Vec<i64>,
-) -> Result<Vec<UserRow>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(Users::find()
-        .filter(user::Column::Id.is_in(ids))
-        .all(db)
-        .await?)
-}
-
 /// Sets or clears the avatar; `None` if the user is gone.
 #[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
     skip_all, fields(db.operation = "users.set_avatar"))]
@@ -580,58 +560,6 @@ pub(super) async fn record_login(
         .exec(db)
         .await?;
     Ok(())
-}
-
-/// Up to `limit` users with an id above `after_id` that `filter` lets
-/// through, by id: keyset pagination, so a page starts where the last one
-/// ended however deep it is. An email or username restriction is one read
-/// of its unique index (`ux_users_email_key`, `ux_users_username_key`); a
-/// flag restriction alone is a range scan of `ix_users_is_staff_id` or
-/// `ix_users_is_active_id`, which hold the ids in order for each value. With
-/// both flags restricted, one of those indexes is read and the other flag
-/// checked on each row it yields: a page may then read rows the filter
-/// drops (rare combinations, such as inactive staff, cost the most).
-#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
-    skip_all, fields(db.operation = "users.list_after"))]
-pub async fn list_after(
-    db: &impl ConnectionTrait,
-    after_id: i64,
-    filter: &UserFilter,
-    limit: u64,
-) -> Result<Vec<UserRow>, StoreError> {
-    Ok(list_after_query(after_id, filter, limit).all(db).await?)
-}
-
-/// The statement [`list_after`] runs on `backend`, values inlined: test
-/// support, for checking its query plan (`tests/api/list_filter.rs`); not
-/// for running.
-#[doc(hidden)]
-pub fn list_after_statement(
-    backend: DbBackend,
-    after_id: i64,
-    filter: &UserFilter,
-    limit: u64,
-) -> String {
-    list_after_query(after_id, filter, limit)
-        .build(backend)
-        .to_string()
-}
-
-fn list_after_query(after_id: i64, filter: &UserFilter, limit: u64) -> sea_orm::Select<Users> {
-    let mut query = Users::find().filter(user::Column::Id.gt(after_id));
-    if let Some(key) = filter.email_key() {
-        query = query.filter(user::Column::EmailKey.eq(key));
-    }
-    if let Some(key) = filter.username_key() {
-        query = query.filter(user::Column::UsernameKey.eq(key));
-    }
-    if let Some(active) = filter.is_active() {
-        query = query.filter(user::Column::IsActive.eq(active));
-    }
-    if let Some(staff) = filter.is_staff() {
-        query = query.filter(user::Column::IsStaff.eq(staff));
-    }
-    query.order_by_asc(user::Column::Id).limit(limit)
 }
 
 /// Whether a user with this id exists (for recording a token's owner).

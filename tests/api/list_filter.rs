@@ -2,7 +2,7 @@
 //! conjunction, refusals naming the unsupported part, page tokens bound to
 //! their filter, and exact lookups reading one index on every backend.
 
-use auth_service::{domain::UserFilter, persistence::users};
+use auth_service::{domain::UserFilter, persistence};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tonic::Code;
 
@@ -227,7 +227,7 @@ async fn filtered_lookups_read_their_index() {
         ] {
             let filter = UserFilter::parse(filter).unwrap();
             let backend_kind = db.get_database_backend();
-            let sql = users::list_after_statement(backend_kind, 0, &filter, 51);
+            let sql = persistence::list_after_statement(backend_kind, 0, &filter, 51);
             let plan = explain(db, backend_kind, &sql).await;
             eprintln!("{sql}\n{plan}");
             let uses_index = match backend_kind {

@@ -1,0 +1,181 @@
+//! Bulk reads on an SQLite file, straight through rusqlite on the blocking
+//! pool, beside the SeaORM pool that does everything else.
+//!
+//! Why: sqlx's SQLite driver runs each query on a connection thread and
+//! sends every row back over a channel, copying each value into its own
+//! allocation; that hand-off, not SQLite, bounded ListUsers (see
+//! BENCHMARKS.md, "ListUsers on SQLite"). Here one blocking task steps the
+//! statement and decodes each row by position into the value the caller
+//! wants. The statements still come from SeaORM's query builder, so the
+//! entities stay the one description of the schema.
+//!
+//! The connections are read-only: nothing can write through them, and in
+//! WAL mode they never wait for the writer.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sea_orm::{DatabaseConnection, DbBackend, Statement, Value};
+use tokio::sync::Semaphore;
+
+use super::StoreError;
+
+/// Read connections held open at most, and so reads running at once.
+const MAX_CONNECTIONS: usize = 4;
+
+/// A small pool of read-only rusqlite connections to one database file.
+#[derive(Debug)]
+pub(super) struct SqliteReads {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    permits: Semaphore,
+}
+
+impl SqliteReads {
+    /// Reads beside `db`'s pool, if `db` is an SQLite file; `None` for an
+    /// in-memory database (another connection would not see its data) and
+    /// for the other backends.
+    pub(super) fn beside(db: &DatabaseConnection) -> Option<Arc<Self>> {
+        if db.get_database_backend() != DbBackend::Sqlite {
+            return None;
+        }
+        let pool = db.get_sqlite_connection_pool();
+        let path = pool.connect_options().get_filename().to_owned();
+        if is_in_memory(&path) {
+            return None;
+        }
+        let connections = MAX_CONNECTIONS.min(
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+        );
+        Some(Arc::new(Self {
+            path,
+            // `persistence::connect` gives SQLite the same busy timeout as
+            // the pool's acquire timeout.
+            busy_timeout: pool.options().get_acquire_timeout(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(connections),
+        }))
+    }
+
+    /// Runs `statement` (built for SQLite) and decodes each row with `decode`.
+    ///
+    /// # Errors
+    /// SQLite's, or a row `decode` refused.
+    pub(super) async fn query<T: Send + 'static>(
+        self: &Arc<Self>,
+        statement: Statement,
+        decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::other("the SQLite read pool is closed"))?;
+        let reads = Arc::clone(self);
+        tokio::task::spawn_blocking(move || reads.run(&statement, decode))
+            .await
+            .map_err(|e| StoreError::other(format!("an SQLite read failed: {e}")))?
+    }
+
+    fn run<T>(
+        &self,
+        statement: &Statement,
+        decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let connection = match self.lock_idle().pop() {
+            Some(connection) => connection,
+            None => self.open().map_err(read_failed)?,
+        };
+        let rows = query_with(&connection, statement, decode).map_err(read_failed);
+        // A connection whose statement failed is still sound: SQLite resets
+        // the statement when it is returned to the cache.
+        self.lock_idle().push(connection);
+        rows
+    }
+
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        use rusqlite::OpenFlags;
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(self.busy_timeout)?;
+        Ok(connection)
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<rusqlite::Connection>> {
+        // The list stays valid whatever a panicking holder was doing.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn query_with<T>(
+    connection: &rusqlite::Connection,
+    statement: &Statement,
+    decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut prepared = connection.prepare_cached(&statement.sql)?;
+    let values = statement.values.as_ref().map_or(&[][..], |v| &v.0[..]);
+    for (index, value) in values.iter().enumerate() {
+        prepared.raw_bind_parameter(index + 1, sqlite_value(value)?)?;
+    }
+    let mut rows = prepared.raw_query();
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        decoded.push(decode(row)?);
+    }
+    Ok(decoded)
+}
+
+/// The kinds of value our queries bind (ids, limits, flags, keys).
+fn sqlite_value(value: &Value) -> rusqlite::Result<rusqlite::types::Value> {
+    use rusqlite::types::Value as Sqlite;
+    let integer = |n: Option<i64>| n.map_or(Sqlite::Null, Sqlite::Integer);
+    Ok(match value {
+        Value::BigInt(n) => integer(*n),
+        Value::Int(n) => integer(n.map(i64::from)),
+        Value::Unsigned(n) => integer(n.map(i64::from)),
+        Value::BigUnsigned(Some(n)) => Sqlite::Integer(
+            i64::try_from(*n).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        ),
+        Value::BigUnsigned(None) => Sqlite::Null,
+        Value::Bool(b) => integer(b.map(i64::from)),
+        Value::String(Some(text)) => Sqlite::Text(text.to_string()),
+        Value::String(None) => Sqlite::Null,
+        other => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!("no SQLite binding for {other:?}").into(),
+            ));
+        }
+    })
+}
+
+fn is_in_memory(path: &Path) -> bool {
+    // sqlx names an in-memory database `file:sqlx-in-memory-…`; a URI
+    // (`file:…?mode=memory`) may name one too.
+    let path = path.to_string_lossy();
+    path == ":memory:" || path.starts_with("file:")
+}
+
+fn read_failed(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Conflict(
+            sea_orm::DbErr::Custom(format!("SQLite busy past its timeout: {err}")),
+        ),
+        Some(ErrorCode::CannotOpen | ErrorCode::NotADatabase | ErrorCode::SystemIoFailure) => {
+            super::error::db_unavailable(sea_orm::DbErr::Custom(format!(
+                "cannot read the SQLite file: {err}"
+            )))
+        }
+        _ => StoreError::Other(anyhow::Error::new(err).context("an SQLite read failed")),
+    }
+}
