@@ -376,7 +376,7 @@ async fn measure(
             tokio::time::sleep_until(window_start).await;
             let before = sample();
             tokio::time::sleep_until(window_end).await;
-            Some(sample()?.saturating_sub(before?))
+            Some(sample()?.since(&before?))
         }
     });
     let cpu_window = async {
