@@ -9,7 +9,7 @@
 //! hyper's HTTP/2 handle is cheap to clone and multiplexes calls directly.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -31,10 +31,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
+    /// Connects from `source` (port chosen by the kernel) when given: each
+    /// source address has its own ~28k ephemeral ports, so thousands of
+    /// connections can be spread over 127.0.0.N.
+    pub async fn open(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Self> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let Some(source) = source {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("cannot bind to {source}"))?;
+        }
+        let stream = socket.connect(addr).await.with_context(|| match source {
+            Some(source) => format!("cannot connect to {addr} from {source}"),
+            None => format!("cannot connect to {addr}"),
+        })?;
         stream.set_nodelay(true)?;
         let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             // Like tonic's client: large windows, so flow control never throttles a benchmark.

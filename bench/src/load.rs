@@ -2,7 +2,7 @@
 //! is, and the closed loop that counts calls by status and times the OK ones.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -29,6 +29,10 @@ pub const PASSWORD: &str = "auth-bench loadgen passphrase 7f3k";
 const PREPARE_PARALLELISM: usize = 8;
 /// Calls still running this long after the end are abandoned (not counted).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Workers share this many tallies at most: a histogram is ~190 KiB, one
+/// per worker would be ~1 GiB at 5,000 workers, and a call or two a second
+/// per worker never contends on a lock.
+const TALLY_SHARDS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -242,7 +246,10 @@ impl Worker {
         request
     }
 
-    async fn call(&mut self) -> Result<(), Status> {
+    /// One call; `Ok` carries the user rows it returned (list-users and
+    /// batch-get-users; 0 otherwise).
+    async fn call(&mut self) -> Result<u64, Status> {
+        let mut rows = 0;
         match self.scenario {
             Scenario::Health => {
                 let request = HealthCheckRequest {
@@ -292,13 +299,10 @@ impl Worker {
                     filter: String::new(),
                 };
                 let request = self.bearer(page);
+                let page = self.users.list_users(request).await?.into_inner();
+                rows = page.users.len() as u64;
                 // The last page answers an empty token: start again.
-                self.page_token = self
-                    .users
-                    .list_users(request)
-                    .await?
-                    .into_inner()
-                    .next_page_token;
+                self.page_token = page.next_page_token;
             }
             Scenario::BatchGetUsers => {
                 let accounts = &self.prepared.accounts;
@@ -314,25 +318,44 @@ impl Worker {
                         batch.users.len()
                     )));
                 }
+                rows = BATCH_IDS as u64;
             }
         }
-        Ok(())
+        Ok(rows)
     }
 }
 
-/// What one worker saw inside the measured window.
+/// What some workers saw inside the measured window.
 struct Tally {
     latency_us: Histogram<u64>,
+    /// Open loop: how late calls started after they were due (their worker
+    /// was still in the previous call, or the timer fired late); already
+    /// inside `latency_us`, shown apart to tell the tool's delay from the
+    /// server's.
+    start_lag_us: Histogram<u64>,
     /// Indexed by gRPC code (0..=16).
     codes: [u64; 17],
+    /// User rows returned by the OK calls.
+    rows: u64,
 }
 
 impl Tally {
     fn new(histogram: &Histogram<u64>) -> Self {
         Self {
             latency_us: histogram.clone(),
+            start_lag_us: histogram.clone(),
             codes: [0; 17],
+            rows: 0,
         }
+    }
+
+    fn add(&mut self, other: &Self) {
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.start_lag_us.add(&other.start_lag_us);
+        for (sum, n) in self.codes.iter_mut().zip(other.codes) {
+            *sum += n;
+        }
+        self.rows += other.rows;
     }
 }
 
@@ -340,8 +363,12 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Latency of the OK calls only, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Open loop only: start lag of every call, in microseconds.
+    pub start_lag_us: Option<Histogram<u64>>,
     /// (canonical code name, calls), in code order, only codes seen.
     pub codes: Vec<(&'static str, u64)>,
+    /// User rows returned by the OK calls (list-users, batch-get-users).
+    pub rows: u64,
 }
 
 impl Outcome {
@@ -358,6 +385,16 @@ impl Outcome {
 
     pub fn throughput(&self) -> f64 {
         self.ok() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Calls completed a second, whatever their status: in open loop, the
+    /// rate achieved against the one asked for.
+    pub fn completed_per_second(&self) -> f64 {
+        self.total() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64()
     }
 }
 
@@ -384,6 +421,9 @@ pub async fn run(
     let period = options
         .rate
         .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
+    let shards: Arc<[Mutex<Tally>]> = (0..options.concurrency.min(TALLY_SHARDS))
+        .map(|_| Mutex::new(Tally::new(&empty)))
+        .collect();
     let mut workers = JoinSet::new();
     for id in 0..options.concurrency {
         let mut due =
@@ -403,8 +443,10 @@ pub async fn run(
             page_size: options.page_size,
             registered: 0,
         };
-        let mut tally = Tally::new(&empty);
+        let shards = Arc::clone(&shards);
         workers.spawn(async move {
+            let shard = &shards[id % shards.len()];
+            let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
             while Instant::now() < until {
                 let began = match (due.as_mut(), period) {
                     (Some(due), Some(period)) => {
@@ -418,33 +460,33 @@ pub async fn run(
                 if began >= until {
                     break;
                 }
+                let lag = Instant::now().saturating_duration_since(began);
                 let result = worker.call().await;
                 let ended = Instant::now();
                 if ended < measure_from || ended >= until {
                     continue;
                 }
-                let code = result.err().map_or(Code::Ok, |status| status.code());
+                // A worker that panicked while holding it poisons nothing we need.
+                let mut tally = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let code = match result {
+                    Ok(rows) => {
+                        tally.rows += rows;
+                        tally.latency_us.saturating_record(micros(ended - began));
+                        Code::Ok
+                    }
+                    Err(status) => status.code(),
+                };
                 tally.codes[code as usize] += 1;
-                if code == Code::Ok {
-                    let us = u64::try_from((ended - began).as_micros()).unwrap_or(u64::MAX);
-                    tally.latency_us.saturating_record(us.max(1));
+                if period.is_some() {
+                    tally.start_lag_us.saturating_record(micros(lag));
                 }
             }
-            tally
         });
     }
 
-    let mut total = Tally::new(&empty);
     let drained = tokio::time::timeout_at((until + DRAIN_TIMEOUT).into(), async {
-        while let Some(joined) = workers.join_next().await {
-            // A worker that panicked lost its tally; the others still count.
-            if let Ok(tally) = joined {
-                let _ = total.latency_us.add(&tally.latency_us);
-                for (sum, n) in total.codes.iter_mut().zip(tally.codes) {
-                    *sum += n;
-                }
-            }
-        }
+        // A worker that panicked counted what it had done already.
+        while workers.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
@@ -452,6 +494,12 @@ pub async fn run(
             "auth-bench: {} workers still in a call {DRAIN_TIMEOUT:?} after the end; abandoned",
             workers.len()
         );
+    }
+    // Abandoned workers are aborted when `workers` drops; they lock a
+    // shard only between two calls, never across an await.
+    let mut total = Tally::new(&empty);
+    for shard in shards.iter() {
+        total.add(&shard.lock().unwrap_or_else(|e| e.into_inner()));
     }
     let codes = total
         .codes
@@ -463,6 +511,8 @@ pub async fn run(
     Ok(Outcome {
         elapsed: duration,
         latency_us: total.latency_us,
+        start_lag_us: period.is_some().then_some(total.start_lag_us),
         codes,
+        rows: total.rows,
     })
 }

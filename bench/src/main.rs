@@ -10,10 +10,16 @@
 //! database, so a run is reproducible and also yields start-up time and
 //! memory. Only loopback targets are accepted.
 //!
+//! With `--rate` it is open loop instead, and with as many connections as
+//! workers it is many clients each calling at its own pace: 5,000
+//! connections each making one call a second is `--connections 5000
+//! --concurrency 5000 --rate 5000`.
+//!
 //! ```sh
 //! cargo build --release    # auth-service and auth-bench, both into target/release/
 //! target/release/auth-bench --scenario get-me --duration 10s
 //! target/release/auth-bench --scenario login --concurrency 8 --json
+//! target/release/auth-bench --scenario get-me --connections 5000 --concurrency 5000 --rate 5000 --duration 60s
 //! ```
 
 mod argon2_bound;
@@ -22,10 +28,17 @@ mod load;
 mod seed;
 mod server;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use tokio::task::JoinSet;
 
 use crate::{
     argon2_bound::Argon2Bound,
@@ -35,6 +48,11 @@ use crate::{
 };
 
 const MAX_RUN: Duration = Duration::from_secs(30 * 60);
+/// Connections being opened at once: 5,000 open in a second or two, and
+/// the server's accept backlog (1,024) is never the limit.
+const OPENING_AT_ONCE: usize = 64;
+/// Descriptors besides the connections (the runtime, the database, stdio).
+const SPARE_FILES: u64 = 256;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,7 +77,7 @@ struct Cli {
     alongside: Option<Scenario>,
 
     /// Calls in flight of the `--alongside` load.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     alongside_concurrency: u32,
 
     /// Makes the `--alongside` load open loop at this many calls a second.
@@ -67,18 +85,27 @@ struct Cli {
     alongside_rate: Option<f64>,
 
     /// Calls in flight at once (one per worker).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     concurrency: u32,
 
     /// Open loop instead: start this many calls a second in all, on a fixed
-    /// schedule over the workers (`--concurrency` then bounds the calls in
-    /// flight); latency counts from each call's scheduled start.
+    /// schedule over the workers (each worker one call every `concurrency ÷
+    /// rate` seconds, so `--concurrency` bounds the calls in flight);
+    /// latency counts from each call's scheduled start.
     #[arg(long)]
     rate: Option<f64>,
 
-    /// HTTP/2 connections the workers are spread over.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// HTTP/2 connections the workers are spread over (worker i on
+    /// connection i mod connections): as many as `--concurrency` gives
+    /// every worker a connection of its own, like that many clients.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     connections: u32,
+
+    /// Client addresses the connections are spread over, 127.0.0.1 to
+    /// 127.0.0.N (IPv4 loopback targets only): each has its own ephemeral
+    /// ports, ~28,000 by default on Linux.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    client_addrs: u8,
 
     /// How long to measure, after the warm-up.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -134,8 +161,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
+    let result = raise_open_files_limit()
+        .and_then(|_| tokio::runtime::Runtime::new().map_err(anyhow::Error::from))
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +187,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .all(|rate| rate.is_finite() && rate > 0.0),
         "--rate and --alongside-rate must be numbers of calls per second above zero"
     );
+    let connections = u64::from(cli.connections) * if cli.alongside.is_some() { 2 } else { 1 };
+    let (open_files, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    anyhow::ensure!(
+        connections + SPARE_FILES <= open_files,
+        "{connections} connections need more than the {open_files} open files allowed (ulimit -Hn)"
+    );
+    if cli.connections > cli.concurrency {
+        eprintln!(
+            "auth-bench: {} of the {} connections will carry no call (--concurrency {})",
+            cli.connections - cli.concurrency,
+            cli.connections,
+            cli.concurrency
+        );
+    }
     let mut server = None;
     let addr = match &cli.addr {
         Some(addr) => loopback(addr)?,
@@ -222,14 +263,23 @@ async fn bench(
     addr: SocketAddr,
     server: Option<&ServerProcess>,
 ) -> anyhow::Result<Vec<Report>> {
+    // The server's own memory, before any connection of ours: with it,
+    // `idle` shows what the connections cost.
+    let unconnected = server.map(ServerProcess::memory).transpose()?;
     // Every clone of a Connection multiplexes onto that same HTTP/2 connection.
-    let mut connections = Vec::new();
-    let mut alongside = Vec::new();
-    for _ in 0..cli.connections {
-        connections.push(Connection::open(addr).await?);
-        if cli.alongside.is_some() {
-            alongside.push(Connection::open(addr).await?);
-        }
+    let count = cli.connections as usize;
+    let began = std::time::Instant::now();
+    let connections = open_connections(addr, count, cli.client_addrs).await?;
+    let alongside = match cli.alongside {
+        Some(_) => open_connections(addr, count, cli.client_addrs).await?,
+        None => Vec::new(),
+    };
+    if count > OPENING_AT_ONCE {
+        eprintln!(
+            "auth-bench: opened {} connections in {:.1?}",
+            connections.len() + alongside.len(),
+            began.elapsed()
+        );
     }
     let idle = server.map(ServerProcess::memory).transpose()?;
     let mut reports = Vec::new();
@@ -238,9 +288,18 @@ async fn bench(
             if cli.rounds > 1 {
                 eprintln!("auth-bench: round {round} of {}", cli.rounds);
             }
-            let report = measure(cli, scenario, addr, &connections, &alongside, server, idle)
-                .await
-                .with_context(|| format!("{} (round {round})", scenario.name()))?;
+            let memory = (unconnected, idle);
+            let report = measure(
+                cli,
+                scenario,
+                addr,
+                &connections,
+                &alongside,
+                server,
+                memory,
+            )
+            .await
+            .with_context(|| format!("{} (round {round})", scenario.name()))?;
             // Each run as it ends; stdout stays for the JSON or the summary.
             if cli.json || cli.scenario.len() * cli.rounds as usize > 1 {
                 eprintln!("{}", report.text());
@@ -261,7 +320,7 @@ async fn measure(
     connections: &[Connection],
     alongside_connections: &[Connection],
     server: Option<&ServerProcess>,
-    idle: Option<Memory>,
+    (unconnected, idle): (Option<Memory>, Option<Memory>),
 ) -> anyhow::Result<Report> {
     let options = load::Options {
         scenario,
@@ -270,9 +329,12 @@ async fn measure(
         users: cli.users as usize,
         page_size: cli.page_size,
     };
-    // Measured while the server is idle, right before the run it bounds.
+    // Measured while the server is idle, right before the run it bounds:
+    // a login verifies once, a register hashes once, the same argon2 work.
     let argon2_bound = match scenario {
-        Scenario::Login | Scenario::LoginOneAccount => Some(Argon2Bound::measure().await?),
+        Scenario::Login | Scenario::LoginOneAccount | Scenario::Register => {
+            Some(Argon2Bound::measure().await?)
+        }
         _ => None,
     };
     let started = std::time::Instant::now();
@@ -301,6 +363,9 @@ async fn measure(
     // Preparing hashes hundreds of passwords (19 MiB each at the defaults):
     // reset the peak so it reflects the scenario, not the preparation.
     let peak_reset = server.is_some_and(ServerProcess::reset_peak_memory);
+    // What the run starts from: preparing leaves the hashing threads' argon2
+    // memory (19 MiB each at the defaults) in the server's RSS.
+    let prepared_memory = server.map(ServerProcess::memory).transpose()?;
 
     // The server's CPU time over the measured window (after the warm-up).
     let window_start = tokio::time::Instant::now() + cli.warmup;
@@ -311,7 +376,7 @@ async fn measure(
             tokio::time::sleep_until(window_start).await;
             let before = sample();
             tokio::time::sleep_until(window_end).await;
-            Some(sample()?.saturating_sub(before?))
+            Some(sample()?.since(&before?))
         }
     });
     let cpu_window = async {
@@ -350,6 +415,7 @@ async fn measure(
         concurrency: cli.concurrency,
         rate: cli.rate,
         connections: cli.connections,
+        client_addrs: cli.client_addrs,
         users: accounts,
         page_size: cli.page_size,
         warmup: cli.warmup,
@@ -359,12 +425,62 @@ async fn measure(
         argon2_bound,
         server: server.map(|s| ServerFigures {
             startup: s.startup,
+            unconnected,
             idle,
+            prepared: prepared_memory,
             after,
             peak_reset,
             cpu: server_cpu,
         }),
     })
+}
+
+/// Raises this process's soft limit on open files to its hard limit, before
+/// the server is spawned: every connection is one descriptor here and one
+/// in the server, which inherits the limit (the service itself sets none).
+/// Returns the soft limit now in force.
+fn raise_open_files_limit() -> anyhow::Result<u64> {
+    // The kernel refuses more than fs.nr_open (2^20 by default), even
+    // when the hard limit is unlimited.
+    const NR_OPEN: u64 = 1 << 20;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    let wanted = hard.min(NR_OPEN);
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+    Ok(wanted)
+}
+
+/// Opens `count` connections, `OPENING_AT_ONCE` at a time, from the client
+/// addresses in turn when there are several.
+async fn open_connections(
+    addr: SocketAddr,
+    count: usize,
+    client_addrs: u8,
+) -> anyhow::Result<Vec<Connection>> {
+    anyhow::ensure!(
+        client_addrs == 1 || addr.is_ipv4(),
+        "--client-addrs needs an IPv4 target, not {addr}"
+    );
+    let source = |i: usize| {
+        let n = (i % usize::from(client_addrs)) as u8;
+        (client_addrs > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n)))
+    };
+    let mut opened = Vec::with_capacity(count);
+    let mut opening = JoinSet::new();
+    for i in 0..count {
+        if opening.len() >= OPENING_AT_ONCE
+            && let Some(connection) = opening.join_next().await
+        {
+            opened.push(connection??);
+        }
+        opening.spawn(Connection::open(addr, source(i)));
+    }
+    while let Some(connection) = opening.join_next().await {
+        opened.push(connection??);
+    }
+    Ok(opened)
 }
 
 /// The target, if it is on this machine: load is never sent elsewhere.
@@ -385,7 +501,12 @@ fn loopback(addr: &str) -> anyhow::Result<SocketAddr> {
 
 struct ServerFigures {
     startup: Duration,
+    /// Before auth-bench connected.
+    unconnected: Option<Memory>,
+    /// Connected, before the first run.
     idle: Option<Memory>,
+    /// Right before this run's warm-up, after preparing.
+    prepared: Option<Memory>,
     after: Option<Memory>,
     peak_reset: bool,
     /// Server CPU time over the measured window, all threads.
@@ -399,6 +520,13 @@ impl ServerFigures {
         let cpu = self.cpu?;
         (calls > 0).then(|| cpu.as_secs_f64() * 1e6 / calls as f64)
     }
+
+    /// Server RSS a connection adds, idle (KiB): connected minus unconnected.
+    fn kib_per_connection(&self, connections: u64) -> Option<f64> {
+        let (before, connected) = (self.unconnected?, self.idle?);
+        (connections > 0)
+            .then(|| (connected.rss_kib as f64 - before.rss_kib as f64) / connections as f64)
+    }
 }
 
 struct Report {
@@ -407,6 +535,7 @@ struct Report {
     concurrency: u32,
     rate: Option<f64>,
     connections: u32,
+    client_addrs: u8,
     /// Accounts prepared (none for `health` and `register`).
     users: usize,
     page_size: i32,
@@ -415,7 +544,7 @@ struct Report {
     outcome: Outcome,
     /// The `--alongside` load: scenario, concurrency, what it got.
     alongside: Option<(Scenario, usize, Outcome)>,
-    /// `login` only: what argon2 alone allows on this machine.
+    /// `login` and `register`: what argon2 alone allows on this machine.
     argon2_bound: Option<Argon2Bound>,
     server: Option<ServerFigures>,
 }
@@ -435,12 +564,17 @@ impl Report {
                 .map_or(0, |(_, _, outcome)| outcome.total())
     }
 
+    /// Connections auth-bench holds open, `--alongside` ones included.
+    fn connections_opened(&self) -> u64 {
+        u64::from(self.connections) * if self.alongside.is_some() { 2 } else { 1 }
+    }
+
     fn text(&self) -> String {
         let o = &self.outcome;
         let h = &o.latency_us;
         let mut lines = vec![
             format!(
-                "scenario {}  target {}  {}  connections {}  users {}{}",
+                "scenario {}  target {}  {}  connections {}{}  users {}{}",
                 self.scenario.name(),
                 self.addr,
                 match self.rate {
@@ -451,6 +585,11 @@ impl Report {
                     None => format!("concurrency {}", self.concurrency),
                 },
                 self.connections,
+                if self.client_addrs > 1 {
+                    format!(" from {} addresses", self.client_addrs)
+                } else {
+                    String::new()
+                },
                 self.users,
                 if self.scenario == Scenario::ListUsers {
                     format!("  page_size {}", self.page_size)
@@ -486,15 +625,34 @@ impl Report {
             .map(|(code, n)| format!("{code} {n}"))
             .collect();
         lines.push(format!("codes      {}", codes.join("  ")));
+        if let (Some(rate), Some(lag)) = (self.rate, &o.start_lag_us) {
+            lines.push(format!(
+                "open loop  {:.1} calls/s completed of {rate} asked ({:.1} %); started late by \
+                 p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms (inside the latency)",
+                o.completed_per_second(),
+                100.0 * o.completed_per_second() / rate,
+                ms(lag.value_at_quantile(0.50)),
+                ms(lag.value_at_quantile(0.99)),
+                ms(lag.max()),
+            ));
+        }
+        if o.rows > 0 {
+            lines.push(format!(
+                "rows       {:.0} user rows/s  ({} rows in OK calls)",
+                o.rows_per_second(),
+                o.rows
+            ));
+        }
         if let Some(bound) = &self.argon2_bound {
             lines.push(format!(
-                "argon2     {} cores ÷ {:.1?} a verify = {:.1} logins/s at most; this run: {:.1} % of it \
-                 (all cores verifying at once: {:.1}/s)",
+                "argon2     {} cores ÷ {:.1?} a hash = {:.1}/s; all cores hashing at once: {:.1}/s; \
+                 this run: {:.1} % of the first, {:.1} % of all cores at once",
                 bound.cores,
                 bound.verify,
                 bound.per_second(),
+                bound.all_cores_per_second,
                 100.0 * o.throughput() / bound.per_second(),
-                bound.all_cores_per_second
+                100.0 * o.throughput() / bound.all_cores_per_second,
             ));
         }
         if let Some((scenario, concurrency, outcome)) = &self.alongside {
@@ -529,6 +687,14 @@ impl Report {
                     "since start, including preparation"
                 }
             ));
+            if let Some(per_connection) = s.kib_per_connection(self.connections_opened()) {
+                lines.push(format!(
+                    "server     RSS before connecting {}; {per_connection:.1} KiB more a connection, idle; \
+                     RSS before the run (after preparing) {}",
+                    kib(s.unconnected.as_ref(), |m| m.rss_kib),
+                    kib(s.prepared.as_ref(), |m| m.rss_kib),
+                ));
+            }
             if let Some(per_call) = s.cpu_us_per_call(self.calls_in_window()) {
                 lines.push(format!(
                     "server CPU {per_call:.1} µs a call (all threads, measured window)"
@@ -554,7 +720,10 @@ impl Report {
         let server = self.server.as_ref().map(|s| {
             serde_json::json!({
                 "startup_ms": s.startup.as_secs_f64() * 1000.0,
+                "rss_unconnected_kib": s.unconnected.as_ref().map(|m| m.rss_kib),
                 "rss_idle_kib": s.idle.as_ref().map(|m| m.rss_kib),
+                "rss_prepared_kib": s.prepared.as_ref().map(|m| m.rss_kib),
+                "kib_per_connection": s.kib_per_connection(self.connections_opened()),
                 "rss_after_kib": s.after.as_ref().map(|m| m.rss_kib),
                 "peak_rss_kib": s.after.as_ref().map(|m| m.hwm_kib),
                 "peak_covers_preparation": !s.peak_reset,
@@ -573,6 +742,7 @@ impl Report {
             "concurrency": self.concurrency,
             "rate": self.rate,
             "connections": self.connections,
+            "client_addrs": self.client_addrs,
             "users": self.users,
             "page_size": self.page_size,
             "warmup_s": self.warmup.as_secs_f64(),
@@ -581,14 +751,23 @@ impl Report {
             "calls": o.total(),
             "ok": o.ok(),
             "throughput_ok_per_s": o.throughput(),
+            "completed_per_s": o.completed_per_second(),
             "latency_ms": latency,
+            "start_lag_ms": o.start_lag_us.as_ref().map(|lag| serde_json::json!({
+                "p50": ms(lag.value_at_quantile(0.50)),
+                "p99": ms(lag.value_at_quantile(0.99)),
+                "max": ms(lag.max()),
+            })),
             "codes": codes,
+            "rows": o.rows,
+            "rows_per_s": o.rows_per_second(),
             "argon2_bound": self.argon2_bound.as_ref().map(|b| serde_json::json!({
                 "cores": b.cores,
-                "verify_ms": b.verify.as_secs_f64() * 1000.0,
+                "hash_ms": b.verify.as_secs_f64() * 1000.0,
+                "per_s": b.per_second(),
                 "all_cores_per_s": b.all_cores_per_second,
-                "logins_per_s": b.per_second(),
                 "share": o.throughput() / b.per_second(),
+                "share_all_cores": o.throughput() / b.all_cores_per_second,
             })),
             "alongside": self.alongside.as_ref().map(|(scenario, concurrency, outcome)| {
                 serde_json::json!({
@@ -613,10 +792,21 @@ impl Scenario {
 
 /// Medians per scenario over the rounds, and each as a share of `health`.
 struct Summary {
-    /// (scenario, runs, median OK calls/s, median p50 ms, median p99 ms).
-    rows: Vec<(Scenario, usize, f64, f64, f64)>,
-    /// `login` runs: median argon2 bound (logins/s) and median share of it.
-    login_bound: Option<(f64, f64)>,
+    rows: Vec<SummaryRow>,
+}
+
+struct SummaryRow {
+    scenario: Scenario,
+    runs: usize,
+    /// Medians of OK calls/s, p50 and p99 (ms).
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    /// Median user rows/s, for the scenarios that return users.
+    rows_per_s: Option<f64>,
+    /// `login` and `register`: medians of the argon2 bound (calls/s), the
+    /// share of it, and the share of all cores hashing at once.
+    bound: Option<(f64, f64, f64)>,
 }
 
 impl Summary {
@@ -642,58 +832,78 @@ impl Summary {
                         }
                     }))
                 };
-                (
+                let bounded: Vec<(&Report, &Argon2Bound)> = runs
+                    .iter()
+                    .filter_map(|r| Some((*r, r.argon2_bound.as_ref()?)))
+                    .collect();
+                let bound = (!bounded.is_empty()).then(|| {
+                    let tput = |r: &Report| r.outcome.throughput();
+                    (
+                        median(bounded.iter().map(|(_, b)| b.per_second())),
+                        median(bounded.iter().map(|(r, b)| tput(r) / b.per_second())),
+                        median(
+                            bounded
+                                .iter()
+                                .map(|(r, b)| tput(r) / b.all_cores_per_second),
+                        ),
+                    )
+                });
+                SummaryRow {
                     scenario,
-                    runs.len(),
-                    median(runs.iter().map(|r| r.outcome.throughput())),
-                    quantile(0.50),
-                    quantile(0.99),
-                )
+                    runs: runs.len(),
+                    throughput: median(runs.iter().map(|r| r.outcome.throughput())),
+                    p50: quantile(0.50),
+                    p99: quantile(0.99),
+                    rows_per_s: runs
+                        .iter()
+                        .any(|r| r.outcome.rows > 0)
+                        .then(|| median(runs.iter().map(|r| r.outcome.rows_per_second()))),
+                    bound,
+                }
             })
             .collect();
-        let bounded: Vec<(f64, f64)> = reports
-            .iter()
-            .filter_map(|r| {
-                let bound = r.argon2_bound.as_ref()?.per_second();
-                Some((bound, r.outcome.throughput() / bound))
-            })
-            .collect();
-        let login_bound = (!bounded.is_empty()).then(|| {
-            (
-                median(bounded.iter().map(|b| b.0)),
-                median(bounded.iter().map(|b| b.1)),
-            )
-        });
-        Self { rows, login_bound }
+        Self { rows }
     }
 
     fn health(&self) -> Option<f64> {
         self.rows
             .iter()
-            .find(|row| row.0 == Scenario::Health)
-            .map(|row| row.2)
+            .find(|row| row.scenario == Scenario::Health)
+            .map(|row| row.throughput)
     }
 
     fn text(&self) -> String {
         let mut lines = vec![format!(
-            "{:<12} {:>5} {:>14} {:>9} {:>9} {:>10}",
-            "median of", "runs", "OK calls/s", "p50 ms", "p99 ms", "÷ health"
+            "{:<12} {:>5} {:>14} {:>9} {:>9} {:>10} {:>12}",
+            "median of", "runs", "OK calls/s", "p50 ms", "p99 ms", "÷ health", "user rows/s"
         )];
-        for (scenario, runs, throughput, p50, p99) in &self.rows {
+        for row in &self.rows {
             let ratio = self.health().map_or_else(
                 || "-".to_owned(),
-                |h| format!("{:.1} %", 100.0 * throughput / h),
+                |h| format!("{:.1} %", 100.0 * row.throughput / h),
             );
+            let rows = row
+                .rows_per_s
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
             lines.push(format!(
-                "{:<12} {runs:>5} {throughput:>14.1} {p50:>9.3} {p99:>9.3} {ratio:>10}",
-                scenario.name()
+                "{:<12} {:>5} {:>14.1} {:>9.3} {:>9.3} {ratio:>10} {rows:>12}",
+                row.scenario.name(),
+                row.runs,
+                row.throughput,
+                row.p50,
+                row.p99
             ));
         }
-        if let Some((bound, share)) = self.login_bound {
-            lines.push(format!(
-                "login: {:.1} % of the argon2 bound (median bound {bound:.1} logins/s)",
-                100.0 * share
-            ));
+        for row in &self.rows {
+            if let Some((bound, share, share_all)) = row.bound {
+                lines.push(format!(
+                    "{}: {:.1} % of the argon2 bound (median bound {bound:.1}/s), \
+                     {:.1} % of all cores hashing at once",
+                    row.scenario.name(),
+                    100.0 * share,
+                    100.0 * share_all
+                ));
+            }
         }
         lines.join("\n")
     }
@@ -703,24 +913,24 @@ impl Summary {
         let rows: Vec<serde_json::Value> = self
             .rows
             .iter()
-            .map(|(scenario, runs, throughput, p50, p99)| {
+            .map(|row| {
                 serde_json::json!({
-                    "scenario": scenario.name(),
-                    "runs": runs,
-                    "throughput_ok_per_s": throughput,
-                    "p50_ms": p50,
-                    "p99_ms": p99,
-                    "ratio_to_health": health.map(|h| throughput / h),
+                    "scenario": row.scenario.name(),
+                    "runs": row.runs,
+                    "throughput_ok_per_s": row.throughput,
+                    "p50_ms": row.p50,
+                    "p99_ms": row.p99,
+                    "ratio_to_health": health.map(|h| row.throughput / h),
+                    "rows_per_s": row.rows_per_s,
+                    "argon2_bound": row.bound.map(|(bound, share, share_all)| serde_json::json!({
+                        "per_s": bound,
+                        "share": share,
+                        "share_all_cores": share_all,
+                    })),
                 })
             })
             .collect();
-        serde_json::json!({
-            "scenarios": rows,
-            "login_argon2_bound": self.login_bound.map(|(bound, share)| serde_json::json!({
-                "logins_per_s": bound,
-                "share": share,
-            })),
-        })
+        serde_json::json!({ "scenarios": rows })
     }
 }
 

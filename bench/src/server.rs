@@ -3,6 +3,8 @@
 //! /proc for memory, stopped with SIGTERM like a real deployment would.
 
 use std::{
+    collections::HashMap,
+    ffi::OsString,
     net::SocketAddr,
     os::fd::AsFd,
     path::{Path, PathBuf},
@@ -30,6 +32,26 @@ pub struct ServerProcess {
     child: Option<Child>,
     /// Our temporary database directory, removed at the end.
     scratch: Option<PathBuf>,
+}
+
+/// CPU time per live thread (by thread id), in nanoseconds.
+pub struct CpuTime {
+    threads: HashMap<OsString, u64>,
+}
+
+impl CpuTime {
+    /// CPU time run since `before`, thread by thread. A plain sum would
+    /// drop by all a thread ever ran when it exits (the blocking pool's
+    /// threads end after 10 s idle, e.g. the hashing threads of the
+    /// preparation); a thread gone since counts nothing.
+    pub fn since(&self, before: &Self) -> Duration {
+        let ns = self
+            .threads
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.threads.get(tid).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_nanos(ns)
+    }
 }
 
 /// From /proc/<pid>/status, in KiB.
@@ -150,16 +172,17 @@ impl ServerProcess {
         })
     }
 
-    /// CPU time the server's live threads have run so far (the scheduler's
-    /// own nanosecond count from /proc/<pid>/task/*/schedstat). Per call,
-    /// it shows what a build costs even when other load on the machine
-    /// moves the throughput.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+    /// CPU time each of the server's live threads has run so far (the
+    /// scheduler's own nanosecond count from /proc/<pid>/task/*/schedstat).
+    /// Per call, it shows what a build costs even when other load on the
+    /// machine moves the throughput.
+    pub fn cpu_time(&self) -> anyhow::Result<CpuTime> {
         let tasks = format!("/proc/{}/task", self.pid());
-        let mut total = 0u64;
+        let mut threads = HashMap::new();
         for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+            let task = task?;
             // A thread that ended since the listing took its time with it.
-            let Ok(schedstat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
             };
             let run_ns: u64 = schedstat
@@ -167,9 +190,9 @@ impl ServerProcess {
                 .next()
                 .and_then(|ns| ns.parse().ok())
                 .with_context(|| format!("unexpected schedstat under {tasks}"))?;
-            total += run_ns;
+            threads.insert(task.file_name(), run_ns);
         }
-        Ok(Duration::from_nanos(total))
+        Ok(CpuTime { threads })
     }
 
     /// Resets VmHWM to the current RSS (Linux ≥ 4.0, `clear_refs` value 5);
