@@ -16,7 +16,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes};
 use http::Request;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,7 +56,8 @@ pub(super) fn with_deadline(request: Request<Incoming>, limit: Duration) -> Requ
     parts.extensions.insert(gone.clone());
     let body = TimedBody {
         body,
-        deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        deadline: Instant::now().checked_add(limit),
+        timer: None,
         limit,
         first_message: streaming.then(FirstMessage::default),
         gone,
@@ -69,11 +70,32 @@ pub(super) fn with_deadline(request: Request<Incoming>, limit: Duration) -> Requ
 /// its first message is in, for a streaming method) in time.
 pub struct TimedBody {
     body: Incoming,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// `None` once the body is in (or the limit is beyond any clock).
+    deadline: Option<Instant>,
+    /// Made only when the body has to be waited for: most unary requests
+    /// are in h2's buffers by the time they are read, and need no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     limit: Duration,
     first_message: Option<FirstMessage>,
     gone: ClientGone,
     expired: bool,
+}
+
+impl TimedBody {
+    fn expire(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.expired = true;
+        self.disarm();
+        let status = Status::deadline_exceeded(format!(
+            "the request message did not arrive within {:?}",
+            self.limit
+        ));
+        Poll::Ready(Some(Err(Box::new(status))))
+    }
+
+    fn disarm(&mut self) {
+        self.deadline = None;
+        self.timer = None;
+    }
 }
 
 impl Body for TimedBody {
@@ -88,29 +110,35 @@ impl Body for TimedBody {
         if this.expired {
             return Poll::Ready(None);
         }
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            this.deadline = None;
-            this.expired = true;
-            let status = Status::deadline_exceeded(format!(
-                "the request message did not arrive within {:?}",
-                this.limit
-            ));
-            return Poll::Ready(Some(Err(Box::new(status))));
-        }
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+            let Some(deadline) = this.deadline else {
+                return Poll::Pending;
+            };
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            return match timer.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => this.expire(),
+            };
+        };
         match &frame {
-            None => this.deadline = None,
+            None => this.disarm(),
             Some(Ok(frame)) => {
                 if let (Some(first), Some(data)) = (&mut this.first_message, frame.data_ref())
                     && first.observe(data)
                 {
-                    this.deadline = None;
+                    this.disarm();
+                } else if this
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
+                {
+                    // Trickled in, but too slowly.
+                    return this.expire();
                 }
             }
             Some(Err(_)) => {
-                this.deadline = None;
+                this.disarm();
                 this.gone.set();
             }
         }

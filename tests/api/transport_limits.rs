@@ -257,6 +257,31 @@ async fn headers_without_a_body_end_deadline_exceeded_and_free_their_streams() {
 }
 
 #[tokio::test]
+async fn a_body_trickled_in_slower_than_the_request_timeout_ends_deadline_exceeded() {
+    let app = spawn(|s| s.server.request_timeout = SHORT).await;
+    let mut legit = Legit::connect(&app).await;
+    let client = h2_connect(app.addr).await.unwrap();
+    let (response, mut body) = open_call(&client, REGISTER, None).await;
+    // A 60 KiB message announced, then 1 KiB every 200 ms (12 s in all).
+    let trickle = tokio::spawn(async move {
+        body.send_data(Bytes::from_static(&[0, 0, 0, 0xf0, 0]), false)?;
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            body.send_data(Bytes::from(vec![0x0a; 1024]), false)?;
+        }
+        Ok::<_, h2::Error>(())
+    });
+    legit.succeeds().await;
+    let status = tokio::time::timeout(SHORT + MARGIN, grpc_status(response))
+        .await
+        .expect("no answer within the request timeout");
+    assert_eq!(status.unwrap(), DEADLINE_EXCEEDED);
+    trickle.abort();
+    legit.succeeds().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_shorter_grpc_timeout_wins_over_the_request_timeout() {
     let app = spawn(|s| s.server.request_timeout = Duration::from_secs(600)).await;
     let client = h2_connect(app.addr).await.unwrap();
