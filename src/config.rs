@@ -266,6 +266,7 @@ pub struct ServerSettings {
     #[arg(
         id = "server_max_connections",
         long = "max-connections",
+        value_name = "MAX_CONNECTIONS",
         env = "AUTH_MAX_CONNECTIONS",
         global = true
     )]
