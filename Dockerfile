@@ -5,6 +5,10 @@
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
+# jemalloc (tikv-jemalloc-sys) is built with configure and make; the slim
+# image has the C compiler but not make.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin auth-service && mkdir /data
 

@@ -237,6 +237,40 @@ pub struct ServerSettings {
     #[arg(long, env = "AUTH_SHUTDOWN_GRACE", default_value = "20s",
           value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
+
+    /// How long a gRPC connection has to complete the HTTP/2 preface and
+    /// SETTINGS exchange (after TLS, if any, within the same time), and a
+    /// stream to send the whole of its request headers; past it the
+    /// connection is closed.
+    #[arg(long, env = "AUTH_HANDSHAKE_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub handshake_timeout: Duration,
+
+    /// How long a call's request message may take to arrive in full
+    /// (shorter if the client's grpc-timeout is); past it the call ends
+    /// with DEADLINE_EXCEEDED and its stream is freed.
+    #[arg(long, env = "AUTH_REQUEST_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
+
+    /// A gRPC connection with no call open for this long is sent a GOAWAY
+    /// and closed.
+    #[arg(long, env = "AUTH_IDLE_TIMEOUT", default_value = "5m",
+          value_parser = humantime::parse_duration, global = true)]
+    pub idle_timeout: Duration,
+
+    /// gRPC connections open at once (TLS handshakes included); past it a
+    /// new connection is closed at once. Default: the process's descriptor
+    /// limit (RLIMIT_NOFILE, soft) less room for the database pool and
+    /// files, logged at start-up.
+    #[arg(
+        id = "server_max_connections",
+        long = "max-connections",
+        value_name = "MAX_CONNECTIONS",
+        env = "AUTH_MAX_CONNECTIONS",
+        global = true
+    )]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

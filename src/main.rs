@@ -11,6 +11,12 @@ use auth_service::{
 /// How long tasks left running after the server stopped may take.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
+/// jemalloc with background purging: memory freed after a burst (say
+/// thousands of stalled streams) goes back to the system within seconds,
+/// where glibc's malloc kept it in its arenas (issue 18).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

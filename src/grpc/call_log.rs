@@ -3,7 +3,8 @@
 //! method, gRPC status code, latency and, where the handler knows it, the
 //! user id. Never request or response bodies, so no password or token can
 //! reach the log through it. It also records each call's code and latency
-//! in the metrics (a call whose client went away counts as CANCELLED). With
+//! in the metrics (a call whose client went away, before or in the middle
+//! of its request, is logged and counted as CANCELLED). With
 //! traces on, its span is also the call's span in the trace
 //! (`telemetry::traces`), joined to the caller's trace when the request
 //! carries a W3C `traceparent`.
@@ -19,7 +20,12 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::telemetry::{self, metrics::RpcMetrics, traces};
+use super::request_body::ClientGone;
+use crate::telemetry::{
+    self,
+    metrics::{CallRecord, RpcMetrics},
+    traces,
+};
 
 #[derive(Debug, Clone)]
 pub struct CallLogLayer {
@@ -74,8 +80,14 @@ where
             trace_id = tracing::field::Empty,
         );
         let started = Instant::now();
-        // Recorded as CANCELLED if the future below is dropped unfinished.
-        let record = self.metrics.start(request.uri().path(), started);
+        // Recorded and logged as CANCELLED if the future below is dropped
+        // unfinished (hyper drops it when the client resets the stream).
+        let mut unfinished = Unfinished {
+            record: Some(self.metrics.start(request.uri().path(), started)),
+            started,
+        };
+        // Set when the request body broke off: the client left mid-call.
+        let gone = request.extensions().get::<ClientGone>().cloned();
         // One load when traces are off.
         let traced = traces::enabled();
         let trace_id = if traced {
@@ -85,7 +97,8 @@ where
             });
             // Named after its method only if it is one served here: the
             // metrics know which, and a client's path is not trusted.
-            traces::record_method(&span, request.uri().path(), record.known());
+            let known = unfinished.record.as_ref().is_some_and(CallRecord::known);
+            traces::record_method(&span, request.uri().path(), known);
             trace_id
         } else {
             None
@@ -97,6 +110,9 @@ where
             // u64: a number in JSON too (a u128 would be a string there).
             let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             let user_id = telemetry::call_user();
+            let Some(record) = unfinished.record.take() else {
+                return result;
+            };
             let method = record.method();
             match &mut result {
                 // A failed unary call is "trailers-only": grpc-status is a
@@ -104,10 +120,16 @@ where
                 // only ever say OK for our unary handlers.
                 Ok(response) => {
                     super::codec_status::normalize(response.headers_mut());
-                    let code = response
+                    let mut code = response
                         .headers()
                         .get("grpc-status")
                         .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes()));
+                    // tonic calls a body that broke off INTERNAL "Unexpected
+                    // EOF": it is the client's leaving, not our bug.
+                    if code != Code::Ok && gone.as_ref().is_some_and(ClientGone::is_set) {
+                        super::codec_status::cancelled(response.headers_mut());
+                        code = Code::Cancelled;
+                    }
                     tracing::info!(
                         method,
                         code = ?code,
@@ -142,6 +164,29 @@ where
             result
         };
         Box::pin(telemetry::with_call_user(call).instrument(span))
+    }
+}
+
+/// A call in flight: dropped before it finishes, it is logged and counted
+/// as CANCELLED (the client went away, so hyper dropped the call).
+struct Unfinished {
+    record: Option<CallRecord>,
+    started: Instant,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let elapsed = self.started.elapsed();
+            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            tracing::info!(
+                method = record.method(),
+                code = ?Code::Cancelled,
+                latency_us,
+                "grpc call"
+            );
+            // The record itself counts CANCELLED when dropped.
+        }
     }
 }
 

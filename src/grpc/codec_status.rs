@@ -35,6 +35,14 @@ pub(super) fn normalize(headers: &mut HeaderMap) {
     }
 }
 
+/// Rewrites an error response's status to CANCELLED: the client went away
+/// mid-request (nobody reads it; the log and metrics do).
+pub(super) fn cancelled(headers: &mut HeaderMap) {
+    headers.remove(Status::GRPC_MESSAGE);
+    headers.remove(Status::GRPC_STATUS_DETAILS);
+    let _ = Status::cancelled("the client went away mid-request").add_header(headers);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

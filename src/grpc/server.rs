@@ -1,16 +1,17 @@
-//! The tonic server: limits, the call-log layer, and every service
+//! The gRPC server: limits, the call-log layer, and every service
 //! (health, reflection, AuthService, and UserService and AdminService behind
-//! the bearer check).
+//! the bearer check), served on connections of our own (`connections`).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+    service::{Routes, interceptor::InterceptedService},
+    transport::server::TcpIncoming,
 };
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use super::{
     admin::AdminHandlers,
@@ -18,8 +19,9 @@ use super::{
     bearer::BearerAuth,
     call_log::CallLogLayer,
     client_address::ClientAddress,
+    connections::{self, Limits},
     health::{set_health, watch_database},
-    tls::{Alpn, Incoming, Tls},
+    tls::Tls,
     users::UserHandlers,
 };
 use crate::{
@@ -88,44 +90,66 @@ pub async fn serve(
 
     let rpc_metrics = metrics.rpc(method_paths());
     let local_addr = listener.local_addr()?;
-    tracing::info!(addr = %local_addr, tls = tls.is_some(), "serving gRPC");
-    let incoming = Incoming::new(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        tls,
-        Alpn::Grpc,
+    let limits = Limits {
+        handshake_timeout: settings.server.handshake_timeout,
+        request_timeout: settings.server.request_timeout,
+        idle_timeout: settings.server.idle_timeout,
+        max_connections: max_connections(settings),
+        // One client cannot hog the server: bounded streams per connection.
+        max_concurrent_streams: MAX_STREAMS_PER_CONNECTION,
+        max_header_list_size: MAX_METADATA_BYTES,
+    };
+    tracing::info!(
+        addr = %local_addr,
+        tls = tls.is_some(),
+        max_connections = limits.max_connections,
+        "serving gRPC"
     );
+    let routes = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(auth)
+        .add_service(users)
+        .add_service(admin)
+        .prepare();
+    let service = CallLogLayer::new(rpc_metrics).layer(routes);
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let tls = tls.cloned();
     let grace = settings.server.shutdown_grace;
     let served = serve_with_grace(shutdown, grace, "calls", |signal| {
-        let router = Server::builder()
-            // One client cannot hog the server: bounded streams per
-            // connection, and dead peers are noticed and dropped.
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
-            .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
-            .layer(CallLogLayer::new(rpc_metrics))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(auth)
-            .add_service(users)
-            .add_service(admin);
-        async move {
-            match incoming {
-                Incoming::Tcp(tcp) => router.serve_with_incoming_shutdown(tcp, signal).await,
-                Incoming::Tls(tls) => router.serve_with_incoming_shutdown(tls, signal).await,
-            }
-        }
+        connections::serve(incoming, tls, service, limits, signal)
     })
     .await;
     watcher.abort();
     served
 }
 
-/// Runs `server` (a tonic server that stops accepting when the future it is
-/// handed resolves) until `shutdown`; then what is `in_flight` gets the
+/// Descriptors kept for what is not a gRPC connection when the connection
+/// cap is derived from the descriptor limit: the database pool's, the
+/// listeners, the HTTP listener's connections, log and key files.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// `AUTH_MAX_CONNECTIONS`, or the process's descriptor limit (soft
+/// RLIMIT_NOFILE) less the database pool and [`RESERVED_DESCRIPTORS`]; at
+/// least 1. Unreadable limit (not Linux): 1,024, the common soft default.
+fn max_connections(settings: &Settings) -> usize {
+    if let Some(max) = settings.server.max_connections {
+        return max.max(1);
+    }
+    let limit = procfs::process::Process::myself()
+        .and_then(|process| process.limits())
+        .map_or(1024, |limits| match limits.max_open_files.soft_limit {
+            procfs::process::LimitValue::Value(limit) => limit,
+            procfs::process::LimitValue::Unlimited => u64::from(u32::MAX),
+        });
+    let reserved = RESERVED_DESCRIPTORS + u64::from(settings.database.max_connections);
+    usize::try_from(limit.saturating_sub(reserved).max(1)).unwrap_or(usize::MAX)
+}
+
+/// Runs `server` (a server that stops accepting when the future it is
+/// handed resolves: ours, or tonic's for HTTP) until `shutdown`; then what is `in_flight` gets the
 /// shutdown `grace` to finish. Graceful shutdown waits for every connection
 /// to close: a client that ignores GOAWAY must not keep the process up for
 /// ever.
@@ -133,14 +157,15 @@ pub async fn serve(
 /// # Errors
 /// The server's, or work still in flight when the grace period ended: it
 /// was cut off, which the exit status must say, not only a log line.
-pub(crate) async fn serve_with_grace<'a, S>(
+pub(crate) async fn serve_with_grace<'a, S, E>(
     shutdown: impl Future<Output = ()> + Send + 'a,
     grace: Duration,
     in_flight: &str,
     server: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send + 'a>>) -> S,
 ) -> anyhow::Result<()>
 where
-    S: Future<Output = Result<(), tonic::transport::Error>>,
+    S: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
 {
     let (signalled, on_signal) = oneshot::channel::<()>();
     let server = server(Box::pin(async move {
@@ -154,7 +179,7 @@ where
         }
     };
     tokio::select! {
-        result = server => Ok(result?),
+        result = server => result.map_err(Into::into),
         () = grace_over => Err(anyhow::anyhow!(
             "shutdown grace period ({grace:?}) over with {in_flight} still in flight; they were cut off"
         )),

@@ -157,6 +157,12 @@ impl Tls {
         Ok(())
     }
 
+    /// The acceptor for gRPC connections (ALPN `h2`), for a server that
+    /// runs the handshakes itself (`super::connections`).
+    pub(super) fn grpc_acceptor(&self) -> TlsAcceptor {
+        self.grpc.clone()
+    }
+
     /// The TLS connections over `tcp`, handshakes done: what tonic's
     /// server serves. A failed handshake (a plaintext client, an unknown
     /// client certificate) closes that connection and is logged at debug.

@@ -35,6 +35,7 @@ mod service;
 mod throttle;
 mod tls;
 mod traces;
+mod transport_limits;
 mod users;
 mod verifier_e2e;
 mod verify;

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// `GET /metrics` with `accept`, if any: the content type and the body.
-async fn fetch(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
+pub(crate) async fn fetch(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::get(format!("http://{addr}{METRICS_PATH}"));
     if let Some(accept) = accept {
