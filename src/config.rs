@@ -243,20 +243,20 @@ pub struct ServerSettings {
     /// stream to send the whole of its request headers; past it the
     /// connection is closed.
     #[arg(long, env = "AUTH_HANDSHAKE_TIMEOUT", default_value = "10s",
-          value_parser = humantime::parse_duration, global = true)]
+          value_parser = positive_duration, global = true)]
     pub handshake_timeout: Duration,
 
     /// How long a call's request message may take to arrive in full
     /// (shorter if the client's grpc-timeout is); past it the call ends
     /// with DEADLINE_EXCEEDED and its stream is freed.
     #[arg(long, env = "AUTH_REQUEST_TIMEOUT", default_value = "10s",
-          value_parser = humantime::parse_duration, global = true)]
+          value_parser = positive_duration, global = true)]
     pub request_timeout: Duration,
 
     /// A gRPC connection with no call open for this long is sent a GOAWAY
     /// and closed.
     #[arg(long, env = "AUTH_IDLE_TIMEOUT", default_value = "5m",
-          value_parser = humantime::parse_duration, global = true)]
+          value_parser = positive_duration, global = true)]
     pub idle_timeout: Duration,
 
     /// gRPC connections open at once (TLS handshakes included); past it a
@@ -661,6 +661,16 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// A duration above zero: a zero timeout would close every connection or
+/// call at once.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be above zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -84,10 +84,16 @@ where
         };
         let stream = match stream {
             Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // Out of file descriptors, say: wait rather than spin.
+            Some(Err(e)) if accept_error_is_local(&e) => {
+                // Out of file descriptors or memory: wait rather than spin.
                 tracing::warn!(error = %e, "cannot accept a connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            // One peer's connection failed (reset, aborted): the next one
+            // is not made to wait for it.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "a connection failed as it was accepted");
                 continue;
             }
             None => break,
@@ -240,15 +246,32 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let open = OpenCall::new(Arc::clone(&self.open_calls));
+        let client_deadline = super::request_body::grpc_timeout(request.headers());
         let mut request = super::request_body::with_deadline(request, self.request_timeout);
         request.extensions_mut().insert(self.connect_info.clone());
         let inner = self.inner.clone();
         Box::pin(async move {
-            let response = inner.oneshot(request).await?;
+            let call = inner.oneshot(request);
+            // The client's deadline bounds the whole call, as tonic's own
+            // server does: past it nobody waits for the answer, and a client
+            // that does not reset the stream must not keep argon2 busy.
+            let response = match client_deadline {
+                None => call.await?,
+                Some(deadline) => match tokio::time::timeout(deadline, call).await {
+                    Ok(response) => response?,
+                    Err(_) => tonic::Status::cancelled("Timeout expired").into_http(),
+                },
+            };
             // Open until hyper drops the body: the response is sent, or reset.
             Ok(response.map(|body| tonic::body::Body::new(Counted { body, _open: open })))
         })
     }
+}
+
+/// Errors of the process or the system (EMFILE, ENFILE, ENOBUFS, ENOMEM),
+/// which every accept would hit again at once, as opposed to one peer's.
+fn accept_error_is_local(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
 }
 
 /// A call open on its connection, from its headers to its response's end.
@@ -410,15 +433,18 @@ struct FrameWatch {
     payload_left: usize,
     /// The preface and the whole first frame (SETTINGS, or h2 refuses) are in.
     handshaken: bool,
-    /// A HEADERS or PUSH_PROMISE frame without END_HEADERS came, and the
-    /// CONTINUATION that ends it has not.
+    /// A HEADERS or PUSH_PROMISE frame began, and the frame that ends its
+    /// header block (END_HEADERS) has not fully arrived.
     in_header_block: bool,
+    /// The frame passing is the last of its header block.
+    ends_header_block: bool,
 }
 
 impl FrameWatch {
     /// Whether the client owes the rest of its handshake or of a header block.
     fn waiting(&self) -> bool {
-        !self.handshaken || self.in_header_block
+        let mid_frame_header = self.part == Part::FrameHeader && self.seen > 0;
+        !self.handshaken || self.in_header_block || mid_frame_header
     }
 
     fn observe(&mut self, mut bytes: &[u8]) {
@@ -458,10 +484,12 @@ impl FrameWatch {
     /// A whole frame header is in `self.header`.
     fn frame_header(&mut self) {
         let [l0, l1, l2, kind, flags, ..] = self.header;
-        match kind {
-            HEADERS | PUSH_PROMISE => self.in_header_block = flags & END_HEADERS == 0,
-            CONTINUATION if flags & END_HEADERS != 0 => self.in_header_block = false,
-            _ => {}
+        // A header block is owed from its first frame header until the
+        // payload of its END_HEADERS frame is in: a HEADERS frame whose own
+        // payload trickles in counts as much as a missing CONTINUATION.
+        if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
+            self.in_header_block = true;
+            self.ends_header_block = flags & END_HEADERS != 0;
         }
         self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
         if self.payload_left == 0 {
@@ -472,6 +500,10 @@ impl FrameWatch {
     }
 
     fn frame_done(&mut self) {
+        if self.ends_header_block {
+            self.in_header_block = false;
+            self.ends_header_block = false;
+        }
         self.handshaken = true;
         self.part = Part::FrameHeader;
     }
@@ -534,6 +566,29 @@ mod tests {
         watch.observe(&frame(CONTINUATION, END_HEADERS, &[0x86; 3]));
         assert!(!watch.waiting());
         watch.observe(&frame(HEADERS, END_HEADERS | 0x1, &[0x82; 5]));
+        assert!(!watch.waiting());
+    }
+
+    #[test]
+    fn a_header_frame_or_frame_header_cut_short_is_waited_for() {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(0x4, 0, &[]));
+        let mut watch = fed_byte_by_byte(&bytes);
+        assert!(!watch.waiting());
+        let headers = frame(HEADERS, END_HEADERS | 0x1, &[0x82; 100]);
+        watch.observe(&headers[..40]);
+        assert!(watch.waiting(), "HEADERS payload cut short");
+        watch.observe(&headers[40..]);
+        assert!(!watch.waiting());
+        let data = frame(0x0, 0, &[0; 8]);
+        watch.observe(&data[..4]);
+        assert!(watch.waiting(), "frame header cut short");
+        watch.observe(&data[4..12]);
+        assert!(
+            !watch.waiting(),
+            "a DATA payload cut short is the request timeout's"
+        );
+        watch.observe(&data[12..]);
         assert!(!watch.waiting());
     }
 }

@@ -186,7 +186,7 @@ impl FirstMessage {
 
 /// The client's deadline from its `grpc-timeout` header (an integer of at
 /// most 8 digits and a unit), if it sent a valid one.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub(super) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 {

@@ -127,16 +127,17 @@ pub async fn serve(
 }
 
 /// Descriptors kept for what is not a gRPC connection when the connection
-/// cap is derived from the descriptor limit: the database pool's, the
-/// listeners, the HTTP listener's connections, log and key files.
+/// cap is derived from the descriptor limit, beside the database pool's:
+/// the listeners, the HTTP listener's connections, SQLite's read
+/// connections, log and key files.
 const RESERVED_DESCRIPTORS: u64 = 128;
 
 /// `AUTH_MAX_CONNECTIONS`, or the process's descriptor limit (soft
-/// RLIMIT_NOFILE) less the database pool and [`RESERVED_DESCRIPTORS`]; at
+/// RLIMIT_NOFILE) less the database pool's and [`RESERVED_DESCRIPTORS`]; at
 /// least 1. Unreadable limit (not Linux): 1,024, the common soft default.
 fn max_connections(settings: &Settings) -> usize {
     if let Some(max) = settings.server.max_connections {
-        return max.max(1);
+        return max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     }
     let limit = procfs::process::Process::myself()
         .and_then(|process| process.limits())
@@ -144,8 +145,11 @@ fn max_connections(settings: &Settings) -> usize {
             procfs::process::LimitValue::Value(limit) => limit,
             procfs::process::LimitValue::Unlimited => u64::from(u32::MAX),
         });
-    let reserved = RESERVED_DESCRIPTORS + u64::from(settings.database.max_connections);
-    usize::try_from(limit.saturating_sub(reserved).max(1)).unwrap_or(usize::MAX)
+    // Three a pooled connection on SQLite in WAL mode (the file, -wal, -shm).
+    let reserved = RESERVED_DESCRIPTORS + 3 * u64::from(settings.database.max_connections);
+    usize::try_from(limit.saturating_sub(reserved).max(1))
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// Runs `server` (a server that stops accepting when the future it is

@@ -13,12 +13,12 @@
 //! WAL mode they never wait for the writer.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use sea_orm::{DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 use tokio::sync::Semaphore;
 
 use super::StoreError;
@@ -32,35 +32,51 @@ pub(super) struct SqliteReads {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<rusqlite::Connection>>,
-    permits: Semaphore,
+    /// One per connection: as many reads run at once as there are
+    /// connections, so a connection is opened only when all are busy.
+    permits: Arc<Semaphore>,
 }
 
 impl SqliteReads {
     /// Reads beside `db`'s pool, if `db` is an SQLite file; `None` for an
-    /// in-memory database (another connection would not see its data) and
-    /// for the other backends.
-    pub(super) fn beside(db: &DatabaseConnection) -> Option<Arc<Self>> {
+    /// in-memory or temporary database (another connection would not see
+    /// its data) and for the other backends.
+    ///
+    /// # Errors
+    /// The database's, asked which file it is.
+    pub(super) async fn beside(db: &DatabaseConnection) -> Result<Option<Arc<Self>>, StoreError> {
         if db.get_database_backend() != DbBackend::Sqlite {
-            return None;
+            return Ok(None);
+        }
+        // SQLite's own answer: a URL's `mode=memory` keeps the file name
+        // it was given, and sqlx does not say which mode it opened.
+        let main = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            ))
+            .await?;
+        let file: String = match main {
+            Some(row) => row.try_get_by_index(0)?,
+            None => String::new(),
+        };
+        if file.is_empty() {
+            return Ok(None);
         }
         let pool = db.get_sqlite_connection_pool();
-        let path = pool.connect_options().get_filename().to_owned();
-        if is_in_memory(&path) {
-            return None;
-        }
         let connections = MAX_CONNECTIONS.min(
             std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(1),
         );
-        Some(Arc::new(Self {
-            path,
+        Ok(Some(Arc::new(Self {
+            path: PathBuf::from(file),
             // `persistence::connect` gives SQLite the same busy timeout as
             // the pool's acquire timeout.
             busy_timeout: pool.options().get_acquire_timeout(),
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(connections),
-        }))
+            permits: Arc::new(Semaphore::new(connections)),
+        })))
     }
 
     /// Runs `statement` (built for SQLite) and decodes each row with `decode`.
@@ -72,15 +88,25 @@ impl SqliteReads {
         statement: Statement,
         decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::other("the SQLite read pool is closed"))?;
+        // The permit goes with the read, not with the caller: a caller that
+        // gives up (the client reset the call) does not free a slot while
+        // its read still runs, so reads and connections stay bounded.
+        let permit =
+            tokio::time::timeout(self.busy_timeout, Arc::clone(&self.permits).acquire_owned())
+                .await
+                .map_err(|_| {
+                    super::error::db_unavailable(sea_orm::DbErr::Custom(
+                        "timed out waiting for an SQLite read connection".to_owned(),
+                    ))
+                })?
+                .map_err(|_| StoreError::other("the SQLite read pool is closed"))?;
         let reads = Arc::clone(self);
-        tokio::task::spawn_blocking(move || reads.run(&statement, decode))
-            .await
-            .map_err(|e| StoreError::other(format!("an SQLite read failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            reads.run(&statement, decode)
+        })
+        .await
+        .map_err(|e| StoreError::other(format!("an SQLite read failed: {e}")))?
     }
 
     fn run<T>(
@@ -158,13 +184,6 @@ fn sqlite_value(value: &Value) -> rusqlite::Result<rusqlite::types::Value> {
     })
 }
 
-fn is_in_memory(path: &Path) -> bool {
-    // sqlx names an in-memory database `file:sqlx-in-memory-…`; a URI
-    // (`file:…?mode=memory`) may name one too.
-    let path = path.to_string_lossy();
-    path == ":memory:" || path.starts_with("file:")
-}
-
 fn read_failed(err: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match err.sqlite_error_code() {
@@ -177,5 +196,40 @@ fn read_failed(err: rusqlite::Error) -> StoreError {
             )))
         }
         _ => StoreError::Other(anyhow::Error::new(err).context("an SQLite read failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Database;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_database_file_is_read_beside_the_pool() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("users.db");
+        for (url, is_file) in [
+            ("sqlite::memory:".to_owned(), false),
+            (format!("sqlite://{}?mode=memory", file.display()), false),
+            (format!("sqlite://{}?mode=rwc", file.display()), true),
+        ] {
+            let db = Database::connect(&url).await.expect("a database");
+            let reads = SqliteReads::beside(&db).await.expect("an answer");
+            assert_eq!(reads.is_some(), is_file, "{url}");
+            if let Some(reads) = reads {
+                assert_eq!(reads.path.canonicalize().ok(), file.canonicalize().ok());
+                let statement = Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "SELECT ? + 1",
+                    [Value::BigUnsigned(Some(41))],
+                );
+                let read = reads
+                    .query(statement, |row| row.get::<_, i64>(0))
+                    .await
+                    .expect("a read");
+                assert_eq!(read, vec![42]);
+            }
+        }
     }
 }

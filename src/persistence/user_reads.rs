@@ -11,6 +11,7 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
 };
+use tokio::sync::OnceCell;
 
 use super::{
     StoreError,
@@ -38,13 +39,16 @@ const PROFILE_COLUMNS: [Column; 12] = [
 #[derive(Debug, Clone)]
 pub(super) struct UserReads {
     db: DatabaseConnection,
-    sqlite: Option<Arc<SqliteReads>>,
+    /// Set on the first read: the database says then whether it is a file.
+    sqlite: Arc<OnceCell<Option<Arc<SqliteReads>>>>,
 }
 
 impl UserReads {
     pub(super) fn new(db: DatabaseConnection) -> Self {
-        let sqlite = SqliteReads::beside(&db);
-        Self { db, sqlite }
+        Self {
+            db,
+            sqlite: Arc::new(OnceCell::new()),
+        }
     }
 
     #[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
@@ -90,7 +94,11 @@ impl UserReads {
 
     async fn profiles(&self, query: Select<Users>) -> Result<Vec<User>, StoreError> {
         let query = query.select_only().columns(PROFILE_COLUMNS);
-        match &self.sqlite {
+        let sqlite = self
+            .sqlite
+            .get_or_try_init(|| SqliteReads::beside(&self.db))
+            .await?;
+        match sqlite {
             Some(sqlite) => {
                 sqlite
                     .query(query.build(DbBackend::Sqlite), Profile::from_sqlite)
