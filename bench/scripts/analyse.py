@@ -2,7 +2,8 @@
 #   python3 bench/scripts/analyse.py OUT [A:B ...]
 # Two figures per scenario: throughput (OK calls/s; moves with everything else
 # on the machine) and the server's CPU time per call (all its threads, over
-# the measured window; what the build itself costs).
+# the measured window; what the build itself costs); and user rows/s where
+# the scenario returns users.
 import json, glob, sys, statistics as st, collections, os
 out = sys.argv[1]
 data = collections.defaultdict(dict)  # label -> round -> {scenario: (tput, cpu_us_per_call)}
@@ -10,7 +11,7 @@ for f in glob.glob(out + '/*.json'):
     base = os.path.basename(f)[:-5]; label, r = base.rsplit('-', 1)
     try: j = json.load(open(f))
     except Exception: continue
-    data[label][int(r)] = {x['scenario']: (x['throughput_ok_per_s'], (x.get('server') or {}).get('cpu_us_per_call')) for x in j['runs']}
+    data[label][int(r)] = {x['scenario']: (x['throughput_ok_per_s'], (x.get('server') or {}).get('cpu_us_per_call'), x.get('rows_per_s')) for x in j['runs']}
 labels = sorted(data)
 scen = sorted({s for l in data for r in data[l] for s in data[l][r]}, key=lambda s: (s != 'health', s))
 def med(xs):
@@ -23,6 +24,13 @@ for l in labels:
     ratio = {s: med(rs[r][s][0] / rs[r]['health'][0] for r in rs if s in rs[r]) for s in scen if s != 'health'}
     cpu = {s: med(rs[r][s][1] for r in rs if s in rs[r]) for s in scen}
     print(l, len(rs), *[f'{tp[s]:.0f}' for s in scen], *[f'{100*ratio[s]:.1f}%' for s in ratio], *[f'{cpu[s]:.2f}' for s in scen], sep='\t')
+# user rows/s (list-users, batch-get-users), where auth-bench reports them
+for l in labels:
+    rs = data[l]
+    for s in scen:
+        rows = [rs[r][s][2] for r in rs if s in rs[r] and rs[r][s][2]]
+        if rows:
+            print(f'{l} {s}: median {med(rows):.0f} user rows/s (n={len(rows)})')
 def q(pr):
     return f'{100*(st.median(pr)-1):+.1f}%' + (f' (quartiles {100*(st.quantiles(pr,n=4)[0]-1):+.1f}..{100*(st.quantiles(pr,n=4)[2]-1):+.1f}%)' if len(pr) > 2 else '')
 # pairs A:B → per-round paired ratio of B to A, per scenario: throughput and CPU per call

@@ -70,6 +70,9 @@ where
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_size)
+        // gRPC clients never read it; it costs every response a header and
+        // every connection a new HPACK table entry each second.
+        .auto_date_header(false)
         // Dead peers are noticed and dropped.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
