@@ -48,6 +48,32 @@ pub(super) struct Limits {
     pub max_header_list_size: u32,
 }
 
+/// The gRPC routes as a connection calls them: every service behind the
+/// call log.
+pub(super) trait Routes:
+    Service<
+        Request<TimedBody>,
+        Response = Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routes for S where
+    S: Service<
+            Request<TimedBody>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Accepts connections on `tcp` (TLS over them when `tls` is given) and
 /// serves `service` on each until `signal` resolves; then stops accepting,
 /// asks every connection to finish (GOAWAY) and waits for them to close.
@@ -59,11 +85,7 @@ pub(super) async fn serve<S>(
     signal: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<TimedBody>, Response = Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Routes,
 {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
@@ -157,11 +179,7 @@ struct Connection<S> {
 
 impl<S> Connection<S>
 where
-    S: Service<Request<TimedBody>, Response = Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Routes,
 {
     async fn serve<IO>(mut self, io: IO)
     where
@@ -236,11 +254,7 @@ struct PerConnection<S, C> {
 
 impl<S, C> hyper::service::Service<Request<Incoming>> for PerConnection<S, C>
 where
-    S: Service<Request<TimedBody>, Response = Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Routes,
     C: Clone + Send + Sync + 'static,
 {
     type Response = Response<tonic::body::Body>;
