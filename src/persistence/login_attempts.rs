@@ -106,6 +106,10 @@ pub async fn admit(
     };
     let col = |c: Column| Expr::col((LoginAttempts, c));
     let window_over = col(Column::WindowStartedAt).lte(budget.window_start_before(now));
+    // A caller whose `now` was read just before an epoch began may commit
+    // after one that read it just after: the row's epoch never goes back,
+    // or the checks in flight would be forgotten (and one more admitted).
+    let ahead = col(Column::LeaseEpoch).gt(epoch);
     let same_epoch = col(Column::LeaseEpoch).eq(epoch);
     let last_epoch = col(Column::LeaseEpoch).eq(epoch - 1);
     // Assignments run left to right on MySQL, later ones seeing earlier
@@ -117,19 +121,25 @@ pub async fn admit(
         )
         .value(
             Column::InFlightBefore,
-            Expr::case(same_epoch.clone(), col(Column::InFlightBefore))
+            Expr::case(ahead.clone(), col(Column::InFlightBefore))
+                .case(same_epoch.clone(), col(Column::InFlightBefore))
                 .case(last_epoch, col(Column::InFlight))
                 .finally(0),
         )
         .value(
             Column::InFlight,
-            Expr::case(same_epoch, col(Column::InFlight)).finally(0),
+            Expr::case(ahead.clone(), col(Column::InFlight))
+                .case(same_epoch, col(Column::InFlight))
+                .finally(0),
         )
         .value(
             Column::WindowStartedAt,
             Expr::case(window_over, now).finally(col(Column::WindowStartedAt)),
         )
-        .value(Column::LeaseEpoch, epoch)
+        .value(
+            Column::LeaseEpoch,
+            Expr::case(ahead, col(Column::LeaseEpoch)).finally(epoch),
+        )
         .to_owned();
 
     let txn = super::begin_write(db).await?;
@@ -154,7 +164,9 @@ pub async fn admit(
 
 /// The decision for `row` as of `now`, counting only what has not expired.
 fn decide(row: &login_attempt::Model, budget: Budget, now: NaiveDateTime) -> Admission {
-    let epoch = budget.epoch(now);
+    // A row already in a later epoch (another caller's clock read a little
+    // later) counts from that epoch: its checks in flight are all current.
+    let epoch = Ord::max(budget.epoch(now), row.lease_epoch);
     let failures = if row.window_started_at <= budget.window_start_before(now) {
         0
     } else {
@@ -306,6 +318,52 @@ mod tests {
         assert_eq!(
             decide(&busy_since, budget(), at(60_130)),
             Admission::Admitted { epoch: 1002 }
+        );
+    }
+
+    #[test]
+    fn a_row_in_a_later_epoch_keeps_its_checks_in_flight() {
+        // Epoch 1001 began (another attempt read its clock after the
+        // boundary); this one read 60_059, in epoch 1000.
+        let late = at(60_059);
+        assert_eq!(decide(&row(0, 2, 3, 1001), budget(), late), Admission::Busy);
+        assert_eq!(
+            decide(&row(0, 1, 1, 1001), budget(), late),
+            Admission::Admitted { epoch: 1001 }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_admission_that_read_its_clock_before_an_epoch_does_not_forget_the_next_ones() {
+        let db = crate::persistence::memory_database().await;
+        let budget = budget();
+        // Three checks admitted just after the boundary (epoch 1001)…
+        for _ in 0..2 {
+            let admitted = admit(&db, "user:x", budget, at(60_061)).await;
+            assert!(
+                matches!(admitted, Ok(Admission::Admitted { epoch: 1001 })),
+                "{admitted:?}"
+            );
+        }
+        // …and one whose clock was read just before it commits after them:
+        // the two in flight still count, and it is held to the limit.
+        let late = admit(&db, "user:x", budget, at(60_059)).await;
+        assert!(
+            matches!(late, Ok(Admission::Admitted { epoch: 1001 })),
+            "{late:?}"
+        );
+        let over = admit(&db, "user:x", budget, at(60_059)).await;
+        assert!(matches!(over, Ok(Admission::Busy)), "{over:?}");
+        // Settled with the epoch it was given, each check leaves the count.
+        for _ in 0..3 {
+            settle(&db, "user:x", 1001, Outcome::Withdrawn)
+                .await
+                .expect("settled");
+        }
+        let again = admit(&db, "user:x", budget, at(60_062)).await;
+        assert!(
+            matches!(again, Ok(Admission::Admitted { epoch: 1001 })),
+            "{again:?}"
         );
     }
 

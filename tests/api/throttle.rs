@@ -483,3 +483,49 @@ async fn a_wrong_password_counts_even_when_its_caller_gives_up() {
     })
     .await;
 }
+
+/// Issue 17's race at a lease-epoch boundary, on every backend's SQL: an
+/// admission whose clock was read just before an epoch began, committing
+/// after ones that read it just after, must not forget their checks in
+/// flight (it once let a sixth password check through of five).
+#[tokio::test]
+async fn an_admission_with_an_older_clock_keeps_the_newer_checks_in_flight() {
+    use auth_service::persistence::login_attempts::{Admission, Budget, Outcome, admit, settle};
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default()
+    };
+    let budget = Budget {
+        limit: 3,
+        window: Duration::from_secs(900),
+        lease: Duration::from_secs(60),
+    };
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let key = "user:epoch-race";
+        for clock in [60_061, 60_062, 60_059] {
+            let admitted = admit(&app.db, key, budget, at(clock)).await;
+            assert!(
+                matches!(admitted, Ok(Admission::Admitted { epoch: 1001 })),
+                "{clock}: {admitted:?}"
+            );
+        }
+        for clock in [60_059, 60_063] {
+            let over = admit(&app.db, key, budget, at(clock)).await;
+            assert!(matches!(over, Ok(Admission::Busy)), "{clock}: {over:?}");
+        }
+        for _ in 0..3 {
+            settle(&app.db, key, 1001, Outcome::Failed)
+                .await
+                .expect("settled");
+        }
+        let throttled = admit(&app.db, key, budget, at(60_059)).await;
+        assert!(
+            matches!(throttled, Ok(Admission::Throttled { .. })),
+            "{throttled:?}"
+        );
+        app.stop().await;
+    })
+    .await;
+}
