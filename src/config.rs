@@ -32,7 +32,9 @@ pub enum Command {
         email: String,
     },
     /// Delete outstanding and blacklisted refresh tokens that have expired
-    /// (simplejwt's flushexpiredtokens; run it daily).
+    /// (simplejwt's flushexpiredtokens; run it daily), with stale login
+    /// counters, expired password reset tokens and the ids of used service
+    /// assertions past their expiry.
     FlushExpiredTokens,
     /// Copy the users of a Django project into this service's database,
     /// keeping ids and password hashes (checked as Django would until each
@@ -54,6 +56,41 @@ pub enum Command {
     /// scripts; tokens are revoked where the RPC would revoke them.
     #[command(subcommand)]
     User(UserCommand),
+    /// Administer service accounts by name: what AdminService does, for
+    /// operators and scripts (the operator may grant `auth.` scopes).
+    #[command(subcommand)]
+    ServiceAccount(ServiceAccountCommand),
+}
+
+/// `auth-service service-account …`: each names the account by its name
+/// (client_id) and prints what it did.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create an active account, without credentials, allowed `scopes`.
+    Create { name: String, scopes: Vec<String> },
+    /// Show an account: flags, scopes, and its credentials' ids.
+    Get { name: String },
+    /// List every account, one line each.
+    List,
+    /// Activate or deactivate (an inactive account's tokens are refused).
+    SetActive {
+        name: String,
+        #[arg(value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+        active: bool,
+    },
+    /// Replace the allowed scopes (none given: no scope).
+    SetScopes { name: String, scopes: Vec<String> },
+    /// Delete the account with its credentials.
+    Delete { name: String },
+    /// Add a client secret and print it, this once.
+    AddSecret { name: String },
+    /// Remove the client secret `secret_id`.
+    RemoveSecret { name: String, secret_id: String },
+    /// Register the public key in the PEM file `pem_file` (Ed25519, P-256
+    /// or RSA, as `openssl pkey -pubout` writes it) and print its kid.
+    AddKey { name: String, pem_file: PathBuf },
+    /// Remove the key `kid`.
+    RemoveKey { name: String, kid: String },
 }
 
 /// `auth-service user …`: each prints one line saying what it did.
@@ -794,6 +831,19 @@ mod tests {
         ));
         let parsed = Cli::try_parse_from(["auth-service", "user", "set-staff", "alice", "maybe"]);
         assert!(parsed.is_err());
+        let cli = Cli::try_parse_from([
+            "auth-service",
+            "service-account",
+            "create",
+            "billing",
+            "orders:read",
+            "auth.admin",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Some(Command::ServiceAccount(ServiceAccountCommand::Create { name, scopes })))
+                if name == "billing" && scopes == ["orders:read", "auth.admin"]
+        ));
         let parsed = Cli::try_parse_from(["auth-service", "--password-reset-lifetime", "0s"]);
         assert!(parsed.is_err());
     }

@@ -18,9 +18,13 @@ pub enum Error {
     #[error("invalid argument")]
     InvalidArgument(Vec<FieldViolation>),
 
-    /// A unique field (email, username) is taken.
-    #[error("a user with that {field} already exists")]
-    AlreadyExists { field: &'static str },
+    /// A unique field (a user's email or username, a service account's
+    /// name) is taken; `what` names the kind of thing.
+    #[error("a {what} with that {field} already exists")]
+    AlreadyExists {
+        what: &'static str,
+        field: &'static str,
+    },
 
     /// The caller could not be authenticated.
     #[error("{}", .0.message())]
@@ -30,6 +34,11 @@ pub enum Error {
     /// (ListUsers for non-staff with `AUTH_LIST_USERS=staff`).
     #[error("{0}")]
     PermissionDenied(&'static str),
+
+    /// The call cannot be made in the current state (an account holding as
+    /// many credentials as it may); the message says what to do first.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
 
     /// What the call names does not exist (AdminService: no user with that id).
     #[error("{0}")]
@@ -208,7 +217,7 @@ impl From<StoreError> for Error {
         match err {
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
             StoreError::Conflict(cause) => Self::Conflict(cause),
-            StoreError::Duplicate { field } => Self::AlreadyExists { field },
+            StoreError::Duplicate { what, field } => Self::AlreadyExists { what, field },
             StoreError::AlreadyBlacklisted => TokenError::Blacklisted.into(),
             StoreError::ExpiryOutOfRange => TokenError::Invalid.into(),
             StoreError::Other(cause) => Self::Internal(cause),
@@ -242,8 +251,14 @@ mod tests {
     #[test]
     fn storage_errors_become_api_errors() {
         assert!(matches!(
-            Error::from(StoreError::Duplicate { field: "email" }),
-            Error::AlreadyExists { field: "email" }
+            Error::from(StoreError::Duplicate {
+                what: "user",
+                field: "email"
+            }),
+            Error::AlreadyExists {
+                what: "user",
+                field: "email"
+            }
         ));
         assert!(matches!(
             Error::from(StoreError::AlreadyBlacklisted),

@@ -17,7 +17,7 @@ use crate::{
     config::Settings,
     grpc::{self, tls::Tls},
     passwords::Hasher,
-    persistence::{self, RefreshTokens, UserProfiles},
+    persistence::{self, RefreshTokens, ServiceAccounts, UserProfiles},
     telemetry::{
         audit,
         metrics::{CacheName, Metrics},
@@ -204,6 +204,11 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
     hasher.sample_into(&metrics);
     Ok(Accounts {
         users: UserProfiles::new(db.clone(), settings.cache, metrics.cache(CacheName::Users)),
+        service_accounts: ServiceAccounts::new(
+            db.clone(),
+            settings.cache,
+            metrics.cache(CacheName::ServiceAccounts),
+        ),
         refresh_tokens: RefreshTokens::new(
             db.clone(),
             settings.cache,

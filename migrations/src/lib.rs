@@ -19,6 +19,7 @@ mod m20261206_000006_token_revocation;
 mod m20261206_000007_password_reset_tokens;
 mod m20261206_000008_deleted_users;
 mod m20261206_000009_users_flag_indexes;
+mod m20261207_000010_service_accounts;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_password_reset_tokens::Migration),
             Box::new(m20261206_000008_deleted_users::Migration),
             Box::new(m20261206_000009_users_flag_indexes::Migration),
+            Box::new(m20261207_000010_service_accounts::Migration),
         ]
     }
 }

@@ -11,6 +11,12 @@
 //!   an intent);
 //! - the operator, who can run the binary against the database, may do
 //!   everything, and alone may grant superuser status.
+//!
+//! An [`Actor`] is turned into an [`Authority`] once, by `authorize`, and
+//! the use cases (these, and those of service accounts) ask only the
+//! authority what it may do. Another kind of actor (a service token with
+//! scope `auth.admin`) is a new variant of each and a case of
+//! `authorize`, not a change to every use case.
 
 use std::fmt;
 
@@ -62,8 +68,18 @@ impl fmt::Debug for IssuedResetToken {
     }
 }
 
+/// What a call needs of its actor: reading only, or changing things.
+/// Staff and the operator may do both; an actor with read-only rights
+/// (a service token with just `auth.admin.read`) would be refused
+/// [`Access::Manage`] by `authorize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    Read,
+    Manage,
+}
+
 /// An actor found allowed to administer, and with which rights.
-enum Authority {
+pub(super) enum Authority {
     Staff(User),
     Operator,
 }
@@ -76,7 +92,7 @@ impl Authority {
         }
     }
 
-    fn require_superuser(&self, refusal: &'static str) -> Result<(), Error> {
+    pub(super) fn require_superuser(&self, refusal: &'static str) -> Result<(), Error> {
         if self.is_superuser() {
             Ok(())
         } else {
@@ -118,7 +134,7 @@ impl Accounts {
     /// # Errors
     /// The actor may not administer (see [`Actor`]); NOT_FOUND.
     pub async fn get_user(&self, actor: Actor<'_>, id: i64) -> Result<User, Error> {
-        self.authorize(actor).await?;
+        self.authorize(actor, Access::Read).await?;
         Ok(self.target(id).await?.into())
     }
 
@@ -133,7 +149,7 @@ impl Accounts {
         id: i64,
         active: bool,
     ) -> Result<User, Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         if !active {
             authority.not_on_self(id, OWN_DEACTIVATION)?;
         }
@@ -181,7 +197,7 @@ impl Accounts {
         id: i64,
         staff: bool,
     ) -> Result<User, Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         authority.require_superuser(STAFF_FLAG_NEEDS_SUPERUSER)?;
         authority.not_on_self(id, OWN_STAFF_FLAG)?;
         let change = FlagChange {
@@ -233,7 +249,7 @@ impl Accounts {
     /// # Errors
     /// Not allowed (see the module), NOT_FOUND, the database's.
     pub async fn delete_user(&self, actor: Actor<'_>, id: i64) -> Result<(), Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         authority.not_on_self(id, OWN_DELETION)?;
         let target = self.target(id).await?;
         authority.may_manage(&target)?;
@@ -263,7 +279,7 @@ impl Accounts {
         account: NewAccount,
         is_staff: bool,
     ) -> Result<User, Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         if is_staff {
             authority.require_superuser(STAFF_ACCOUNT_NEEDS_SUPERUSER)?;
         }
@@ -291,7 +307,7 @@ impl Accounts {
         actor: Actor<'_>,
         id: i64,
     ) -> Result<IssuedResetToken, Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         authority.may_manage(&self.target(id).await?)?;
         let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let now = db_now();
@@ -325,7 +341,7 @@ impl Accounts {
         id: i64,
         new: String,
     ) -> Result<(), Error> {
-        let authority = self.authorize(actor).await?;
+        let authority = self.authorize(actor, Access::Manage).await?;
         let target = self.target(id).await?;
         authority.may_manage(&target)?;
         let old_hash = target.password.clone();
@@ -360,12 +376,17 @@ impl Accounts {
     /// # Errors
     /// PERMISSION_DENIED, or the token's refusal.
     pub async fn authorize_admin(&self, actor: Actor<'_>) -> Result<(), Error> {
-        self.authorize(actor).await.map(|_| ())
+        self.authorize(actor, Access::Manage).await.map(|_| ())
     }
 
     /// What `actor` may do, if anything: a caller must hold a valid token
-    /// of an active user who is staff in the database right now.
-    async fn authorize(&self, actor: Actor<'_>) -> Result<Authority, Error> {
+    /// of an active user who is staff in the database right now. Staff and
+    /// the operator may make calls of either [`Access`].
+    pub(super) async fn authorize(
+        &self,
+        actor: Actor<'_>,
+        _access: Access,
+    ) -> Result<Authority, Error> {
         let claims = match actor {
             Actor::Operator => return Ok(Authority::Operator),
             Actor::Caller(claims) => claims,
@@ -401,5 +422,5 @@ impl Accounts {
 /// How a reset token is stored and looked up: hex SHA-256. A fast hash is
 /// right for 256 random bits (there is nothing to guess).
 pub(super) fn reset_token_digest(token: &str) -> String {
-    super::sha256_hex(token)
+    crate::domain::sha256_hex(token)
 }

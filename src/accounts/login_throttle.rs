@@ -240,7 +240,7 @@ async fn settle_retrying(
 pub(super) fn user_key(username_key: &str) -> String {
     // A fixed-length digest of the normalised username: any input, however
     // long or odd, makes a valid key of the same size.
-    format!("user:{}", super::sha256_hex(username_key))
+    format!("user:{}", crate::domain::sha256_hex(username_key))
 }
 
 /// The checks in flight one attempt holds, to settle once its outcome is

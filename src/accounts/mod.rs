@@ -3,7 +3,8 @@
 //! a method of [`Accounts`] over domain values. No transport types here: the
 //! gRPC handlers (and any future surface) decode their requests into
 //! domain values, call one of these, and encode the result. Administration
-//! (`admin`) serves both AdminService and the `auth-service user` commands.
+//! (`admin`) serves both AdminService and the `auth-service user` commands;
+//! `service_accounts` both AdminService and `auth-service service-account`.
 
 mod admin;
 mod login;
@@ -13,6 +14,7 @@ mod password_reset;
 mod profile;
 mod register;
 mod revocation;
+mod service_accounts;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -21,11 +23,14 @@ use sea_orm::DatabaseConnection;
 
 pub use admin::{Actor, IssuedResetToken};
 pub use login_throttle::LoginThrottle;
-pub use page_token::PageTokenCodec;
+pub use page_token::{Listing, PageTokenCodec};
 pub use password_reset::PasswordReset;
 pub use profile::{Page, PageRequest, UserBatch};
 pub use register::NewAccount;
 pub use revocation::PasswordChange;
+pub use service_accounts::{
+    IssuedSecret, NewServiceAccount, ServiceAccountPage, ServiceAccountPageRequest,
+};
 pub use sessions::{TokenPair, VerifiedToken};
 
 use crate::{
@@ -33,7 +38,7 @@ use crate::{
     domain::User,
     error::{AuthFailure, Error},
     passwords::Hasher,
-    persistence::{RefreshTokens, UserProfiles},
+    persistence::{RefreshTokens, ServiceAccounts, UserProfiles},
     telemetry::metrics::Metrics,
     tokens::{Claims, TokenCodec},
 };
@@ -54,6 +59,7 @@ pub struct Accounts {
     pub(crate) password_reset_lifetime: Duration,
     pub(crate) throttle: LoginThrottle,
     pub(crate) users: UserProfiles,
+    pub(crate) service_accounts: ServiceAccounts,
     pub(crate) refresh_tokens: RefreshTokens,
     /// What the use cases count (logins by outcome, refreshes, revocations …).
     pub(crate) metrics: Metrics,
@@ -89,14 +95,4 @@ impl Accounts {
             None => Ok(user),
         }
     }
-}
-
-/// Lower-case hex SHA-256 of `text`: how throttle keys and reset tokens are
-/// stored.
-fn sha256_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -1,7 +1,8 @@
-//! Opaque ListUsers page tokens (AIP-158): the last id of the previous page
-//! and a hash of the filter it was listed with, authenticated with an HMAC
-//! so a tampered or foreign token is refused instead of silently paging from
-//! somewhere else, and a token reused with another filter is refused
+//! Opaque page tokens (AIP-158) of ListUsers and ListServiceAccounts: the
+//! last id of the previous page and a hash of the listing and filter it
+//! was listed with, authenticated with an HMAC so a tampered or foreign
+//! token is refused instead of silently paging from somewhere else, and a
+//! token reused with another filter, or in another listing, is refused
 //! (AIP-158: the other parameters must match the first call's).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -16,6 +17,36 @@ const ID_LEN: usize = 8;
 /// The filter's hash in a token: enough to tell filters apart (the HMAC,
 /// not this, is what makes a token unforgeable).
 const FILTER_LEN: usize = 8;
+
+/// What a page token is bound to: the listing, and its filter.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    Users(&'a UserFilter),
+    ServiceAccounts,
+}
+
+impl<'a> From<&'a UserFilter> for Listing<'a> {
+    fn from(filter: &'a UserFilter) -> Self {
+        Self::Users(filter)
+    }
+}
+
+impl Listing<'_> {
+    /// One text per listing and filter; a user filter's never starts with
+    /// `service_accounts`.
+    fn canonical(self) -> String {
+        match self {
+            Self::Users(filter) => filter.canonical(),
+            Self::ServiceAccounts => "service_accounts".to_owned(),
+        }
+    }
+
+    /// Whether a token without a filter hash, from a replica that predates
+    /// filters (which listed every user), pages this listing.
+    fn takes_unbound_tokens(self) -> bool {
+        matches!(self, Self::Users(filter) if filter.is_empty())
+    }
+}
 
 #[derive(Clone)]
 pub struct PageTokenCodec {
@@ -44,11 +75,12 @@ impl PageTokenCodec {
         })
     }
 
-    /// The token of the page after `last_id`, listed with `filter`.
-    pub fn encode(&self, last_id: i64, filter: &UserFilter) -> String {
+    /// The token of the page after `last_id` of `listing` (a user filter,
+    /// or [`Listing::ServiceAccounts`]).
+    pub fn encode<'a>(&self, last_id: i64, listing: impl Into<Listing<'a>>) -> String {
         let mut token = Vec::with_capacity(ID_LEN + FILTER_LEN + TAG_LEN);
         token.extend_from_slice(&last_id.to_be_bytes());
-        token.extend_from_slice(&filter_hash(filter));
+        token.extend_from_slice(&filter_hash(listing.into()));
         let tag = self.tag(&token);
         token.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(token)
@@ -59,8 +91,9 @@ impl PageTokenCodec {
     ///
     /// # Errors
     /// INVALID_ARGUMENT on `page_token`: not a token of ours, or one issued
-    /// for another filter than `filter`.
-    pub fn decode(&self, token: &str, filter: &UserFilter) -> Result<i64, Error> {
+    /// for another listing or filter than `listing`.
+    pub fn decode<'a>(&self, token: &str, listing: impl Into<Listing<'a>>) -> Result<i64, Error> {
+        let listing = listing.into();
         if token.is_empty() {
             return Ok(0);
         }
@@ -85,8 +118,8 @@ impl PageTokenCodec {
         mac.update(signed);
         mac.verify_truncated_left(tag).map_err(|_| invalid())?;
         let issued_for_this_filter = match hash {
-            Some(hash) => hash == filter_hash(filter),
-            None => filter.is_empty(),
+            Some(hash) => hash == filter_hash(listing),
+            None => listing.takes_unbound_tokens(),
         };
         if !issued_for_this_filter {
             return Err(Error::invalid(
@@ -106,10 +139,10 @@ impl PageTokenCodec {
     }
 }
 
-/// What binds a token to its filter: written in any order or spacing, one
-/// filter has one hash.
-fn filter_hash(filter: &UserFilter) -> [u8; FILTER_LEN] {
-    let digest = Sha256::digest(filter.canonical().as_bytes());
+/// What binds a token to its listing and filter: written in any order or
+/// spacing, one filter has one hash.
+fn filter_hash(listing: Listing<'_>) -> [u8; FILTER_LEN] {
+    let digest = Sha256::digest(listing.canonical().as_bytes());
     let mut hash = [0; FILTER_LEN];
     hash.copy_from_slice(&digest[..FILTER_LEN]);
     hash
@@ -166,10 +199,26 @@ mod tests {
         );
         // The filter hash is signed: swapping it in is tampering.
         let mut bytes = URL_SAFE_NO_PAD.decode(tokens.encode(5, &all())).unwrap();
-        bytes[ID_LEN..ID_LEN + FILTER_LEN].copy_from_slice(&filter_hash(&staff));
+        bytes[ID_LEN..ID_LEN + FILTER_LEN].copy_from_slice(&filter_hash((&staff).into()));
         assert_eq!(
             refused(&URL_SAFE_NO_PAD.encode(&bytes), &staff),
             "Invalid page token."
+        );
+    }
+
+    #[test]
+    fn a_token_works_only_in_its_listing() {
+        let tokens = codec(b"secret");
+        let accounts = tokens.encode(3, Listing::ServiceAccounts);
+        assert!(matches!(
+            tokens.decode(&accounts, Listing::ServiceAccounts),
+            Ok(3)
+        ));
+        assert!(tokens.decode(&accounts, &all()).is_err());
+        assert!(
+            tokens
+                .decode(&tokens.encode(3, &all()), Listing::ServiceAccounts)
+                .is_err()
         );
     }
 
@@ -182,6 +231,7 @@ mod tests {
         let legacy = URL_SAFE_NO_PAD.encode(legacy);
         assert!(matches!(tokens.decode(&legacy, &all()), Ok(100)));
         assert!(tokens.decode(&legacy, &filter("is_active = true")).is_err());
+        assert!(tokens.decode(&legacy, Listing::ServiceAccounts).is_err());
     }
 
     #[test]

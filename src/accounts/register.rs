@@ -56,7 +56,10 @@ impl Accounts {
         // Before hashing, so a taken name costs no argon2 work; the unique
         // indexes still decide races.
         if let Some(field) = users::taken_field(&self.db, &email, &username).await? {
-            return Err(Error::AlreadyExists { field });
+            return Err(Error::AlreadyExists {
+                what: "user",
+                field,
+            });
         }
         let password_hash = self.hasher.hash(&password).await?;
         let cost_of_new = password_hash.clone();

@@ -2,6 +2,7 @@
 //! command line and calls [`run`].
 
 mod import_django;
+mod service_account;
 
 use anyhow::Context;
 
@@ -11,7 +12,9 @@ use crate::{
     domain::{Email, Password, UserAttributes, Username},
     error::Error,
     passwords::Hasher,
-    persistence::{self, StoreError, db_now, password_reset_tokens, token_blacklist, users},
+    persistence::{
+        self, StoreError, db_now, password_reset_tokens, service_accounts, token_blacklist, users,
+    },
     startup::{Application, open_accounts, shutdown_signal},
     tokens,
 };
@@ -50,9 +53,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let resets = password_reset_tokens::flush_expired(&db, db_now())
                 .await
                 .map_err(describe)?;
+            let assertions = service_accounts::flush_expired_assertion_jtis(&db, db_now())
+                .await
+                .map_err(describe)?;
             println!(
-                "deleted {deleted} expired outstanding tokens, {stale} stale login counters \
-                 and {resets} expired password reset tokens"
+                "deleted {deleted} expired outstanding tokens, {stale} stale login counters, \
+                 {resets} expired password reset tokens and {assertions} expired assertion ids"
             );
             Ok(())
         }
@@ -62,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             batch_size,
         } => import_django::run(&settings, from.expose(), &table, batch_size).await,
         Command::User(command) => administer(&settings, command).await,
+        Command::ServiceAccount(command) => service_account::run(&settings, command).await,
     }
 }
 

@@ -4,9 +4,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{convert::user_id, users::caller};
+use super::{
+    convert::{both, credential_id, public_key, scopes, service_account_id, user_id},
+    users::caller,
+};
 use crate::{
-    accounts::{Accounts, Actor, NewAccount},
+    accounts::{Accounts, Actor, NewAccount, NewServiceAccount, ServiceAccountPageRequest},
     pb::{self, admin_service_server::AdminService},
 };
 
@@ -98,5 +101,159 @@ impl AdminService for AdminHandlers {
             .issue_password_reset_token(Actor::Caller(&caller), id)
             .await?;
         Ok(Response::new(issued.into()))
+    }
+
+    async fn create_service_account(
+        &self,
+        mut request: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::ServiceAccount>, Status> {
+        let caller = caller(&mut request)?;
+        // As CreateUser: refused before the fields are looked at.
+        self.accounts
+            .authorize_admin(Actor::Caller(&caller))
+            .await?;
+        let new = NewServiceAccount::try_from(request.into_inner())?;
+        let account = self
+            .accounts
+            .create_service_account(Actor::Caller(&caller), new)
+            .await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn get_service_account(
+        &self,
+        mut request: Request<pb::GetServiceAccountRequest>,
+    ) -> Result<Response<pb::ServiceAccount>, Status> {
+        let caller = caller(&mut request)?;
+        let id = service_account_id(request.into_inner().id)?;
+        let account = self
+            .accounts
+            .get_service_account(Actor::Caller(&caller), id)
+            .await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn list_service_accounts(
+        &self,
+        mut request: Request<pb::ListServiceAccountsRequest>,
+    ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let page = ServiceAccountPageRequest {
+            size: request.page_size,
+            token: &request.page_token,
+        };
+        let page = self
+            .accounts
+            .list_service_accounts(Actor::Caller(&caller), page)
+            .await?;
+        Ok(Response::new(page.into()))
+    }
+
+    async fn set_service_account_active(
+        &self,
+        mut request: Request<pb::SetServiceAccountActiveRequest>,
+    ) -> Result<Response<pb::ServiceAccount>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let id = service_account_id(request.id)?;
+        let account = self
+            .accounts
+            .set_service_account_active(Actor::Caller(&caller), id, request.active)
+            .await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn set_service_account_scopes(
+        &self,
+        mut request: Request<pb::SetServiceAccountScopesRequest>,
+    ) -> Result<Response<pb::ServiceAccount>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let (id, scopes) = both(service_account_id(request.id), scopes(&request.scopes))?;
+        let account = self
+            .accounts
+            .set_service_account_scopes(Actor::Caller(&caller), id, scopes)
+            .await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn delete_service_account(
+        &self,
+        mut request: Request<pb::DeleteServiceAccountRequest>,
+    ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let id = service_account_id(request.into_inner().id)?;
+        self.accounts
+            .delete_service_account(Actor::Caller(&caller), id)
+            .await?;
+        Ok(Response::new(pb::DeleteServiceAccountResponse {}))
+    }
+
+    async fn add_service_account_secret(
+        &self,
+        mut request: Request<pb::AddServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::AddServiceAccountSecretResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let id = service_account_id(request.into_inner().id)?;
+        let issued = self
+            .accounts
+            .add_service_account_secret(Actor::Caller(&caller), id)
+            .await?;
+        Ok(Response::new(issued.into()))
+    }
+
+    async fn remove_service_account_secret(
+        &self,
+        mut request: Request<pb::RemoveServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::RemoveServiceAccountSecretResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let parsed = (
+            service_account_id(request.id),
+            credential_id("secret_id", &request.secret_id),
+        );
+        let (id, secret_id) = both(parsed.0, parsed.1)?;
+        self.accounts
+            .remove_service_account_secret(Actor::Caller(&caller), id, &secret_id)
+            .await?;
+        Ok(Response::new(pb::RemoveServiceAccountSecretResponse {}))
+    }
+
+    async fn add_service_account_key(
+        &self,
+        mut request: Request<pb::AddServiceAccountKeyRequest>,
+    ) -> Result<Response<pb::AddServiceAccountKeyResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let parsed = (
+            service_account_id(request.id),
+            public_key(&request.public_key_pem),
+        );
+        let (id, key) = both(parsed.0, parsed.1)?;
+        let kid = self
+            .accounts
+            .add_service_account_key(Actor::Caller(&caller), id, key)
+            .await?;
+        Ok(Response::new(pb::AddServiceAccountKeyResponse {
+            kid: kid.as_str().to_owned(),
+        }))
+    }
+
+    async fn remove_service_account_key(
+        &self,
+        mut request: Request<pb::RemoveServiceAccountKeyRequest>,
+    ) -> Result<Response<pb::RemoveServiceAccountKeyResponse>, Status> {
+        let caller = caller(&mut request)?;
+        let request = request.into_inner();
+        let parsed = (
+            service_account_id(request.id),
+            credential_id("kid", &request.kid),
+        );
+        let (id, kid) = both(parsed.0, parsed.1)?;
+        self.accounts
+            .remove_service_account_key(Actor::Caller(&caller), id, &kid)
+            .await?;
+        Ok(Response::new(pb::RemoveServiceAccountKeyResponse {}))
     }
 }

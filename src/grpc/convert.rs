@@ -6,12 +6,13 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicK
 
 use crate::{
     accounts::{
-        IssuedResetToken, NewAccount, Page, PasswordChange, PasswordReset, TokenPair, UserBatch,
-        VerifiedToken,
+        IssuedResetToken, IssuedSecret, NewAccount, NewServiceAccount, Page, PasswordChange,
+        PasswordReset, ServiceAccountPage, TokenPair, UserBatch, VerifiedToken,
     },
     domain::{
-        Avatar, BLANK, Credentials, Email, GivenPassword, Password, TokenText, User,
-        UserAttributes, UserFilter, UserIds, Username,
+        Avatar, BLANK, CredentialId, Credentials, Email, GivenPassword, Password, PublicKey,
+        Scopes, ServiceAccount, ServiceAccountName, TokenText, User, UserAttributes, UserFilter,
+        UserIds, Username,
     },
     error::Error,
     pb,
@@ -130,6 +131,61 @@ pub(super) fn user_id(id: i64) -> Result<i64, Error> {
     }
 }
 
+impl TryFrom<pb::CreateServiceAccountRequest> for NewServiceAccount {
+    type Error = Error;
+
+    fn try_from(req: pb::CreateServiceAccountRequest) -> Result<Self, Error> {
+        let name = ServiceAccountName::parse(&req.name);
+        let scopes = Scopes::parse(req.scopes.iter().map(String::as_str));
+        match (name, scopes) {
+            (Ok(name), Ok(scopes)) => Ok(Self { name, scopes }),
+            (name, scopes) => Err(Error::invalid_fields([
+                ("name", name.err().into_iter().collect()),
+                ("scopes", scopes.err().unwrap_or_default()),
+            ])),
+        }
+    }
+}
+
+/// A service account id from a request; as [`user_id`].
+pub(super) fn service_account_id(id: i64) -> Result<i64, Error> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(Error::invalid(
+            "id",
+            "A valid service account id is required.",
+        ))
+    }
+}
+
+/// The scopes of a request, every bad one named.
+pub(super) fn scopes(scopes: &[String]) -> Result<Scopes, Error> {
+    Scopes::parse(scopes.iter().map(String::as_str))
+        .map_err(|errors| Error::invalid_fields([("scopes", errors)]))
+}
+
+/// A secret id or kid in `field`.
+pub(super) fn credential_id(field: &str, value: &str) -> Result<CredentialId, Error> {
+    CredentialId::parse(value).map_err(|e| Error::invalid(field, e))
+}
+
+pub(super) fn public_key(pem: &str) -> Result<PublicKey, Error> {
+    PublicKey::parse(pem).map_err(|e| Error::invalid("public_key_pem", e))
+}
+
+/// Two decoded fields, or every violation of both.
+pub(super) fn both<A, B>(a: Result<A, Error>, b: Result<B, Error>) -> Result<(A, B), Error> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(Error::InvalidArgument(mut first)), Err(Error::InvalidArgument(second))) => {
+            first.extend(second);
+            Err(Error::InvalidArgument(first))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
 /// The token in `field`, unless it is blank.
 pub(super) fn token_text<'a>(field: &str, value: &'a str) -> Result<TokenText<'a>, Error> {
     TokenText::parse(value).map_err(|e| Error::invalid(field, e))
@@ -166,6 +222,58 @@ impl From<User> for pb::User {
             is_superuser: user.is_superuser,
             last_login: user.last_login.map(timestamp),
             date_joined: Some(timestamp(user.date_joined)),
+        }
+    }
+}
+
+impl From<ServiceAccount> for pb::ServiceAccount {
+    fn from(account: ServiceAccount) -> Self {
+        pb::ServiceAccount {
+            id: account.id,
+            name: account.name.as_str().to_owned(),
+            scopes: account
+                .scopes
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            is_active: account.is_active,
+            created_at: Some(timestamp(account.created_at)),
+            last_used_at: account.last_used_at.map(timestamp),
+            secrets: account
+                .secrets
+                .into_iter()
+                .map(|s| pb::ServiceAccountSecret {
+                    secret_id: s.secret_id.as_str().to_owned(),
+                    created_at: Some(timestamp(s.created_at)),
+                })
+                .collect(),
+            keys: account
+                .keys
+                .into_iter()
+                .map(|k| pb::ServiceAccountKey {
+                    kid: k.kid.as_str().to_owned(),
+                    algorithm: k.algorithm.as_str().to_owned(),
+                    created_at: Some(timestamp(k.created_at)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<ServiceAccountPage> for pb::ListServiceAccountsResponse {
+    fn from(page: ServiceAccountPage) -> Self {
+        pb::ListServiceAccountsResponse {
+            service_accounts: page.service_accounts.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
+}
+
+impl From<IssuedSecret> for pb::AddServiceAccountSecretResponse {
+    fn from(issued: IssuedSecret) -> Self {
+        pb::AddServiceAccountSecretResponse {
+            secret_id: issued.secret_id.as_str().to_owned(),
+            secret: issued.secret,
         }
     }
 }

@@ -30,6 +30,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(failure) => unauthenticated(failure),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::NotFound(message) => Status::not_found(message),
+            Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Overloaded {
                 message,
                 retry_after,
@@ -117,6 +118,22 @@ mod tests {
         let status = Status::from(Error::NotFound("No user with that id."));
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "No user with that id.");
+    }
+
+    #[test]
+    fn failed_precondition_and_already_exists_say_what_to_do() {
+        let status = Status::from(Error::FailedPrecondition("Remove one first."));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "Remove one first.");
+        let status = Status::from(Error::AlreadyExists {
+            what: "service account",
+            field: "name",
+        });
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(
+            status.message(),
+            "a service account with that name already exists"
+        );
     }
 
     #[test]

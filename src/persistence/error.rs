@@ -17,9 +17,14 @@ pub enum StoreError {
     #[error("concurrent update conflict")]
     Conflict(#[source] DbErr),
 
-    /// A unique field of a new user (`"email"`, `"username"`) is taken.
-    #[error("a user with that {field} already exists")]
-    Duplicate { field: &'static str },
+    /// A unique field of a new row is taken: `what` names the kind of row
+    /// (`"user"`, `"service account"`), `field` the field (`"email"`,
+    /// `"username"`, `"name"`).
+    #[error("a {what} with that {field} already exists")]
+    Duplicate {
+        what: &'static str,
+        field: &'static str,
+    },
 
     /// The refresh token was blacklisted already, possibly by a concurrent call.
     #[error("the refresh token is blacklisted already")]

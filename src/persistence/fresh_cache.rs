@@ -187,16 +187,46 @@ where
     V: Clone + Send + Sync + 'static,
     T: Send + 'static,
 {
+    write_then(cache, Forget::Key(key), write).await
+}
+
+/// As [`write_then_forget`], for a write that may change what any key
+/// stands for: forgets them all.
+///
+/// # Errors
+/// As [`write_then_forget`].
+pub(super) async fn write_then_forget_all<K, V, T>(
+    cache: Option<&Arc<FreshCache<K, V>>>,
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    write_then(cache, Forget::All, write).await
+}
+
+async fn write_then<K, V, T>(
+    cache: Option<&Arc<FreshCache<K, V>>>,
+    forget: Forget<K>,
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+{
     let _forget_on_drop = cache.map(|cache| ForgetOnDrop {
         cache,
-        key: key.clone(),
+        forget: forget.clone(),
     });
     let cache = cache.cloned();
     let task = tokio::spawn(
         async move {
             let result = write.await;
             if let Some(cache) = cache {
-                cache.forget(&key);
+                forget.apply(&cache);
             }
             result
         }
@@ -206,15 +236,32 @@ where
         .map_err(|e| StoreError::other(format_args!("cache write task: {e}")))?
 }
 
-/// Forgets its key when dropped: when the write is done, or its caller gone.
+/// What a write makes stale.
+#[derive(Clone)]
+enum Forget<K> {
+    Key(K),
+    All,
+}
+
+impl<K: Eq + Hash + Clone> Forget<K> {
+    fn apply<V: Clone>(&self, cache: &FreshCache<K, V>) {
+        match self {
+            Self::Key(key) => cache.forget(key),
+            Self::All => cache.forget_all(),
+        }
+    }
+}
+
+/// Forgets what its write made stale when dropped: when the write is
+/// done, or its caller gone.
 struct ForgetOnDrop<'a, K: Eq + Hash + Clone, V: Clone> {
     cache: &'a FreshCache<K, V>,
-    key: K,
+    forget: Forget<K>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Drop for ForgetOnDrop<'_, K, V> {
     fn drop(&mut self) {
-        self.cache.forget(&self.key);
+        self.forget.apply(self.cache);
     }
 }
 

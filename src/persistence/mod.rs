@@ -1,7 +1,7 @@
 //! Storage: connection set-up, SeaORM entities, the queries, and the
 //! read-through caches in front of them. Nothing outside this module writes
 //! SQL or builds queries, and rows that are cached are written only through
-//! their cache ([`UserProfiles`], [`RefreshTokens`]), so this replica always
+//! their cache ([`UserProfiles`], [`RefreshTokens`], [`ServiceAccounts`]), so this replica always
 //! sees its own writes.
 //!
 //! Stateful parts (the caches) own a handle to the database given when they
@@ -18,6 +18,7 @@ mod fresh_cache;
 pub mod login_attempts;
 pub mod password_reset_tokens;
 mod refresh_tokens;
+pub mod service_accounts;
 mod sqlite_reads;
 pub mod token_blacklist;
 mod user_profiles;
@@ -26,6 +27,7 @@ pub mod users;
 
 pub use error::StoreError;
 pub use refresh_tokens::RefreshTokens;
+pub use service_accounts::ServiceAccounts;
 pub use user_profiles::UserProfiles;
 pub use user_reads::list_after_statement;
 

@@ -318,10 +318,14 @@ fn already_exists_or(err: DbErr) -> StoreError {
     match unique_violation(&err) {
         // Every backend's message names the index or column: ux_users_username_key,
         // users.username_key, …
-        Some(message) if message.contains("username_key") => {
-            StoreError::Duplicate { field: "username" }
-        }
-        Some(message) if message.contains("email_key") => StoreError::Duplicate { field: "email" },
+        Some(message) if message.contains("username_key") => StoreError::Duplicate {
+            what: "user",
+            field: "username",
+        },
+        Some(message) if message.contains("email_key") => StoreError::Duplicate {
+            what: "user",
+            field: "email",
+        },
         _ => StoreError::from(err),
     }
 }

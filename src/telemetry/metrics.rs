@@ -152,11 +152,15 @@ pub enum CacheName {
     Users,
     /// Refresh tokens known not to be blacklisted (`RefreshTokens`).
     RefreshTokens,
+    /// Service accounts' credentials by name and by credential id
+    /// (`ServiceAccounts`).
+    ServiceAccounts,
 }
 
 label_values!(CacheName {
     Users => "users",
     RefreshTokens => "refresh_tokens",
+    ServiceAccounts => "service_accounts",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -42,6 +42,15 @@ const AUDITED: &[(&str, &str)] = &[
     ("key_reload", "success"),
     ("superuser_changed", "success"),
     ("password_set", "success"),
+    ("service_account_created", "success"),
+    ("service_account_secret_added", "success"),
+    ("service_account_secret_removed", "success"),
+    ("service_account_key_added", "success"),
+    ("service_account_key_removed", "success"),
+    ("service_account_scopes_changed", "success"),
+    ("service_account_deactivated", "success"),
+    ("service_account_activated", "success"),
+    ("service_account_deleted", "success"),
 ];
 
 /// What a run logged: the server's stderr then the operator commands',
@@ -208,6 +217,79 @@ async fn every_event(format: &str) -> Run {
         ))
         .await);
 
+    let robot = ok(admin
+        .create_service_account(bearer(
+            pb::CreateServiceAccountRequest {
+                name: "robot".into(),
+                scopes: vec!["auth.admin".into()],
+            },
+            &root.access,
+        ))
+        .await);
+    let client_secret = ok(admin
+        .add_service_account_secret(bearer(
+            pb::AddServiceAccountSecretRequest { id: robot.id },
+            &root.access,
+        ))
+        .await);
+    ok(admin
+        .remove_service_account_secret(bearer(
+            pb::RemoveServiceAccountSecretRequest {
+                id: robot.id,
+                secret_id: client_secret.secret_id.clone(),
+            },
+            &root.access,
+        ))
+        .await);
+    let key = ok(admin
+        .add_service_account_key(bearer(
+            pb::AddServiceAccountKeyRequest {
+                id: robot.id,
+                public_key_pem: std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/keys/service-ed25519.pub.pem"
+                ))
+                .unwrap(),
+            },
+            &root.access,
+        ))
+        .await);
+    ok(admin
+        .remove_service_account_key(bearer(
+            pb::RemoveServiceAccountKeyRequest {
+                id: robot.id,
+                kid: key.kid,
+            },
+            &root.access,
+        ))
+        .await);
+    ok(admin
+        .set_service_account_scopes(bearer(
+            pb::SetServiceAccountScopesRequest {
+                id: robot.id,
+                scopes: vec!["orders".into()],
+            },
+            &root.access,
+        ))
+        .await);
+    for active in [false, true] {
+        ok(admin
+            .set_service_account_active(bearer(
+                pb::SetServiceAccountActiveRequest {
+                    id: robot.id,
+                    active,
+                },
+                &root.access,
+            ))
+            .await);
+    }
+    ok(admin
+        .delete_service_account(bearer(
+            pb::DeleteServiceAccountRequest { id: robot.id },
+            &root.access,
+        ))
+        .await);
+
     server.signal("HUP");
     // The reload is logged by the signal's task: give it a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -259,6 +341,11 @@ async fn every_event(format: &str) -> Run {
         ("changed password's token", changed.access),
         ("root's access token", root.access),
         ("password reset token", reset.token),
+        ("client secret", client_secret.secret.clone()),
+        (
+            "client secret's digest",
+            auth_service::domain::sha256_hex(&client_secret.secret),
+        ),
         ("signing key", LOG_KEY.to_owned()),
         ("the commands' signing key", SECRET.to_owned()),
     ];

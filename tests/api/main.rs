@@ -32,6 +32,7 @@ mod replicas;
 mod reuse_detection;
 mod revocation;
 mod service;
+mod service_accounts;
 mod throttle;
 mod tls;
 mod traces;
