@@ -7,8 +7,10 @@
 //! simplejwt's, so callers see the same words they saw from Django.
 //!
 //! Service tokens ([`service`]) go the same way: same keys, same checks,
-//! `token_type` `"service"`.
+//! `token_type` `"service"`; [`assertion`] verifies the JWTs services sign
+//! with their own keys to obtain one.
 
+pub mod assertion;
 pub mod keys;
 pub mod service;
 pub mod signing_key;
@@ -23,6 +25,7 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 
+pub use assertion::{AssertionError, KeyLookup, RegisteredKey, VerifiedAssertion};
 pub use keys::KeyRing;
 pub use service::{IssuedServiceToken, SERVICE_TOKEN_TYPE, ServiceClaims};
 
@@ -214,9 +217,9 @@ struct IncomingClaims {
 /// but writes a 32-digit uuid4 hex).
 const MAX_JTI_CHARS: usize = 64;
 
-/// Whether `id` may be a `jti` (or a service token's `cid`): 1 to
-/// `max_chars` characters, none a control character, since they end up in
-/// database columns and logs.
+/// Whether `id` may be a `jti` (or a service token's `cid`, or an
+/// assertion's `jti`): 1 to `max_chars` characters, none a control
+/// character, since they end up in database columns and logs.
 fn is_valid_id(id: &str, max_chars: usize) -> bool {
     !id.is_empty() && id.chars().count() <= max_chars && !id.chars().any(char::is_control)
 }
