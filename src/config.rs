@@ -358,6 +358,12 @@ pub struct TokenSettings {
           value_parser = humantime::parse_duration, global = true)]
     pub refresh_lifetime: Duration,
 
+    /// How long a service token (client-credentials grant) is valid. There
+    /// is no refresh token: the service asks again.
+    #[arg(long = "service-token-lifetime", env = "AUTH_SERVICE_TOKEN_LIFETIME", default_value = "10m",
+          value_parser = positive_duration, global = true)]
+    pub service_lifetime: Duration,
+
     /// How tokens are signed: HS256 with a shared secret (simplejwt's
     /// default), or with a private key whose public part consumers fetch as
     /// a JWKS: EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA, 2048+ bits).
@@ -727,6 +733,7 @@ mod tests {
             defaults.tokens.refresh_lifetime,
             Duration::from_secs(30 * 86_400)
         );
+        assert_eq!(defaults.tokens.service_lifetime, Duration::from_secs(600));
         let policy = defaults.tokens.policy;
         assert!(!policy.rotate_refresh_tokens && policy.blacklist_after_rotation);
         assert_eq!(defaults.accounts.list_users, ListUsersAccess::Authenticated);
@@ -846,6 +853,17 @@ mod tests {
         ));
         let parsed = Cli::try_parse_from(["auth-service", "--password-reset-lifetime", "0s"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn the_service_token_lifetime_is_above_zero() {
+        let parse = |lifetime: &str| {
+            Cli::try_parse_from(["auth-service", "--service-token-lifetime", lifetime])
+                .map(|cli| cli.settings.tokens.service_lifetime)
+        };
+        assert_eq!(parse("5m").ok(), Some(Duration::from_secs(300)));
+        assert!(parse("0s").is_err());
+        assert!(parse("soon").is_err());
     }
 
     #[test]

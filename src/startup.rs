@@ -190,6 +190,7 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
         settings.tokens.access_lifetime,
         settings.tokens.refresh_lifetime,
     )?
+    .with_service_lifetime(settings.tokens.service_lifetime)?
     .with_leeway(settings.tokens.leeway)
     .with_issuer_and_audience(
         settings.tokens.issuer.clone(),

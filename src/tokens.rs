@@ -5,8 +5,14 @@
 //! `jti` (uuid4 as 32 hex digits) and `user_id` (a decimal string; integers
 //! from older simplejwt versions are accepted). Error messages are
 //! simplejwt's, so callers see the same words they saw from Django.
+//!
+//! Service tokens ([`service`]) go the same way: same keys, same checks,
+//! `token_type` `"service"`; [`assertion`] verifies the JWTs services sign
+//! with their own keys to obtain one.
 
+pub mod assertion;
 pub mod keys;
+pub mod service;
 pub mod signing_key;
 
 use std::{
@@ -19,10 +25,15 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 
+pub use assertion::{AssertionError, KeyLookup, RegisteredKey, VerifiedAssertion};
 pub use keys::KeyRing;
+pub use service::{IssuedServiceToken, SERVICE_TOKEN_TYPE, ServiceClaims};
 
 /// Verified tokens remembered (public-key algorithms): a few MiB at most.
 const VERIFIED_TOKENS: usize = 10_000;
+
+/// `AUTH_SERVICE_TOKEN_LIFETIME`'s default, for codecs built without it.
+const DEFAULT_SERVICE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenType {
@@ -60,6 +71,70 @@ pub struct Claims {
     /// simplejwt peer neither writes nor reads it). See
     /// [`crate::domain::User::revokes`].
     pub generation: Option<i64>,
+}
+
+/// A verified token of either kind: a user's (access or refresh) or a
+/// service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodedToken {
+    User(Claims),
+    Service(ServiceClaims),
+}
+
+impl DecodedToken {
+    /// The `token_type` claim: `"access"`, `"refresh"` or `"service"`.
+    pub fn token_type(&self) -> &'static str {
+        match self {
+            DecodedToken::User(claims) => claims.token_type.as_str(),
+            DecodedToken::Service(_) => SERVICE_TOKEN_TYPE,
+        }
+    }
+
+    /// Expiry, seconds since the Unix epoch.
+    pub fn exp(&self) -> i64 {
+        match self {
+            DecodedToken::User(claims) => claims.exp,
+            DecodedToken::Service(claims) => claims.exp,
+        }
+    }
+
+    pub fn jti(&self) -> &str {
+        match self {
+            DecodedToken::User(claims) => &claims.jti,
+            DecodedToken::Service(claims) => &claims.jti,
+        }
+    }
+}
+
+/// Which tokens a decode accepts.
+#[derive(Debug, Clone, Copy)]
+enum Accept {
+    /// A user's token, of this type if given.
+    User(Option<TokenType>),
+    /// Any token of ours.
+    Any,
+}
+
+/// What a token's `token_type` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    User(TokenType),
+    Service,
+}
+
+impl Accept {
+    /// simplejwt's "Token has wrong type" for anything else: a service
+    /// token on a user path is refused as a refresh token is where an
+    /// access token is expected.
+    fn admits(self, kind: Kind) -> Result<(), TokenError> {
+        match (self, kind) {
+            (Accept::Any, _) | (Accept::User(None), Kind::User(_)) => Ok(()),
+            (Accept::User(Some(expected)), Kind::User(token_type)) if expected == token_type => {
+                Ok(())
+            }
+            _ => Err(TokenError::WrongType),
+        }
+    }
 }
 
 /// A freshly signed token and the claims inside it.
@@ -122,7 +197,8 @@ struct OutgoingClaims<'a> {
 }
 
 /// Claims as they may arrive: anything can be missing or of the wrong type,
-/// and each case has its own answer.
+/// and each case has its own answer. User tokens carry `user_id` and
+/// `gen`, service tokens `client_id`, `scope` and `cid`.
 #[derive(Deserialize)]
 struct IncomingClaims {
     token_type: Option<serde_json::Value>,
@@ -132,11 +208,21 @@ struct IncomingClaims {
     user_id: Option<serde_json::Value>,
     #[serde(rename = "gen")]
     generation: Option<serde_json::Value>,
+    client_id: Option<serde_json::Value>,
+    scope: Option<serde_json::Value>,
+    cid: Option<serde_json::Value>,
 }
 
 /// The longest `jti` accepted: the blacklist's column (simplejwt's is 255,
 /// but writes a 32-digit uuid4 hex).
 const MAX_JTI_CHARS: usize = 64;
+
+/// Whether `id` may be a `jti` (or a service token's `cid`, or an
+/// assertion's `jti`): 1 to `max_chars` characters, none a control
+/// character, since they end up in database columns and logs.
+fn is_valid_id(id: &str, max_chars: usize) -> bool {
+    !id.is_empty() && id.chars().count() <= max_chars && !id.chars().any(char::is_control)
+}
 
 /// `now` less the leeway: a token is refused only once its `exp` is before
 /// this, so whatever deletes or skips expired tokens (flushing the
@@ -159,12 +245,13 @@ pub struct TokenCodec {
     /// Tokens whose signature checked out, by the whole token, with the
     /// ring generation that checked them; only for public-key algorithms,
     /// whose verification costs far more than a lookup.
-    verified: Option<quick_cache::sync::Cache<String, (u64, Claims)>>,
+    verified: Option<quick_cache::sync::Cache<String, (u64, DecodedToken)>>,
     validation: Validation,
     /// Seconds of clock skew tolerated.
     leeway: i64,
     access_lifetime: i64,
     refresh_lifetime: i64,
+    service_lifetime: i64,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -175,6 +262,7 @@ impl fmt::Debug for TokenCodec {
             .field("keys", &self.keys.load())
             .field("access_lifetime", &self.access_lifetime)
             .field("refresh_lifetime", &self.refresh_lifetime)
+            .field("service_lifetime", &self.service_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +284,9 @@ impl TokenCodec {
         )
     }
 
+    /// Service tokens live 10 minutes unless
+    /// [`Self::with_service_lifetime`] says otherwise.
+    ///
     /// # Errors
     /// A lifetime too long to represent.
     pub fn with_keys(
@@ -210,9 +301,6 @@ impl TokenCodec {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
 
-        let seconds = |d: Duration| {
-            i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("token lifetime too long"))
-        };
         let verified = (keys.algorithm() != jsonwebtoken::Algorithm::HS256)
             .then(|| quick_cache::sync::Cache::new(VERIFIED_TOKENS));
         Ok(Self {
@@ -221,11 +309,21 @@ impl TokenCodec {
             keys: ArcSwap::from_pointee(keys),
             validation,
             leeway: 0,
-            access_lifetime: seconds(access_lifetime)?,
-            refresh_lifetime: seconds(refresh_lifetime)?,
+            access_lifetime: lifetime_seconds(access_lifetime)?,
+            refresh_lifetime: lifetime_seconds(refresh_lifetime)?,
+            service_lifetime: lifetime_seconds(DEFAULT_SERVICE_LIFETIME)?,
             issuer: None,
             audience: None,
         })
+    }
+
+    /// Service tokens live `lifetime` (`AUTH_SERVICE_TOKEN_LIFETIME`).
+    ///
+    /// # Errors
+    /// A lifetime too long to represent.
+    pub fn with_service_lifetime(mut self, lifetime: Duration) -> anyhow::Result<Self> {
+        self.service_lifetime = lifetime_seconds(lifetime)?;
+        Ok(self)
     }
 
     /// Writes `iss` and `aud` into every token and requires them of every
@@ -337,7 +435,7 @@ impl TokenCodec {
         exp: i64,
     ) -> anyhow::Result<IssuedToken> {
         let jti = uuid::Uuid::new_v4().simple().to_string();
-        let outgoing = OutgoingClaims {
+        let token = self.sign(&OutgoingClaims {
             token_type: token_type.as_str(),
             exp,
             iat,
@@ -346,10 +444,7 @@ impl TokenCodec {
             generation,
             aud: self.audience.as_deref(),
             iss: self.issuer.as_deref(),
-        };
-        let keys = self.keys.load();
-        let token = jsonwebtoken::encode(&keys.header(), &outgoing, keys.signing_key())
-            .map_err(|e| anyhow::anyhow!("signing a token failed: {e}"))?;
+        })?;
         Ok(IssuedToken {
             token,
             claims: Claims {
@@ -363,9 +458,19 @@ impl TokenCodec {
         })
     }
 
-    /// Verifies signature, algorithm, `exp`, `nbf`, `iat`, `jti`, `user_id`
-    /// and, when `expected` is given, `token_type`. The blacklist and the
-    /// user are the caller's to check: they need the database.
+    /// The claims as signed with the current key.
+    fn sign(&self, claims: &impl Serialize) -> anyhow::Result<String> {
+        let keys = self.keys.load();
+        jsonwebtoken::encode(&keys.header(), claims, keys.signing_key())
+            .map_err(|e| anyhow::anyhow!("signing a token failed: {e}"))
+    }
+
+    /// A user's token: verifies signature, algorithm, `exp`, `nbf`, `iat`,
+    /// `jti`, `user_id` and `token_type`, which must be `expected` when
+    /// given, and is never `"service"` (a service token is refused with
+    /// [`TokenError::WrongType`], as simplejwt refuses a token of a type it
+    /// does not expect). The blacklist and the user are the caller's to
+    /// check: they need the database.
     ///
     /// # Errors
     /// The [`TokenError`] simplejwt would raise for the same token.
@@ -375,31 +480,52 @@ impl TokenCodec {
         expected: Option<TokenType>,
         now: i64,
     ) -> Result<Claims, TokenError> {
-        let Some(verified) = &self.verified else {
-            return self.verify(token, expected, now);
-        };
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((checked_by, claims)) = verified.get(token) {
-            // Never past `exp` (as the library counts it), never after a reload.
-            if checked_by == generation && claims.exp >= now.saturating_sub(self.leeway) {
-                if expected.is_some_and(|expected| expected != claims.token_type) {
-                    return Err(TokenError::WrongType);
-                }
-                return Ok(claims);
-            }
+        match self.decode_accepting(token, Accept::User(expected), now)? {
+            DecodedToken::User(claims) => Ok(claims),
+            // `Accept::User` admits none.
+            DecodedToken::Service(_) => Err(TokenError::WrongType),
         }
-        let claims = self.verify(token, expected, now)?;
-        verified.insert(token.to_owned(), (generation, claims.clone()));
-        Ok(claims)
     }
 
-    /// [`Self::decode`] without the cache.
-    fn verify(
+    /// A token of either kind, with the same checks as [`Self::decode`];
+    /// a service token's `client_id`, `scope` (each scope's syntax) and
+    /// `cid` too. Whether its credential and account still exist is the
+    /// caller's to check.
+    ///
+    /// # Errors
+    /// The [`TokenError`] simplejwt would raise for the same token;
+    /// [`TokenError::Invalid`] for a service token's malformed claims.
+    pub fn decode_any(&self, token: &str, now: i64) -> Result<DecodedToken, TokenError> {
+        self.decode_accepting(token, Accept::Any, now)
+    }
+
+    fn decode_accepting(
         &self,
         token: &str,
-        expected: Option<TokenType>,
+        accept: Accept,
         now: i64,
-    ) -> Result<Claims, TokenError> {
+    ) -> Result<DecodedToken, TokenError> {
+        let Some(verified) = &self.verified else {
+            return self.verify(token, accept, now);
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((checked_by, decoded)) = verified.get(token) {
+            // Never past `exp` (as the library counts it), never after a reload.
+            if checked_by == generation && decoded.exp() >= now.saturating_sub(self.leeway) {
+                accept.admits(match &decoded {
+                    DecodedToken::User(claims) => Kind::User(claims.token_type),
+                    DecodedToken::Service(_) => Kind::Service,
+                })?;
+                return Ok(decoded);
+            }
+        }
+        let decoded = self.verify(token, accept, now)?;
+        verified.insert(token.to_owned(), (generation, decoded.clone()));
+        Ok(decoded)
+    }
+
+    /// [`Self::decode_accepting`] without the cache.
+    fn verify(&self, token: &str, accept: Accept, now: i64) -> Result<DecodedToken, TokenError> {
         let keys = self.keys.load();
         let key = keys.verifying_key(token)?;
         let data =
@@ -431,25 +557,30 @@ impl TokenCodec {
             // Stored in a 64-character column: a token signed elsewhere (a
             // Django service sharing the key) with a longer or NUL-bearing
             // jti could never be recorded, so it is not a valid token here.
-            Some(serde_json::Value::String(jti))
-                if !jti.is_empty()
-                    && jti.chars().count() <= MAX_JTI_CHARS
-                    && !jti.chars().any(char::is_control) =>
-            {
-                jti
-            }
+            Some(serde_json::Value::String(jti)) if is_valid_id(&jti, MAX_JTI_CHARS) => jti,
             Some(_) => return Err(TokenError::Invalid),
         };
-        let token_type = match raw.token_type {
+        let kind = match raw.token_type {
             None => return Err(TokenError::NoType),
-            Some(value) => value
-                .as_str()
-                .and_then(TokenType::parse)
-                .ok_or(TokenError::WrongType)?,
+            Some(value) => match value.as_str() {
+                Some(SERVICE_TOKEN_TYPE) => Kind::Service,
+                other => Kind::User(
+                    other
+                        .and_then(TokenType::parse)
+                        .ok_or(TokenError::WrongType)?,
+                ),
+            },
         };
-        if expected.is_some_and(|expected| expected != token_type) {
-            return Err(TokenError::WrongType);
-        }
+        accept.admits(kind)?;
+        let token_type = match kind {
+            Kind::User(token_type) => token_type,
+            Kind::Service => {
+                let claims = (raw.client_id, raw.scope, raw.cid);
+                return Ok(DecodedToken::Service(service_claims(
+                    claims, exp, iat, jti,
+                )?));
+            }
+        };
         let user_id = raw
             .user_id
             .as_ref()
@@ -459,15 +590,52 @@ impl TokenCodec {
             None => None,
             Some(value) => Some(value.as_i64().ok_or(TokenError::Invalid)?),
         };
-        Ok(Claims {
+        Ok(DecodedToken::User(Claims {
             token_type,
             exp,
             iat,
             jti,
             user_id,
             generation,
-        })
+        }))
     }
+}
+
+/// The rest of a service token's claims (`client_id`, `scope`, `cid`),
+/// once the common ones passed.
+fn service_claims(
+    (client_id, scope, cid): (
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+        Option<serde_json::Value>,
+    ),
+    exp: i64,
+    iat: i64,
+    jti: String,
+) -> Result<ServiceClaims, TokenError> {
+    let string = |value: Option<serde_json::Value>| match value {
+        Some(serde_json::Value::String(text)) => Ok(text),
+        _ => Err(TokenError::Invalid),
+    };
+    let client_id = string(client_id)?;
+    let scopes = service::parse_scope_claim(&string(scope)?).ok_or(TokenError::Invalid)?;
+    let cid = string(cid)?;
+    if !service::is_valid_client_id(&client_id) || !is_valid_id(&cid, MAX_JTI_CHARS) {
+        return Err(TokenError::Invalid);
+    }
+    Ok(ServiceClaims {
+        exp,
+        iat,
+        jti,
+        client_id,
+        scopes,
+        cid,
+    })
+}
+
+/// A lifetime in whole seconds, as the time claims count.
+fn lifetime_seconds(lifetime: Duration) -> anyhow::Result<i64> {
+    i64::try_from(lifetime.as_secs()).map_err(|_| anyhow::anyhow!("token lifetime too long"))
 }
 
 /// simplejwt ≥ 5.5.1 writes `"42"`, older versions `42`.

@@ -218,7 +218,10 @@ fn encoding_key(algorithm: Algorithm, pem: &str) -> jsonwebtoken::errors::Result
     }
 }
 
-fn decoding_key(algorithm: Algorithm, pem: &str) -> jsonwebtoken::errors::Result<DecodingKey> {
+pub(super) fn decoding_key(
+    algorithm: Algorithm,
+    pem: &str,
+) -> jsonwebtoken::errors::Result<DecodingKey> {
     match algorithm {
         Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
         Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),

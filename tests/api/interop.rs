@@ -2,12 +2,18 @@
 //! `PyJWKClient` (EdDSA, ES256, RS256) and djangorestframework-simplejwt
 //! 5.5.1 with `JWK_URL` (ES256, RS256). The clients come from
 //! `tests/interop/requirements.txt`, installed once into a virtualenv under
-//! `target/` (`python`).
+//! `target/` (`python`). And a service token (issue 15) against a stock
+//! simplejwt, which must refuse it as no user's.
 
-use auth_service::config::JwtAlgorithm;
+use std::time::Duration;
+
+use auth_service::{
+    config::JwtAlgorithm,
+    tokens::{TokenCodec, unix_now},
+};
 
 use crate::{
-    helpers::{Backend, TestApp},
+    helpers::{Backend, SECRET, TestApp},
     python::{interop_dir, python},
 };
 
@@ -44,4 +50,40 @@ async fn python_clients_verify_our_tokens_with_our_jwks() {
         );
         app.stop().await;
     }
+}
+
+/// A service token is no user's: a stock simplejwt `JWTAuthentication`
+/// sharing our HS256 key refuses it with "Token has wrong type", as our
+/// UserService does. Issued by the service's own `TokenCodec` on the key
+/// the other tests' servers use, so it is what the grant will return.
+#[tokio::test]
+async fn simplejwt_refuses_our_service_tokens() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let codec = TokenCodec::new(
+        SECRET.as_bytes(),
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let token = codec
+        .issue_service(
+            "billing",
+            &["auth.admin"],
+            "0123456789abcdef0123456789abcdef",
+            unix_now(),
+        )
+        .unwrap()
+        .token;
+    let output = tokio::process::Command::new(python)
+        .arg(interop_dir().join("check_service_token.py"))
+        .args([SECRET, token.as_str()])
+        .output()
+        .await
+        .expect("python");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

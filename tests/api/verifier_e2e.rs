@@ -2,7 +2,8 @@
 //! real auth-service binary: tokens it issues are accepted with the right
 //! user, bad ones refused; a key rotation (SIGHUP) reaches the consumer
 //! without a restart; with the auth service gone, the consumer keeps
-//! verifying with the keys it has.
+//! verifying with the keys it has. Service tokens signed with the service's
+//! key reach a consumer that takes services, and not UserService.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -11,7 +12,8 @@ use auth_service::pb::{
     user_service_client::UserServiceClient,
     user_service_server::{UserService, UserServiceServer},
 };
-use auth_verifier::{Algorithm, AuthenticatedUser, Verifier};
+use auth_service::tokens::{KeyRing, TokenCodec, unix_now};
+use auth_verifier::{Algorithm, Authenticated, AuthenticatedUser, Verifier, VerifierLayer};
 use tokio::net::TcpListener;
 use tonic::{
     Code, Request, Response, Status,
@@ -29,7 +31,8 @@ fn key(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The consumer: a service that answers with the user the verifier found.
+/// The consumer: a service that answers with the caller the verifier
+/// found: a user's id, or a service's client id as the username.
 struct Consumer;
 
 #[tonic::async_trait]
@@ -38,14 +41,26 @@ impl UserService for Consumer {
         &self,
         request: Request<pb::GetMeRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let user = request
-            .extensions()
-            .get::<AuthenticatedUser>()
-            .ok_or_else(|| Status::internal("no AuthenticatedUser"))?;
-        Ok(Response::new(pb::User {
-            id: user.user_id,
-            ..pb::User::default()
-        }))
+        let extensions = request.extensions();
+        let caller = extensions
+            .get::<Authenticated>()
+            .ok_or_else(|| Status::internal("no Authenticated"))?;
+        let user = match caller {
+            Authenticated::User(user) => {
+                if extensions.get::<AuthenticatedUser>() != Some(user) {
+                    return Err(Status::internal("no AuthenticatedUser"));
+                }
+                pb::User {
+                    id: user.user_id,
+                    ..pb::User::default()
+                }
+            }
+            Authenticated::Service(service) => pb::User {
+                username: service.client_id.clone(),
+                ..pb::User::default()
+            },
+        };
+        Ok(Response::new(user))
     }
 
     async fn update_avatar(
@@ -86,10 +101,14 @@ impl UserService for Consumer {
 
 /// Serves [`Consumer`] behind `verifier`'s layer; a client for it.
 async fn consumer(verifier: &Verifier) -> UserServiceClient<Channel> {
+    consumer_behind(verifier.layer()).await
+}
+
+/// Serves [`Consumer`] behind `layer`; a client for it.
+async fn consumer_behind(layer: VerifierLayer) -> UserServiceClient<Channel> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = UserServiceServer::new(Consumer);
-    let layer = verifier.layer();
     tokio::spawn(async move {
         Server::builder()
             .layer(layer)
@@ -254,5 +273,75 @@ async fn a_consuming_service_verifies_our_tokens_through_rotation_and_outage() {
             "{alg}"
         );
         assert_eq!(me(&orders, &pair.access).await.unwrap(), user.id, "{alg}");
+    }
+}
+
+/// Service tokens (issue 15), before the grant RPC exists: issued here by
+/// a `TokenCodec` on the auth service's own key file, so exactly what the
+/// service will sign. The auth service's UserService refuses them as a
+/// stock simplejwt does; a consumer takes them only where told to.
+#[tokio::test]
+async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_only() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let key_file = key("ed25519-1.pem");
+    let env = [
+        ("AUTH_JWT_ALGORITHM", "EdDSA"),
+        ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.to_str().unwrap()),
+    ];
+    let auth_server = ChildServer::on(&database.url).envs(&env).start().await;
+    let mut auth = auth_server.auth_client();
+    auth.register(register_request("person")).await.unwrap();
+    let person = auth
+        .obtain_token_pair(pb::ObtainTokenPairRequest {
+            username: "person".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+    let ring = KeyRing::asymmetric(Algorithm::EdDSA, ("ed25519-1.pem", &pem), &[]).unwrap();
+    let codec =
+        TokenCodec::with_keys(ring, Duration::from_secs(60), Duration::from_secs(600)).unwrap();
+    let cid = "0123456789abcdef0123456789abcdef";
+    let service = |scopes: &[&str]| {
+        codec
+            .issue_service("billing", scopes, cid, unix_now())
+            .unwrap()
+            .token
+    };
+    let reader = service(&["orders.read"]);
+
+    let wrong_type = (Code::Unauthenticated, "Token has wrong type");
+    let own_user_service = UserServiceClient::new(auth_server.channel());
+    let status = own_user_service
+        .clone()
+        .get_me(bearer(pb::GetMeRequest {}, &reader))
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), status.message()), wrong_type);
+
+    let verifier = Verifier::builder()
+        .jwks_grpc(auth_server.channel())
+        .algorithms([Algorithm::EdDSA])
+        .build()
+        .await
+        .unwrap();
+    let users_only = consumer(&verifier).await;
+    let status = me(&users_only, &reader).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), wrong_type);
+
+    let services_only = consumer_behind(verifier.layer().require_service(["orders.read"])).await;
+    let answer = services_only
+        .clone()
+        .get_me(bearer(pb::GetMeRequest {}, &reader))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((answer.id, answer.username.as_str()), (0, "billing"));
+    for token in [service(&["orders.write"]), person.access.clone()] {
+        let status = me(&services_only, &token).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
 }

@@ -92,6 +92,104 @@ impl From<VerifyError> for Status {
     }
 }
 
+/// Why a call with a valid token is refused by a guard that takes service
+/// tokens ([`VerifierLayer::require_service`](crate::VerifierLayer::require_service),
+/// [`VerifierLayer::allow_service`](crate::VerifierLayer::allow_service)),
+/// or by [`AuthenticatedService::require_scopes`](crate::AuthenticatedService::require_scopes).
+///
+/// `Into<tonic::Status>` gives PERMISSION_DENIED, not UNAUTHENTICATED: the
+/// token is good, so a client that would get a new token and retry on
+/// UNAUTHENTICATED must not; the caller needs another credential or a
+/// grant. The `google.rpc.ErrorInfo` detail (domain `auth-service`) has
+/// reason `insufficient_scope` (RFC 6750's error code) with the missing
+/// scopes, space-separated, under metadata key `scope`; or
+/// `service_token_required`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AccessDenied {
+    /// A user's access token where only service tokens are taken.
+    ServiceRequired,
+    /// A service token without these of the required scopes.
+    MissingScopes(Vec<String>),
+}
+
+impl AccessDenied {
+    /// The caller-facing message (scope names are not secrets).
+    pub fn message(&self) -> String {
+        match self {
+            Self::ServiceRequired => "This call takes a service token, not a user's".to_owned(),
+            Self::MissingScopes(missing) => {
+                format!("The token lacks the required scope: {}", missing.join(" "))
+            }
+        }
+    }
+
+    /// The `google.rpc.ErrorInfo` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ServiceRequired => "service_token_required",
+            Self::MissingScopes(_) => "insufficient_scope",
+        }
+    }
+
+    /// PERMISSION_DENIED with the message and an `ErrorInfo` detail.
+    pub fn to_status(&self) -> Status {
+        let metadata = match self {
+            Self::ServiceRequired => HashMap::new(),
+            Self::MissingScopes(missing) => {
+                HashMap::from([("scope".to_owned(), missing.join(" "))])
+            }
+        };
+        Status::with_error_details(
+            Code::PermissionDenied,
+            self.message(),
+            ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata),
+        )
+    }
+}
+
+impl fmt::Display for AccessDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for AccessDenied {}
+
+impl From<AccessDenied> for Status {
+    fn from(err: AccessDenied) -> Self {
+        err.to_status()
+    }
+}
+
+/// Why a guard refused a call: a bad token, or a good one not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Token(VerifyError),
+    Denied(AccessDenied),
+}
+
+impl Refusal {
+    pub(crate) fn to_status(&self) -> Status {
+        match self {
+            Self::Token(e) => e.to_status(),
+            Self::Denied(e) => e.to_status(),
+        }
+    }
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(err: VerifyError) -> Self {
+        Self::Token(err)
+    }
+}
+
+impl From<AccessDenied> for Refusal {
+    fn from(err: AccessDenied) -> Self {
+        Self::Denied(err)
+    }
+}
+
 /// Why [`VerifierBuilder::build`](crate::VerifierBuilder::build) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -2,11 +2,18 @@
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::{Verifier, bearer};
+use crate::{
+    Verifier, bearer,
+    callers::{self, Callers},
+};
 
 /// Checks `authorization: Bearer <access token>` with the cached keys and
-/// puts an [`AuthenticatedUser`](crate::AuthenticatedUser) into the
-/// request's extensions; refuses with UNAUTHENTICATED otherwise.
+/// puts an [`AuthenticatedUser`](crate::AuthenticatedUser) (and an
+/// [`Authenticated::User`](crate::Authenticated)) into the request's
+/// extensions; refuses with UNAUTHENTICATED otherwise.
+/// [`require_service`](Self::require_service) and
+/// [`allow_service`](Self::allow_service) take service tokens, as the
+/// layer's methods of the same names.
 ///
 /// Interceptors are synchronous, so this one cannot wait for a fetch: a
 /// token with a `kid` not in the cache (the auth service just rotated its
@@ -16,11 +23,31 @@ use crate::{Verifier, bearer};
 #[derive(Debug, Clone)]
 pub struct VerifierInterceptor {
     verifier: Verifier,
+    callers: Callers,
 }
 
 impl VerifierInterceptor {
     pub(crate) fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            callers: Callers::Users,
+        }
+    }
+
+    /// Service tokens only, each carrying every one of `scopes`; see
+    /// [`VerifierLayer::require_service`](crate::VerifierLayer::require_service).
+    #[must_use]
+    pub fn require_service<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.callers = Callers::Services(Callers::scopes(scopes));
+        self
+    }
+
+    /// Users, or service tokens carrying every one of `scopes`; see
+    /// [`VerifierLayer::allow_service`](crate::VerifierLayer::allow_service).
+    #[must_use]
+    pub fn allow_service<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.callers = Callers::UsersAndServices(Callers::scopes(scopes));
+        self
     }
 }
 
@@ -30,8 +57,11 @@ impl Interceptor for VerifierInterceptor {
             .metadata()
             .get("authorization")
             .map(|value| value.to_str().map_err(drop));
-        let user = self.verifier.verify_cached(bearer::token(header)?)?;
-        request.extensions_mut().insert(user);
+        let caller = self
+            .callers
+            .admit_cached(&self.verifier, bearer::token(header)?)
+            .map_err(|refusal| refusal.to_status())?;
+        callers::insert(request.extensions_mut(), caller);
         Ok(request)
     }
 }

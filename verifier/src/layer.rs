@@ -10,23 +10,58 @@ use http::header::AUTHORIZATION;
 use tonic::server::NamedService;
 use tower::{Layer, Service};
 
-use crate::{Verifier, bearer};
+use crate::{
+    Verifier, bearer,
+    callers::{self, Callers},
+};
 
 /// Wraps a service (all of a tonic server's with
 /// `Server::builder().layer(..)`, or one) so that each call needs
 /// `authorization: Bearer <access token>`: it refuses with UNAUTHENTICATED
 /// (the auth service's message and `ErrorInfo` reason) or calls the inner
-/// service with an [`AuthenticatedUser`](crate::AuthenticatedUser) in the
-/// request's extensions. A token with an unknown `kid` waits for a
-/// (rate-limited) JWKS fetch, so a key rotation refuses nothing.
+/// service with an [`AuthenticatedUser`](crate::AuthenticatedUser) (and an
+/// [`Authenticated::User`](crate::Authenticated)) in the request's
+/// extensions. A token with an unknown `kid` waits for a (rate-limited)
+/// JWKS fetch, so a key rotation refuses nothing.
+///
+/// [`require_service`](Self::require_service) and
+/// [`allow_service`](Self::allow_service) let service tokens in instead or
+/// as well.
 #[derive(Debug, Clone)]
 pub struct VerifierLayer {
     verifier: Verifier,
+    callers: Callers,
 }
 
 impl VerifierLayer {
     pub(crate) fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            callers: Callers::Users,
+        }
+    }
+
+    /// Service tokens only, each carrying every one of `scopes` (none: any
+    /// service token). The request gets an
+    /// [`AuthenticatedService`](crate::AuthenticatedService) and an
+    /// [`Authenticated::Service`](crate::Authenticated). A missing scope,
+    /// or a user's access token, is PERMISSION_DENIED
+    /// ([`AccessDenied`](crate::AccessDenied)); a bad token UNAUTHENTICATED.
+    #[must_use]
+    pub fn require_service<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.callers = Callers::Services(Callers::scopes(scopes));
+        self
+    }
+
+    /// Users' access tokens as without it, or service tokens carrying every
+    /// one of `scopes` (a missing scope is PERMISSION_DENIED). The request
+    /// gets an [`Authenticated`](crate::Authenticated) and the user or
+    /// service inside it: a handler that reads `AuthenticatedUser` still
+    /// sees only users.
+    #[must_use]
+    pub fn allow_service<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.callers = Callers::UsersAndServices(Callers::scopes(scopes));
+        self
     }
 }
 
@@ -37,6 +72,7 @@ impl<S> Layer<S> for VerifierLayer {
         RequireAuth {
             inner,
             verifier: self.verifier.clone(),
+            callers: self.callers.clone(),
         }
     }
 }
@@ -48,6 +84,7 @@ impl<S> Layer<S> for VerifierLayer {
 pub struct RequireAuth<S> {
     inner: S,
     verifier: Verifier,
+    callers: Callers,
 }
 
 impl<S: NamedService> NamedService for RequireAuth<S> {
@@ -74,6 +111,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
+        let callers = self.callers.clone();
         Box::pin(async move {
             let header = request
                 .headers()
@@ -83,12 +121,12 @@ where
                 Ok(token) => token.to_owned(),
                 Err(e) => return Ok(e.to_status().into_http()),
             };
-            match verifier.verify(&token).await {
-                Ok(user) => {
-                    request.extensions_mut().insert(user);
+            match callers.admit(&verifier, &token).await {
+                Ok(caller) => {
+                    callers::insert(request.extensions_mut(), caller);
                     inner.call(request).await
                 }
-                Err(e) => Ok(e.to_status().into_http()),
+                Err(refusal) => Ok(refusal.to_status().into_http()),
             }
         })
     }

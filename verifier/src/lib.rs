@@ -1,4 +1,5 @@
-//! Local verification of auth-service access tokens for tonic services.
+//! Local verification of auth-service access tokens (and service tokens)
+//! for tonic services.
 //!
 //! A [`Verifier`] fetches the auth service's public keys (its JWKS, from
 //! `AuthService/GetJwks` or `GET /.well-known/jwks.json`), caches them by
@@ -26,6 +27,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Service tokens
+//!
+//! The auth service also issues tokens to service accounts (`token_type`
+//! `"service"`, `client_id`, `scope`). By default the guards take users'
+//! access tokens only and refuse those, as the auth service's own user
+//! calls do. To take them, say so on the guard:
+//!
+//! ```no_run
+//! # fn example(verifier: auth_verifier::Verifier) {
+//! // Services carrying both scopes; a user's token is PERMISSION_DENIED.
+//! let services_only = verifier.layer().require_service(["orders.read", "orders.write"]);
+//! // Users, or services carrying `orders.read`.
+//! let either = verifier.layer().allow_service(["orders.read"]);
+//! # }
+//! ```
+//!
+//! A handler then reads the caller kind it takes: [`AuthenticatedUser`],
+//! [`AuthenticatedService`], or [`Authenticated`] (both, matched
+//! exhaustively). A missing scope is PERMISSION_DENIED with a
+//! `google.rpc.ErrorInfo` naming it ([`AccessDenied`]);
+//! [`AuthenticatedService::require_scopes`] checks more scopes per method.
+//!
 //! # Keys
 //!
 //! Only JWKS keys with a `kid`, for signatures (`use` is `sig` or absent),
@@ -49,6 +72,7 @@
 //! the blacklist and the user) for sensitive operations.
 
 mod bearer;
+mod callers;
 mod claims;
 mod error;
 mod interceptor;
@@ -57,8 +81,8 @@ mod layer;
 mod source;
 mod verifier;
 
-pub use claims::{AuthenticatedUser, Claims};
-pub use error::{BuildError, ERROR_DOMAIN, FetchError, VerifyError};
+pub use claims::{Authenticated, AuthenticatedService, AuthenticatedUser, Claims, ServiceClaims};
+pub use error::{AccessDenied, BuildError, ERROR_DOMAIN, FetchError, VerifyError};
 pub use interceptor::VerifierInterceptor;
 pub use jsonwebtoken::Algorithm;
 pub use layer::{RequireAuth, VerifierLayer};

@@ -13,7 +13,7 @@ use tokio::{runtime::Handle, task::AbortHandle};
 use tonic::transport::Channel;
 
 use crate::{
-    AuthenticatedUser, BuildError, FetchError, VerifyError,
+    Authenticated, AuthenticatedUser, BuildError, FetchError, VerifyError,
     claims::IncomingClaims,
     interceptor::VerifierInterceptor,
     keys::KeySet,
@@ -31,8 +31,9 @@ pub const DEFAULT_ALGORITHMS: [Algorithm; 3] =
 /// `Cache-Control` max-age, nor less often than [`MAX_REFRESH`].
 const MAX_REFRESH: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Verifies the auth service's access tokens locally, with the public keys
-/// of its JWKS. Cheap to clone (one shared cache).
+/// Verifies the auth service's access tokens (and, where asked, its
+/// service tokens) locally, with the public keys of its JWKS. Cheap to
+/// clone (one shared cache).
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
@@ -416,13 +417,14 @@ impl Inner {
         Ok((header.alg, kid))
     }
 
-    fn verify_with(
+    /// The signature and the library's checks, then `check` on the claims.
+    fn verify_with<T>(
         &self,
         token: &str,
         keys: &KeySet,
-        alg: Algorithm,
-        kid: &str,
-    ) -> Result<AuthenticatedUser, VerifyError> {
+        (alg, kid): (Algorithm, &str),
+        check: impl FnOnce(IncomingClaims, &str, i64, i64) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
         let key = keys.get(kid).ok_or(VerifyError::Invalid)?;
         // A key published for one algorithm verifies only that one.
         if !key.algorithms.contains(&alg) {
@@ -439,12 +441,32 @@ impl Inner {
                 _ => VerifyError::Invalid,
             },
         )?;
-        let claims = data.claims.check(kid, unix_now(), self.leeway)?;
-        Ok(AuthenticatedUser {
-            user_id: claims.user_id,
-            claims,
-        })
+        check(data.claims, kid, unix_now(), self.leeway)
     }
+}
+
+/// The claims of an access token only.
+fn user(
+    claims: IncomingClaims,
+    kid: &str,
+    now: i64,
+    leeway: i64,
+) -> Result<AuthenticatedUser, VerifyError> {
+    let claims = claims.check(kid, now, leeway)?;
+    Ok(AuthenticatedUser {
+        user_id: claims.user_id,
+        claims,
+    })
+}
+
+/// The claims of an access token or a service token.
+fn user_or_service(
+    claims: IncomingClaims,
+    kid: &str,
+    now: i64,
+    leeway: i64,
+) -> Result<Authenticated, VerifyError> {
+    claims.check_as(kid, now, leeway, true)
 }
 
 impl Verifier {
@@ -464,6 +486,24 @@ impl Verifier {
     /// # Errors
     /// Why the token is refused, in the auth service's words.
     pub async fn verify(&self, token: &str) -> Result<AuthenticatedUser, VerifyError> {
+        self.verify_checking(token, user).await
+    }
+
+    /// [`verify`](Self::verify), but a service token (`token_type`
+    /// `"service"`, with `client_id`, `scope` and `cid`) is accepted too.
+    /// Refresh tokens are refused still.
+    ///
+    /// # Errors
+    /// Why the token is refused, in the auth service's words.
+    pub async fn verify_any(&self, token: &str) -> Result<Authenticated, VerifyError> {
+        self.verify_checking(token, user_or_service).await
+    }
+
+    async fn verify_checking<T>(
+        &self,
+        token: &str,
+        check: impl FnOnce(IncomingClaims, &str, i64, i64) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
         let inner = &self.inner;
         let (alg, kid) = inner.header(token)?;
         let mut keys = inner.keys();
@@ -471,7 +511,7 @@ impl Verifier {
             inner.fetch_for_unknown_kid(&kid).await;
             keys = inner.keys();
         }
-        inner.verify_with(token, &keys, alg, &kid)
+        inner.verify_with(token, &keys, (alg, &kid), check)
     }
 
     /// [`verify`](Self::verify) with the cached keys only, without waiting:
@@ -482,6 +522,23 @@ impl Verifier {
     /// # Errors
     /// Why the token is refused, in the auth service's words.
     pub fn verify_cached(&self, token: &str) -> Result<AuthenticatedUser, VerifyError> {
+        self.verify_cached_checking(token, user)
+    }
+
+    /// [`verify_any`](Self::verify_any) with the cached keys only, as
+    /// [`verify_cached`](Self::verify_cached).
+    ///
+    /// # Errors
+    /// Why the token is refused, in the auth service's words.
+    pub fn verify_any_cached(&self, token: &str) -> Result<Authenticated, VerifyError> {
+        self.verify_cached_checking(token, user_or_service)
+    }
+
+    fn verify_cached_checking<T>(
+        &self,
+        token: &str,
+        check: impl FnOnce(IncomingClaims, &str, i64, i64) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
         let inner = &self.inner;
         let (alg, kid) = inner.header(token)?;
         let keys = inner.keys();
@@ -498,7 +555,7 @@ impl Verifier {
             });
             return Err(VerifyError::Invalid);
         }
-        inner.verify_with(token, &keys, alg, &kid)
+        inner.verify_with(token, &keys, (alg, &kid), check)
     }
 
     /// Fetches the JWKS now (waiting for one under way). The cached keys

@@ -6,5 +6,6 @@
 
 mod checks;
 mod guards;
+mod services;
 mod sources;
 mod support;

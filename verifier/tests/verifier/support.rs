@@ -19,7 +19,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use auth_verifier::{Algorithm, AuthenticatedUser, Verifier};
+use auth_verifier::{Algorithm, Authenticated, AuthenticatedService, AuthenticatedUser, Verifier};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -109,6 +109,11 @@ impl TestKey {
         self.sign(&access_claims(user_id))
     }
 
+    /// A valid service token for `client_id` with `scopes`.
+    pub fn service(&self, client_id: &str, scopes: &[&str]) -> String {
+        self.sign(&service_claims(client_id, scopes))
+    }
+
     /// The public key as published (its JWK JSON): what an HS256 forger
     /// would use as the "secret" in an algorithm-confusion attack.
     pub fn public_bytes(&self) -> Vec<u8> {
@@ -124,6 +129,15 @@ pub fn now() -> i64 {
             .as_secs(),
     )
     .unwrap()
+}
+
+/// A service token's claims (as the auth service writes them), valid for
+/// five minutes.
+pub fn service_claims(client_id: &str, scopes: &[&str]) -> Value {
+    let now = now();
+    json!({"token_type": "service", "exp": now + 300, "iat": now,
+           "jti": "fedcba9876543210fedcba9876543210", "client_id": client_id,
+           "scope": scopes.join(" "), "cid": "0123456789abcdef0123456789abcdef"})
 }
 
 /// simplejwt's access-token claims, valid for five minutes.
@@ -373,8 +387,9 @@ impl pb::auth_service_server::AuthService for GrpcJwks {
 
 // ------------------------------------------------- the guarded service
 
-/// Answers with the id of the [`AuthenticatedUser`] the guard put in the
-/// request's extensions.
+/// Answers with the caller the guard put in the request's extensions
+/// (checking that the [`Authenticated`] and the [`AuthenticatedUser`] or
+/// [`AuthenticatedService`] beside it agree).
 struct Orders;
 
 #[tonic::async_trait]
@@ -383,14 +398,48 @@ impl orders::orders_server::Orders for Orders {
         &self,
         request: Request<orders::ListOrdersRequest>,
     ) -> Result<Response<orders::ListOrdersResponse>, Status> {
-        let user = request
-            .extensions()
-            .get::<AuthenticatedUser>()
-            .ok_or_else(|| Status::internal("no AuthenticatedUser"))?;
-        Ok(Response::new(orders::ListOrdersResponse {
-            user_id: user.user_id,
-        }))
+        let extensions = request.extensions();
+        let caller = extensions
+            .get::<Authenticated>()
+            .ok_or_else(|| Status::internal("no Authenticated"))?;
+        let reply = match caller {
+            Authenticated::User(user) => {
+                if extensions.get::<AuthenticatedUser>() != Some(user)
+                    || extensions.get::<AuthenticatedService>().is_some()
+                {
+                    return Err(Status::internal("AuthenticatedUser disagrees"));
+                }
+                orders::ListOrdersResponse {
+                    user_id: user.user_id,
+                    ..Default::default()
+                }
+            }
+            Authenticated::Service(service) => {
+                if extensions.get::<AuthenticatedService>() != Some(service)
+                    || extensions.get::<AuthenticatedUser>().is_some()
+                {
+                    return Err(Status::internal("AuthenticatedService disagrees"));
+                }
+                orders::ListOrdersResponse {
+                    user_id: 0,
+                    client_id: service.client_id.clone(),
+                    scopes: service.scopes.clone(),
+                }
+            }
+        };
+        Ok(Response::new(reply))
     }
+}
+
+/// Which callers the guard takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callers {
+    /// The default: users' access tokens.
+    Users,
+    /// `require_service(scopes)`.
+    Services(&'static [&'static str]),
+    /// `allow_service(scopes)`.
+    UsersAndServices(&'static [&'static str]),
 }
 
 /// How the orders service is guarded.
@@ -408,16 +457,35 @@ pub const GUARDS: [Guard; 3] = [Guard::ServerLayer, Guard::ServiceLayer, Guard::
 
 /// Serves the orders service behind `guard` on a free port.
 pub async fn serve_orders(verifier: &Verifier, guard: Guard) -> Channel {
+    serve_orders_to(verifier, guard, Callers::Users).await
+}
+
+/// Serves the orders service behind `guard`, taking `callers`.
+pub async fn serve_orders_to(verifier: &Verifier, guard: Guard, callers: Callers) -> Channel {
     use orders::orders_server::OrdersServer;
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = TcpListenerStream::new(listener);
+    let layer = match callers {
+        Callers::Users => verifier.layer(),
+        Callers::Services(scopes) => verifier.layer().require_service(scopes.iter().copied()),
+        Callers::UsersAndServices(scopes) => verifier.layer().allow_service(scopes.iter().copied()),
+    };
+    let interceptor = match callers {
+        Callers::Users => verifier.interceptor(),
+        Callers::Services(scopes) => verifier
+            .interceptor()
+            .require_service(scopes.iter().copied()),
+        Callers::UsersAndServices(scopes) => {
+            verifier.interceptor().allow_service(scopes.iter().copied())
+        }
+    };
     match guard {
         Guard::ServerLayer => {
             tokio::spawn(
                 Server::builder()
-                    .layer(verifier.layer())
+                    .layer(layer)
                     .add_service(OrdersServer::new(Orders))
                     .serve_with_incoming(incoming),
             );
@@ -425,22 +493,54 @@ pub async fn serve_orders(verifier: &Verifier, guard: Guard) -> Channel {
         Guard::ServiceLayer => {
             tokio::spawn(
                 Server::builder()
-                    .add_service(verifier.layer().layer(OrdersServer::new(Orders)))
+                    .add_service(layer.layer(OrdersServer::new(Orders)))
                     .serve_with_incoming(incoming),
             );
         }
         Guard::Interceptor => {
             tokio::spawn(
                 Server::builder()
-                    .add_service(OrdersServer::with_interceptor(
-                        Orders,
-                        verifier.interceptor(),
-                    ))
+                    .add_service(OrdersServer::with_interceptor(Orders, interceptor))
                     .serve_with_incoming(incoming),
             );
         }
     }
     connect(addr).await
+}
+
+/// Calls ListOrders with `Bearer <token>`; who the service saw.
+pub async fn call_as(channel: &Channel, token: &str) -> Result<orders::ListOrdersResponse, Status> {
+    let mut request = Request::new(orders::ListOrdersRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    orders::orders_client::OrdersClient::new(channel.clone())
+        .list_orders(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// PERMISSION_DENIED with `reason` and `metadata` in its `ErrorInfo`.
+#[track_caller]
+pub fn assert_denied<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    reason: &str,
+    metadata: &[(&str, &str)],
+) {
+    let status = match result {
+        Ok(reply) => panic!("accepted ({reply:?}), expected {reason}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let details = status.get_error_details();
+    let info = details.error_info().expect("no ErrorInfo");
+    assert_eq!(info.reason, reason);
+    assert_eq!(info.domain, "auth-service");
+    let expected: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(info.metadata, expected);
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {
