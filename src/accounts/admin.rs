@@ -85,7 +85,7 @@ pub(super) enum Authority {
 }
 
 impl Authority {
-    fn is_superuser(&self) -> bool {
+    pub(super) fn is_superuser(&self) -> bool {
         match self {
             Self::Staff(user) => user.is_superuser,
             Self::Operator => true,

@@ -27,7 +27,10 @@ use crate::{
         client_secret_digest,
     },
     error::Error,
-    persistence::{db_now, service_accounts::CredentialAdded},
+    persistence::{
+        db_now,
+        service_accounts::{CredentialAdded, ReservedScopes, ScopesSet},
+    },
     telemetry::audit,
 };
 
@@ -40,6 +43,8 @@ const PROTECTED_ACCOUNT: &str =
     "Only a superuser may manage a service account that holds \"auth.\" scopes.";
 const SECRETS_FULL: &str = "This service account holds 2 secrets already, the most it may: \
      remove one (RemoveServiceAccountSecret) before adding another.";
+const CREDENTIALS_BEFORE_RESERVED_SCOPE: &str = "This service account holds secrets or keys given \
+     without the power of \"auth.\" scopes: remove them before granting one, then add new ones.";
 const KEYS_FULL: &str = "This service account holds 4 keys already, the most it may: \
      remove one (RemoveServiceAccountKey) before adding another.";
 
@@ -101,6 +106,16 @@ impl Authority {
             self.require_superuser(PROTECTED_ACCOUNT)?;
         }
         Ok(())
+    }
+
+    /// The same rule, for storage to apply again under the account's lock
+    /// when it adds a credential (a reserved scope may be granted meanwhile).
+    fn reserved_scopes(&self) -> ReservedScopes {
+        if self.is_superuser() {
+            ReservedScopes::Allowed
+        } else {
+            ReservedScopes::Refused
+        }
     }
 }
 
@@ -238,11 +253,13 @@ impl Accounts {
         let authority = self.authorize(actor, Access::Manage).await?;
         authority.may_manage_service_account(&self.service_account(id).await?)?;
         authority.may_grant(&scopes)?;
-        let account = self
-            .service_accounts
-            .set_scopes(id, &scopes)
-            .await?
-            .ok_or(Error::NotFound(NO_SUCH_ACCOUNT))?;
+        let account = match self.service_accounts.set_scopes(id, &scopes).await? {
+            ScopesSet::Set(account) => account,
+            ScopesSet::NoSuchAccount => return Err(Error::NotFound(NO_SUCH_ACCOUNT)),
+            ScopesSet::CredentialsHeld => {
+                return Err(Error::FailedPrecondition(CREDENTIALS_BEFORE_RESERVED_SCOPE));
+            }
+        };
         audit!(
             INFO,
             "service_account_scopes_changed",
@@ -299,7 +316,13 @@ impl Accounts {
         let secret_id = CredentialId::generate();
         let added = self
             .service_accounts
-            .add_secret(id, &secret_id, client_secret_digest(&secret), db_now())
+            .add_secret(
+                id,
+                &secret_id,
+                client_secret_digest(&secret),
+                db_now(),
+                authority.reserved_scopes(),
+            )
             .await?;
         added_or_refused(added, SECRETS_FULL)?;
         audit!(
@@ -365,7 +388,7 @@ impl Accounts {
         let kid = CredentialId::generate();
         let added = self
             .service_accounts
-            .add_key(id, &kid, &key, db_now())
+            .add_key(id, &kid, &key, db_now(), authority.reserved_scopes())
             .await?;
         added_or_refused(added, KEYS_FULL)?;
         audit!(
@@ -442,5 +465,6 @@ fn added_or_refused(added: CredentialAdded, full: &'static str) -> Result<(), Er
         CredentialAdded::Added => Ok(()),
         CredentialAdded::Full => Err(Error::FailedPrecondition(full)),
         CredentialAdded::NoSuchAccount => Err(Error::NotFound(NO_SUCH_ACCOUNT)),
+        CredentialAdded::Protected => Err(Error::PermissionDenied(PROTECTED_ACCOUNT)),
     }
 }

@@ -100,7 +100,13 @@ impl PublicKey {
         let info = SubjectPublicKeyInfoRef::try_from(der.as_slice()).map_err(|_| not_pem())?;
         let oid = info.algorithm.oid;
         let algorithm = if oid == ED25519 {
-            ed25519_dalek::VerifyingKey::try_from(info).map_err(|_| malformed("Ed25519"))?;
+            let key =
+                ed25519_dalek::VerifyingKey::try_from(info).map_err(|_| malformed("Ed25519"))?;
+            // A small-order point verifies forged signatures under the
+            // non-strict check jsonwebtoken uses: anyone could sign for it.
+            if key.is_weak() {
+                return Err(malformed("Ed25519"));
+            }
             KeyAlgorithm::EdDsa
         } else if oid == EC_PUBLIC_KEY {
             if info.algorithm.parameters_oid().ok() != Some(P256) {
@@ -213,6 +219,18 @@ mod tests {
             );
         }
         assert_eq!(algorithm("  "), Err(crate::domain::BLANK.to_owned()));
+    }
+
+    #[test]
+    fn a_small_order_ed25519_key_is_refused() {
+        // SPKI of Ed25519 around the identity point (0x01, then zeros).
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0x01,
+        ];
+        der.extend([0; 31]);
+        let weak = pem::encode_string("PUBLIC KEY", LineEnding::LF, &der).unwrap_or_default();
+        let refusal = algorithm(&weak).err().unwrap_or_default();
+        assert!(refusal.contains("Malformed Ed25519"), "{refusal}");
     }
 
     #[test]

@@ -65,6 +65,29 @@ pub enum CredentialAdded {
     /// The account holds as many of that kind as it may.
     Full,
     NoSuchAccount,
+    /// The account holds a reserved scope and the writer may not give it a
+    /// credential ([`ReservedScopes::Refused`]).
+    Protected,
+}
+
+/// Whether a write may touch an account that holds a reserved (`auth.…`)
+/// scope. Decided under the account's row lock, in the write's own
+/// transaction: checked on an earlier read, a concurrent grant of such a
+/// scope could land between the check and the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservedScopes {
+    Allowed,
+    Refused,
+}
+
+/// What [`ServiceAccounts::set_scopes`] did.
+#[derive(Debug)]
+pub enum ScopesSet {
+    Set(ServiceAccount),
+    NoSuchAccount,
+    /// A reserved scope would be added to an account that holds
+    /// credentials: they were given without the power it brings.
+    CredentialsHeld,
 }
 
 #[derive(Debug, Clone)]
@@ -206,14 +229,42 @@ impl ServiceAccounts {
     ///
     /// # Errors
     /// The database's.
-    pub async fn set_scopes(
-        &self,
-        id: i64,
-        scopes: &Scopes,
-    ) -> Result<Option<ServiceAccount>, StoreError> {
+    pub async fn set_scopes(&self, id: i64, scopes: &Scopes) -> Result<ScopesSet, StoreError> {
         let text = scopes.to_space_separated();
-        self.update(id, service_account::Column::Scopes, Expr::value(text))
-            .await
+        let adds_reserved: Vec<String> = scopes
+            .iter()
+            .filter(|s| s.is_reserved())
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        let db = self.db.clone();
+        let set = self
+            .write(async move {
+                let txn = super::begin_write(&db).await?;
+                let Some(held) = lock_account(&txn, id).await? else {
+                    return Ok(ScopesSetRow::NoSuchAccount);
+                };
+                if adds_reserved.iter().any(|s| !held.contains(s))
+                    && holds_credentials(&txn, id).await?
+                {
+                    return Ok(ScopesSetRow::CredentialsHeld);
+                }
+                Accounts::update_many()
+                    .col_expr(service_account::Column::Scopes, Expr::value(text))
+                    .filter(service_account::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+                Ok(ScopesSetRow::Set)
+            })
+            .await?;
+        Ok(match set {
+            ScopesSetRow::NoSuchAccount => ScopesSet::NoSuchAccount,
+            ScopesSetRow::CredentialsHeld => ScopesSet::CredentialsHeld,
+            ScopesSetRow::Set => match self.get(id).await? {
+                Some(account) => ScopesSet::Set(account),
+                None => ScopesSet::NoSuchAccount,
+            },
+        })
     }
 
     /// Deletes the account with its credentials: whether there was one.
@@ -253,6 +304,7 @@ impl ServiceAccounts {
         secret_id: &CredentialId,
         digest: String,
         now: NaiveDateTime,
+        reserved: ReservedScopes,
     ) -> Result<CredentialAdded, StoreError> {
         let row = service_account_secret::ActiveModel {
             secret_id: Set(secret_id.as_str().to_owned()),
@@ -263,8 +315,12 @@ impl ServiceAccounts {
         let db = self.db.clone();
         self.write(async move {
             let txn = super::begin_write(&db).await?;
-            if !lock_account(&txn, id).await? {
-                return Ok(CredentialAdded::NoSuchAccount);
+            match lock_account(&txn, id).await? {
+                None => return Ok(CredentialAdded::NoSuchAccount),
+                Some(held) if held.any_reserved() && reserved == ReservedScopes::Refused => {
+                    return Ok(CredentialAdded::Protected);
+                }
+                Some(_) => {}
             }
             let held = Secrets::find()
                 .filter(service_account_secret::Column::AccountId.eq(id))
@@ -313,6 +369,7 @@ impl ServiceAccounts {
         kid: &CredentialId,
         key: &PublicKey,
         now: NaiveDateTime,
+        reserved: ReservedScopes,
     ) -> Result<CredentialAdded, StoreError> {
         let row = service_account_key::ActiveModel {
             kid: Set(kid.as_str().to_owned()),
@@ -324,8 +381,12 @@ impl ServiceAccounts {
         let db = self.db.clone();
         self.write(async move {
             let txn = super::begin_write(&db).await?;
-            if !lock_account(&txn, id).await? {
-                return Ok(CredentialAdded::NoSuchAccount);
+            match lock_account(&txn, id).await? {
+                None => return Ok(CredentialAdded::NoSuchAccount),
+                Some(held) if held.any_reserved() && reserved == ReservedScopes::Refused => {
+                    return Ok(CredentialAdded::Protected);
+                }
+                Some(_) => {}
             }
             let held = Keys::find()
                 .filter(service_account_key::Column::AccountId.eq(id))
@@ -542,17 +603,42 @@ async fn owner_of(
 
 /// Locks the account's row until the transaction ends (PostgreSQL and
 /// MariaDB; SQLite's write transaction locks the whole database), so that
-/// concurrent additions of credentials are counted one after the other:
-/// whether it exists.
-async fn lock_account(db: &impl ConnectionTrait, id: i64) -> Result<bool, StoreError> {
-    let found: Vec<i64> = Accounts::find_by_id(id)
+/// concurrent changes of its credentials and scopes happen one after the
+/// other: its scopes, `None` if there is no such account.
+async fn lock_account(db: &impl ConnectionTrait, id: i64) -> Result<Option<Scopes>, StoreError> {
+    let found: Vec<(i64, String)> = Accounts::find_by_id(id)
         .select_only()
         .column(service_account::Column::Id)
+        .column(service_account::Column::Scopes)
         .lock_exclusive()
         .into_tuple()
         .all(db)
         .await?;
-    Ok(!found.is_empty())
+    found
+        .into_iter()
+        .next()
+        .map(|(_, held)| scopes(&held))
+        .transpose()
+}
+
+/// Whether the account holds any secret or key.
+async fn holds_credentials(db: &impl ConnectionTrait, id: i64) -> Result<bool, StoreError> {
+    let secrets = Secrets::find()
+        .filter(service_account_secret::Column::AccountId.eq(id))
+        .count(db)
+        .await?;
+    let keys = Keys::find()
+        .filter(service_account_key::Column::AccountId.eq(id))
+        .count(db)
+        .await?;
+    Ok(secrets + keys > 0)
+}
+
+/// [`ScopesSet`] before the account is read back.
+enum ScopesSetRow {
+    Set,
+    NoSuchAccount,
+    CredentialsHeld,
 }
 
 /// The account of `row` with every credential, as the token path uses it.
@@ -721,6 +807,7 @@ mod tests {
                 &secret_id,
                 client_secret_digest("s3cret"),
                 db_now(),
+                ReservedScopes::Refused,
             )
             .await
             .unwrap();
@@ -761,7 +848,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let kid = CredentialId::generate();
         accounts
-            .add_key(account.id, &kid, &key, db_now())
+            .add_key(account.id, &kid, &key, db_now(), ReservedScopes::Refused)
             .await
             .unwrap();
         let found = accounts.credentials_by_cid(&kid).await.unwrap();

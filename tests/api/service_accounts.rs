@@ -347,6 +347,65 @@ async fn concurrent_secrets_never_exceed_two() {
 }
 
 #[tokio::test]
+async fn credentials_given_without_the_power_of_auth_scopes_never_gain_it() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let staff = admin(&app, "staff", true, false).await;
+        let root = admin(&app, "root", true, true).await;
+
+        // In turn: a secret a staff member added blocks the grant until it
+        // is removed.
+        let bot = staff.create("metrics-bot", &["metrics"]).await.unwrap();
+        let secret = staff.add_secret(bot.id).await.unwrap();
+        let refused = expect_code(
+            root.set_scopes(bot.id, &["metrics", "auth.admin.read"])
+                .await,
+            Code::FailedPrecondition,
+        );
+        assert!(refused.message().contains("remove them"), "{refused:?}");
+        assert_eq!(staff.get(bot.id).await.unwrap().scopes, ["metrics"]);
+        root.remove_secret(bot.id, &secret.secret_id).await.unwrap();
+        root.set_scopes(bot.id, &["metrics", "auth.admin.read"])
+            .await
+            .unwrap();
+        // Scopes it already holds do not count as granted again.
+        let own = root.add_secret(bot.id).await.unwrap();
+        root.set_scopes(bot.id, &["auth.admin.read"]).await.unwrap();
+        root.remove_secret(bot.id, &own.secret_id).await.unwrap();
+
+        // At once: a staff member adding a secret while a superuser grants
+        // `auth.admin` ends with one of the two refused, never both done.
+        for trial in 0..12 {
+            let account = staff.create(&format!("race-{trial}"), &[]).await.unwrap();
+            let (added, granted) = tokio::join!(
+                staff.add_secret(account.id),
+                root.set_scopes(account.id, &["auth.admin"]),
+            );
+            assert!(
+                added.is_err() || granted.is_err(),
+                "trial {trial}: {added:?} {granted:?}"
+            );
+            let scopes = staff.get(account.id).await.unwrap().scopes;
+            let secrets = strings(
+                &app,
+                &format!(
+                    "SELECT secret_id FROM service_account_secrets WHERE account_id = {}",
+                    account.id
+                ),
+                "secret_id",
+            )
+            .await;
+            assert!(
+                scopes.is_empty() || secrets.is_empty(),
+                "trial {trial}: {scopes:?} with {secrets:?}"
+            );
+        }
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn keys_of_each_algorithm_are_registered_and_bad_ones_refused() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
