@@ -172,6 +172,7 @@ impl ServiceAccounts {
             is_active: Set(true),
             created_at: Set(now),
             last_used_at: Set(None),
+            tokens_valid_after: Set(None),
             ..Default::default()
         };
         let db = self.db.clone();
@@ -189,7 +190,10 @@ impl ServiceAccounts {
             .ok_or_else(|| StoreError::other("a new service account vanished"))
     }
 
-    /// Activates or deactivates: the account after, `None` if there is none.
+    /// Activates or deactivates: the account after, `None` if there is
+    /// none. Deactivation also sets `tokens_valid_after` to `now`, in the
+    /// same statement, so that a reactivation does not bring back the
+    /// tokens issued before it.
     ///
     /// # Errors
     /// The database's.
@@ -197,9 +201,26 @@ impl ServiceAccounts {
         &self,
         id: i64,
         active: bool,
+        now: NaiveDateTime,
     ) -> Result<Option<ServiceAccount>, StoreError> {
-        self.update(id, service_account::Column::IsActive, Expr::value(active))
-            .await
+        let db = self.db.clone();
+        self.write(async move {
+            let mut update = Accounts::update_many()
+                .col_expr(service_account::Column::IsActive, Expr::value(active));
+            if !active {
+                update = update.col_expr(
+                    service_account::Column::TokensValidAfter,
+                    Expr::value(Some(now)),
+                );
+            }
+            update
+                .filter(service_account::Column::Id.eq(id))
+                .exec(&db)
+                .await?;
+            Ok(())
+        })
+        .await?;
+        self.get(id).await
     }
 
     /// Replaces the allowed scopes: the account after, `None` if there is none.
@@ -590,6 +611,7 @@ async fn credentials_of(
         name: name(&row.name)?,
         scopes: scopes(&row.scopes)?,
         is_active: row.is_active,
+        tokens_valid_after: row.tokens_valid_after.map(|at| at.and_utc().timestamp()),
         secrets,
         keys,
     })
@@ -734,7 +756,10 @@ mod tests {
         assert_eq!(by_cid.as_ref(), Some(&by_name));
 
         // Cached now; each write through this type is seen at once.
-        accounts.set_active(account.id, false).await.unwrap();
+        accounts
+            .set_active(account.id, false, db_now())
+            .await
+            .unwrap();
         let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
         assert_eq!(found.map(|c| c.is_active), Some(false));
         accounts
