@@ -755,13 +755,26 @@ mod tests {
         let by_cid = accounts.credentials_by_cid(&secret_id).await.unwrap();
         assert_eq!(by_cid.as_ref(), Some(&by_name));
 
+        assert_eq!(by_cid.and_then(|c| c.tokens_valid_after), None);
+
         // Cached now; each write through this type is seen at once.
+        let deactivated_at = db_now();
         accounts
-            .set_active(account.id, false, db_now())
+            .set_active(account.id, false, deactivated_at)
             .await
             .unwrap();
         let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
-        assert_eq!(found.map(|c| c.is_active), Some(false));
+        let found = found.map(|c| (c.is_active, c.tokens_valid_after));
+        let cut = Some(deactivated_at.and_utc().timestamp());
+        assert_eq!(found, Some((false, cut)));
+        // Reactivation keeps the cut: tokens from before stay revoked.
+        accounts
+            .set_active(account.id, true, db_now())
+            .await
+            .unwrap();
+        let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
+        let found = found.map(|c| (c.is_active, c.tokens_valid_after));
+        assert_eq!(found, Some((true, cut)));
         accounts
             .set_scopes(account.id, &scopes(&["reports"]))
             .await
