@@ -35,6 +35,11 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(&'static str),
 
+    /// A valid service token without the scope the call needs (named:
+    /// scope names are not secrets).
+    #[error("The token lacks the required scope: {0}")]
+    InsufficientScope(&'static str),
+
     /// The call cannot be made in the current state (an account holding as
     /// many credentials as it may); the message says what to do first.
     #[error("{0}")]
@@ -101,6 +106,15 @@ pub enum AuthFailure {
     /// ResetPassword with a token that is wrong, used or expired (or whose
     /// user is gone or inactive): one answer for all, so it reveals nothing.
     ResetTokenInvalid,
+    /// A service token whose credential (`cid`) no longer exists, or
+    /// whose account was deleted.
+    ServiceCredentialRevoked,
+    /// A service token whose account is inactive.
+    ServiceAccountInactive,
+    /// A service token issued before its account was last deactivated.
+    ServiceTokenRevoked,
+    /// A service token carrying a scope its account no longer has.
+    ServiceScopeRevoked,
 }
 
 impl AuthFailure {
@@ -136,6 +150,21 @@ impl AuthFailure {
             Self::ResetTokenInvalid => (
                 "The password reset token is invalid or has expired.",
                 "reset_token_invalid",
+            ),
+            Self::ServiceCredentialRevoked => (
+                "The credential that obtained this token has been removed.",
+                "credential_revoked",
+            ),
+            Self::ServiceAccountInactive => {
+                ("Service account is inactive", "service_account_inactive")
+            }
+            Self::ServiceTokenRevoked => (
+                "The service account's tokens have been revoked; obtain a new one.",
+                "token_revoked",
+            ),
+            Self::ServiceScopeRevoked => (
+                "The token carries a scope its service account no longer has; obtain a new one.",
+                "scope_revoked",
             ),
         }
     }

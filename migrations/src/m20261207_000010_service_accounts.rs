@@ -2,7 +2,10 @@
 //! the assertion ids already used.
 //!
 //! - `service_accounts`: the name is the OAuth `client_id`; `scopes` is the
-//!   allowed set, space-separated and sorted (at most 32 × 64 characters).
+//!   allowed set, space-separated and sorted (at most 32 × 64 characters);
+//!   `tokens_valid_after` is set on deactivation, so that tokens issued up
+//!   to then (by `iat`, to the second inclusive) stay refused after a
+//!   reactivation.
 //! - `service_account_secrets`: only the hex SHA-256 of each client secret
 //!   (256 random bits: a fast hash is enough, and a dump holds no usable
 //!   secret).
@@ -41,6 +44,7 @@ impl MigrationTrait for Migration {
             .col(boolean(ServiceAccounts::IsActive))
             .col(date_time(ServiceAccounts::CreatedAt))
             .col(date_time_null(ServiceAccounts::LastUsedAt))
+            .col(date_time_null(ServiceAccounts::TokensValidAfter))
             .to_owned();
         unicode_table(manager, &mut accounts);
         manager.create_table(accounts).await?;
@@ -152,6 +156,7 @@ enum ServiceAccounts {
     IsActive,
     CreatedAt,
     LastUsedAt,
+    TokensValidAfter,
 }
 
 #[derive(DeriveIden)]

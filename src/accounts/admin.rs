@@ -12,11 +12,15 @@
 //! - the operator, who can run the binary against the database, may do
 //!   everything, and alone may grant superuser status.
 //!
+//! - a service token (issue 15) administers with scope `auth.admin`, or
+//!   only reads (GetUser, GetServiceAccount, ListServiceAccounts) with
+//!   `auth.admin.read`, with the rights of a staff member who is not a
+//!   superuser; the token must still stand (see `Accounts::token_service`)
+//!   on every call.
+//!
 //! An [`Actor`] is turned into an [`Authority`] once, by `authorize`, and
 //! the use cases (these, and those of service accounts) ask only the
-//! authority what it may do. Another kind of actor (a service token with
-//! scope `auth.admin`) is a new variant of each and a case of
-//! `authorize`, not a change to every use case.
+//! authority what it may do.
 
 use std::fmt;
 
@@ -25,14 +29,14 @@ use chrono::NaiveDateTime;
 
 use super::{Accounts, NewAccount, login_throttle};
 use crate::{
-    domain::{RevocationReason, User, Username},
+    domain::{ADMIN_READ_SCOPE, ADMIN_SCOPE, RevocationReason, ServiceAccountName, User, Username},
     error::Error,
     persistence::{
         db_now, password_reset_tokens,
         users::{self, FlagChange, UserRow},
     },
     telemetry::audit,
-    tokens::Claims,
+    tokens::{Claims, DecodedToken, ServiceClaims},
 };
 
 const NOT_STAFF: &str = "This call requires a staff account.";
@@ -49,8 +53,20 @@ const OWN_STAFF_FLAG: &str = "You cannot change your own staff status.";
 pub enum Actor<'a> {
     /// The bearer of this access token; must be an active staff user.
     Caller(&'a Claims),
+    /// The bearer of this service token; needs scope `auth.admin`, or
+    /// `auth.admin.read` for reading.
+    Service(&'a ServiceClaims),
     /// The command line, run by whoever operates the service.
     Operator,
+}
+
+impl<'a> From<&'a DecodedToken> for Actor<'a> {
+    fn from(token: &'a DecodedToken) -> Self {
+        match token {
+            DecodedToken::User(claims) => Actor::Caller(claims),
+            DecodedToken::Service(claims) => Actor::Service(claims),
+        }
+    }
 }
 
 /// A password reset token, shown once; only its digest is stored.
@@ -69,9 +85,8 @@ impl fmt::Debug for IssuedResetToken {
 }
 
 /// What a call needs of its actor: reading only, or changing things.
-/// Staff and the operator may do both; an actor with read-only rights
-/// (a service token with just `auth.admin.read`) would be refused
-/// [`Access::Manage`] by `authorize`.
+/// Staff and the operator may do both; a service token with just
+/// `auth.admin.read` is refused [`Access::Manage`] by `authorize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Access {
     Read,
@@ -81,6 +96,9 @@ pub(super) enum Access {
 /// An actor found allowed to administer, and with which rights.
 pub(super) enum Authority {
     Staff(User),
+    /// A service account's token with the scope the call needs: the rights
+    /// of a staff member who is not a superuser.
+    Service(ServiceAccountName),
     Operator,
 }
 
@@ -88,6 +106,7 @@ impl Authority {
     pub(super) fn is_superuser(&self) -> bool {
         match self {
             Self::Staff(user) => user.is_superuser,
+            Self::Service(_) => false,
             Self::Operator => true,
         }
     }
@@ -118,11 +137,12 @@ impl Authority {
     }
 }
 
-/// For the security log: `user 7` or `operator`.
+/// For the security log: `user 7`, `service account billing` or `operator`.
 impl fmt::Display for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Staff(user) => write!(f, "user {}", user.id),
+            Self::Service(name) => write!(f, "service account {name}"),
             Self::Operator => f.write_str("operator"),
         }
     }
@@ -381,14 +401,16 @@ impl Accounts {
 
     /// What `actor` may do, if anything: a caller must hold a valid token
     /// of an active user who is staff in the database right now. Staff and
-    /// the operator may make calls of either [`Access`].
+    /// the operator may make calls of either [`Access`]; a service token
+    /// that still stands, those its scopes allow.
     pub(super) async fn authorize(
         &self,
         actor: Actor<'_>,
-        _access: Access,
+        access: Access,
     ) -> Result<Authority, Error> {
         let claims = match actor {
             Actor::Operator => return Ok(Authority::Operator),
+            Actor::Service(claims) => return self.authorize_service(claims, access).await,
             Actor::Caller(claims) => claims,
         };
         // Afresh, not from the cache: staff status taken away, or the
@@ -402,6 +424,27 @@ impl Accounts {
             return Err(Error::PermissionDenied(NOT_STAFF));
         }
         Ok(Authority::Staff(user))
+    }
+
+    /// A service token's authority: the token must still stand, and carry
+    /// `auth.admin`, or `auth.admin.read` for [`Access::Read`]. The scope
+    /// is checked on the token (what its bearer was granted) after the
+    /// account (which must still allow it).
+    async fn authorize_service(
+        &self,
+        claims: &ServiceClaims,
+        access: Access,
+    ) -> Result<Authority, Error> {
+        let account = self.token_service(claims).await?;
+        let allowed = claims.has_scope(ADMIN_SCOPE)
+            || (access == Access::Read && claims.has_scope(ADMIN_READ_SCOPE));
+        if !allowed {
+            return Err(Error::InsufficientScope(match access {
+                Access::Read => ADMIN_READ_SCOPE,
+                Access::Manage => ADMIN_SCOPE,
+            }));
+        }
+        Ok(Authority::Service(account.name))
     }
 
     /// The target's row, read afresh: rights are decided on its current flags.

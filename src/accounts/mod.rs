@@ -35,12 +35,12 @@ pub use sessions::{TokenPair, VerifiedToken};
 
 use crate::{
     config::{ListUsersAccess, Registration, TokenPolicy},
-    domain::User,
+    domain::{CredentialId, ServiceAccountCredentials, User},
     error::{AuthFailure, Error},
     passwords::Hasher,
     persistence::{RefreshTokens, ServiceAccounts, UserProfiles},
     telemetry::metrics::Metrics,
-    tokens::{Claims, TokenCodec},
+    tokens::{Claims, ServiceClaims, TokenCodec},
 };
 
 /// Everything the use cases share; cheap to clone.
@@ -94,5 +94,46 @@ impl Accounts {
             Some(reason) => Err(AuthFailure::from(reason).into()),
             None => Ok(user),
         }
+    }
+
+    /// The account behind a service token, if the token still stands: its
+    /// credential (`cid`) still exists and belongs to the account named by
+    /// `client_id`, which is active, was not deactivated after the token
+    /// was issued, and still has every scope the token carries. Read
+    /// through the service-account cache: a change is seen at once on this
+    /// replica, within the cache TTL on others.
+    async fn token_service(
+        &self,
+        claims: &ServiceClaims,
+    ) -> Result<ServiceAccountCredentials, Error> {
+        // A cid we never issued names no credential.
+        let cid =
+            CredentialId::parse(&claims.cid).map_err(|_| AuthFailure::ServiceCredentialRevoked)?;
+        let account = self
+            .service_accounts
+            .credentials_by_cid(&cid)
+            .await?
+            // The credential is gone, or now (impossibly) another account's.
+            .filter(|account| account.name.as_str() == claims.client_id)
+            .ok_or(AuthFailure::ServiceCredentialRevoked)?;
+        if !account.is_active {
+            return Err(AuthFailure::ServiceAccountInactive.into());
+        }
+        // To the second inclusive, as for a user's token without a
+        // generation: `iat` says no more.
+        if account
+            .tokens_valid_after
+            .is_some_and(|valid_after| claims.iat <= valid_after)
+        {
+            return Err(AuthFailure::ServiceTokenRevoked.into());
+        }
+        if !claims
+            .scopes
+            .iter()
+            .all(|scope| account.scopes.contains(scope))
+        {
+            return Err(AuthFailure::ServiceScopeRevoked.into());
+        }
+        Ok(account)
     }
 }

@@ -201,10 +201,10 @@ impl Accounts {
         })
     }
 
-    /// Activates or deactivates an account. Its tokens are refused while
-    /// it is inactive, at once on this replica and within the cache TTL on
-    /// others, and work again when it is reactivated (they are short-lived,
-    /// and the credentials that obtained them are the account's still).
+    /// Activates or deactivates an account. Deactivation revokes its
+    /// tokens for good: they are refused at once on this replica and within
+    /// the cache TTL on others, and reactivating it does not bring them
+    /// back (tokens issued up to the deactivation's second are refused).
     ///
     /// # Errors
     /// Not allowed (see the module); NOT_FOUND; the database's.
@@ -218,7 +218,7 @@ impl Accounts {
         authority.may_manage_service_account(&self.service_account(id).await?)?;
         let account = self
             .service_accounts
-            .set_active(id, active)
+            .set_active(id, active, db_now())
             .await?
             .ok_or(Error::NotFound(NO_SUCH_ACCOUNT))?;
         audit!(
@@ -234,7 +234,11 @@ impl Accounts {
             service_account_id = id,
             service_account = %account.name,
             "service account {}",
-            if active { "activated" } else { "deactivated" }
+            if active {
+                "activated"
+            } else {
+                "deactivated; every token of its revoked"
+            }
         );
         Ok(account)
     }

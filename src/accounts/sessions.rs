@@ -8,8 +8,8 @@ use crate::{
     domain::TokenText,
     error::{AuthFailure, Error},
     persistence::{db_now, token_blacklist::BlacklistReason},
-    telemetry::{audit, metrics::Revocation, record_user},
-    tokens::{Claims, TokenError, TokenType, unix_now},
+    telemetry::{audit, metrics::Revocation, record_service, record_user},
+    tokens::{Claims, DecodedToken, TokenError, TokenType, unix_now},
 };
 
 /// A new access token and, with rotation on, the refresh token that
@@ -22,11 +22,21 @@ pub struct TokenPair {
 
 /// What VerifyToken tells about a valid token.
 #[derive(Debug)]
-pub struct VerifiedToken {
-    pub token_type: TokenType,
-    pub user_id: i64,
-    /// `exp`, in seconds since the epoch.
-    pub expires_at: i64,
+pub enum VerifiedToken {
+    /// A user's access or refresh token.
+    User {
+        token_type: TokenType,
+        user_id: i64,
+        /// `exp`, in seconds since the epoch.
+        expires_at: i64,
+    },
+    /// A service token that still stands.
+    Service {
+        client_id: String,
+        scopes: Vec<String>,
+        /// `exp`, in seconds since the epoch.
+        expires_at: i64,
+    },
 }
 
 impl Accounts {
@@ -120,13 +130,27 @@ impl Accounts {
         Ok(())
     }
 
-    /// Whether a token of either type is valid now, not blacklisted, and
-    /// its user still active.
+    /// Whether a token of any type is valid now: a user's not blacklisted
+    /// and its user still active; a service token still standing (its
+    /// credential, account and scopes, as AdminService checks it).
     ///
     /// # Errors
     /// As for a call made with the token.
     pub async fn verify(&self, token: TokenText<'_>) -> Result<VerifiedToken, Error> {
-        let claims = self.tokens.decode(token.as_str(), None, unix_now())?;
+        // The same decoding as for a user's token alone; only a service
+        // token takes the other arm.
+        let claims = match self.tokens.decode_any(token.as_str(), unix_now())? {
+            DecodedToken::User(claims) => claims,
+            DecodedToken::Service(claims) => {
+                record_service(&claims.client_id);
+                self.token_service(&claims).await?;
+                return Ok(VerifiedToken::Service {
+                    expires_at: claims.exp,
+                    client_id: claims.client_id,
+                    scopes: claims.scopes,
+                });
+            }
+        };
         record_user(claims.user_id);
         if claims.token_type == TokenType::Refresh
             && self.refresh_tokens.is_blacklisted(&claims.jti).await?
@@ -134,7 +158,7 @@ impl Accounts {
             return Err(self.why_blacklisted(&claims).await);
         }
         self.token_user(&claims).await?;
-        Ok(VerifiedToken {
+        Ok(VerifiedToken::User {
             token_type: claims.token_type,
             user_id: claims.user_id,
             expires_at: claims.exp,

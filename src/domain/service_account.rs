@@ -166,6 +166,9 @@ pub struct ServiceAccountCredentials {
     pub name: ServiceAccountName,
     pub scopes: Scopes,
     pub is_active: bool,
+    /// Set on deactivation: tokens issued up to this second inclusive
+    /// (seconds since the epoch, as `iat`) are refused for good.
+    pub tokens_valid_after: Option<i64>,
     pub secrets: Vec<StoredSecret>,
     pub keys: Vec<StoredKey>,
 }
@@ -255,6 +258,7 @@ mod tests {
             name: ServiceAccountName::parse("billing").unwrap_or_else(|e| panic!("{e}")),
             scopes: Scopes::default(),
             is_active: true,
+            tokens_valid_after: None,
             secrets: ["old-secret", "new-secret"]
                 .into_iter()
                 .map(|secret| StoredSecret {

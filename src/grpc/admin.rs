@@ -1,21 +1,36 @@
 //! `auth.v1.AdminService`: staff administration. The bearer interceptor
-//! has verified the access token; whether its user may administer, and
-//! what, is the application's decision ([`crate::accounts::Actor`]).
+//! has verified the token (a user's access token or a service token);
+//! whether its bearer may administer, and what, is the application's
+//! decision ([`crate::accounts::Actor`]).
 
 use tonic::{Request, Response, Status};
 
-use super::{
-    convert::{both, credential_id, public_key, scopes, service_account_id, user_id},
-    users::caller,
-};
+use super::convert::{both, credential_id, public_key, scopes, service_account_id, user_id};
 use crate::{
     accounts::{Accounts, Actor, NewAccount, NewServiceAccount, ServiceAccountPageRequest},
+    error::Error,
     pb::{self, admin_service_server::AdminService},
+    telemetry::{record_service, record_user},
+    tokens::DecodedToken,
 };
 
 #[derive(Debug, Clone)]
 pub(super) struct AdminHandlers {
     pub(super) accounts: Accounts,
+}
+
+/// The token the admin bearer interceptor verified; its user id or client
+/// id is recorded on the call's log line.
+fn caller<T>(request: &mut Request<T>) -> Result<DecodedToken, Error> {
+    let decoded = request
+        .extensions_mut()
+        .remove::<DecodedToken>()
+        .ok_or_else(|| Error::internal("reached without AdminBearerAuth"))?;
+    match &decoded {
+        DecodedToken::User(claims) => record_user(claims.user_id),
+        DecodedToken::Service(claims) => record_service(&claims.client_id),
+    }
+    Ok(decoded)
 }
 
 #[tonic::async_trait]
@@ -26,7 +41,7 @@ impl AdminService for AdminHandlers {
     ) -> Result<Response<pb::User>, Status> {
         let caller = caller(&mut request)?;
         let id = user_id(request.into_inner().id)?;
-        let user = self.accounts.get_user(Actor::Caller(&caller), id).await?;
+        let user = self.accounts.get_user(Actor::from(&caller), id).await?;
         Ok(Response::new(user.into()))
     }
 
@@ -39,7 +54,7 @@ impl AdminService for AdminHandlers {
         let id = user_id(request.id)?;
         let user = self
             .accounts
-            .set_user_active(Actor::Caller(&caller), id, request.active)
+            .set_user_active(Actor::from(&caller), id, request.active)
             .await?;
         Ok(Response::new(user.into()))
     }
@@ -53,7 +68,7 @@ impl AdminService for AdminHandlers {
         let id = user_id(request.id)?;
         let user = self
             .accounts
-            .set_user_staff(Actor::Caller(&caller), id, request.staff)
+            .set_user_staff(Actor::from(&caller), id, request.staff)
             .await?;
         Ok(Response::new(user.into()))
     }
@@ -64,9 +79,7 @@ impl AdminService for AdminHandlers {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let caller = caller(&mut request)?;
         let id = user_id(request.into_inner().id)?;
-        self.accounts
-            .delete_user(Actor::Caller(&caller), id)
-            .await?;
+        self.accounts.delete_user(Actor::from(&caller), id).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
@@ -77,15 +90,13 @@ impl AdminService for AdminHandlers {
         let caller = caller(&mut request)?;
         // Refused before the fields are looked at: a caller who may not
         // create users learns nothing about what would be valid.
-        self.accounts
-            .authorize_admin(Actor::Caller(&caller))
-            .await?;
+        self.accounts.authorize_admin(Actor::from(&caller)).await?;
         let request = request.into_inner();
         let is_staff = request.is_staff;
         let account = NewAccount::try_from(request)?;
         let user = self
             .accounts
-            .create_user(Actor::Caller(&caller), account, is_staff)
+            .create_user(Actor::from(&caller), account, is_staff)
             .await?;
         Ok(Response::new(user.into()))
     }
@@ -98,7 +109,7 @@ impl AdminService for AdminHandlers {
         let id = user_id(request.into_inner().id)?;
         let issued = self
             .accounts
-            .issue_password_reset_token(Actor::Caller(&caller), id)
+            .issue_password_reset_token(Actor::from(&caller), id)
             .await?;
         Ok(Response::new(issued.into()))
     }
@@ -109,13 +120,11 @@ impl AdminService for AdminHandlers {
     ) -> Result<Response<pb::ServiceAccount>, Status> {
         let caller = caller(&mut request)?;
         // As CreateUser: refused before the fields are looked at.
-        self.accounts
-            .authorize_admin(Actor::Caller(&caller))
-            .await?;
+        self.accounts.authorize_admin(Actor::from(&caller)).await?;
         let new = NewServiceAccount::try_from(request.into_inner())?;
         let account = self
             .accounts
-            .create_service_account(Actor::Caller(&caller), new)
+            .create_service_account(Actor::from(&caller), new)
             .await?;
         Ok(Response::new(account.into()))
     }
@@ -128,7 +137,7 @@ impl AdminService for AdminHandlers {
         let id = service_account_id(request.into_inner().id)?;
         let account = self
             .accounts
-            .get_service_account(Actor::Caller(&caller), id)
+            .get_service_account(Actor::from(&caller), id)
             .await?;
         Ok(Response::new(account.into()))
     }
@@ -145,7 +154,7 @@ impl AdminService for AdminHandlers {
         };
         let page = self
             .accounts
-            .list_service_accounts(Actor::Caller(&caller), page)
+            .list_service_accounts(Actor::from(&caller), page)
             .await?;
         Ok(Response::new(page.into()))
     }
@@ -159,7 +168,7 @@ impl AdminService for AdminHandlers {
         let id = service_account_id(request.id)?;
         let account = self
             .accounts
-            .set_service_account_active(Actor::Caller(&caller), id, request.active)
+            .set_service_account_active(Actor::from(&caller), id, request.active)
             .await?;
         Ok(Response::new(account.into()))
     }
@@ -173,7 +182,7 @@ impl AdminService for AdminHandlers {
         let (id, scopes) = both(service_account_id(request.id), scopes(&request.scopes))?;
         let account = self
             .accounts
-            .set_service_account_scopes(Actor::Caller(&caller), id, scopes)
+            .set_service_account_scopes(Actor::from(&caller), id, scopes)
             .await?;
         Ok(Response::new(account.into()))
     }
@@ -185,7 +194,7 @@ impl AdminService for AdminHandlers {
         let caller = caller(&mut request)?;
         let id = service_account_id(request.into_inner().id)?;
         self.accounts
-            .delete_service_account(Actor::Caller(&caller), id)
+            .delete_service_account(Actor::from(&caller), id)
             .await?;
         Ok(Response::new(pb::DeleteServiceAccountResponse {}))
     }
@@ -198,7 +207,7 @@ impl AdminService for AdminHandlers {
         let id = service_account_id(request.into_inner().id)?;
         let issued = self
             .accounts
-            .add_service_account_secret(Actor::Caller(&caller), id)
+            .add_service_account_secret(Actor::from(&caller), id)
             .await?;
         Ok(Response::new(issued.into()))
     }
@@ -215,7 +224,7 @@ impl AdminService for AdminHandlers {
         );
         let (id, secret_id) = both(parsed.0, parsed.1)?;
         self.accounts
-            .remove_service_account_secret(Actor::Caller(&caller), id, &secret_id)
+            .remove_service_account_secret(Actor::from(&caller), id, &secret_id)
             .await?;
         Ok(Response::new(pb::RemoveServiceAccountSecretResponse {}))
     }
@@ -233,7 +242,7 @@ impl AdminService for AdminHandlers {
         let (id, key) = both(parsed.0, parsed.1)?;
         let kid = self
             .accounts
-            .add_service_account_key(Actor::Caller(&caller), id, key)
+            .add_service_account_key(Actor::from(&caller), id, key)
             .await?;
         Ok(Response::new(pb::AddServiceAccountKeyResponse {
             kid: kid.as_str().to_owned(),
@@ -252,7 +261,7 @@ impl AdminService for AdminHandlers {
         );
         let (id, kid) = both(parsed.0, parsed.1)?;
         self.accounts
-            .remove_service_account_key(Actor::Caller(&caller), id, &kid)
+            .remove_service_account_key(Actor::from(&caller), id, &kid)
             .await?;
         Ok(Response::new(pb::RemoveServiceAccountKeyResponse {}))
     }

@@ -1,7 +1,7 @@
 //! The layer every call goes through: it brings codec errors in line with
 //! the API's conventions (`codec_status`) and writes one log line per call:
 //! method, gRPC status code, latency and, where the handler knows it, the
-//! user id. Never request or response bodies, so no password or token can
+//! user id (or, for a service token, its `client_id`). Never request or response bodies, so no password or token can
 //! reach the log through it. It also records each call's code and latency
 //! in the metrics (a call whose client went away, before or in the middle
 //! of its request, is logged and counted as CANCELLED). With
@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::request_body::ClientGone;
 use crate::telemetry::{
-    self,
+    self, Caller,
     metrics::{CallRecord, RpcMetrics},
     traces,
 };
@@ -77,6 +77,7 @@ where
             "call",
             method = request.uri().path(),
             user_id = tracing::field::Empty,
+            client_id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         let started = Instant::now();
@@ -109,7 +110,12 @@ where
             let elapsed = started.elapsed();
             // u64: a number in JSON too (a u128 would be a string there).
             let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-            let user_id = telemetry::call_user();
+            let (user_id, client_id) = match telemetry::call_user() {
+                Caller::Unknown => (None, None),
+                Caller::User(id) => (Some(id), None),
+                Caller::Service(name) => (None, Some(name)),
+            };
+            let client_id = client_id.as_deref();
             let Some(record) = unfinished.record.take() else {
                 return result;
             };
@@ -135,6 +141,7 @@ where
                         code = ?code,
                         latency_us,
                         user_id,
+                        client_id,
                         trace_id = trace_id.as_deref(),
                         "grpc call"
                     );
@@ -151,6 +158,7 @@ where
                         error = %e,
                         latency_us,
                         user_id,
+                        client_id,
                         trace_id = trace_id.as_deref(),
                         "grpc call failed"
                     );

@@ -16,6 +16,7 @@ use crate::{
     },
     error::Error,
     pb,
+    tokens::SERVICE_TOKEN_TYPE,
 };
 
 impl TryFrom<pb::RegisterRequest> for NewAccount {
@@ -299,13 +300,30 @@ impl From<TokenPair> for pb::TokenPair {
 
 impl From<VerifiedToken> for pb::VerifyTokenResponse {
     fn from(token: VerifiedToken) -> Self {
-        pb::VerifyTokenResponse {
-            token_type: token.token_type.as_str().to_owned(),
-            user_id: token.user_id,
-            expires_at: Some(prost_types::Timestamp {
-                seconds: token.expires_at,
-                nanos: 0,
-            }),
+        let expiry = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        match token {
+            VerifiedToken::User {
+                token_type,
+                user_id,
+                expires_at,
+            } => pb::VerifyTokenResponse {
+                token_type: token_type.as_str().to_owned(),
+                user_id,
+                expires_at: expiry(expires_at),
+                client_id: String::new(),
+                scopes: Vec::new(),
+            },
+            VerifiedToken::Service {
+                client_id,
+                scopes,
+                expires_at,
+            } => pb::VerifyTokenResponse {
+                token_type: SERVICE_TOKEN_TYPE.to_owned(),
+                user_id: 0,
+                expires_at: expiry(expires_at),
+                client_id,
+                scopes,
+            },
         }
     }
 }

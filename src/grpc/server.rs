@@ -1,6 +1,6 @@
 //! The gRPC server: limits, the call-log layer, and every service
 //! (health, reflection, AuthService, and UserService and AdminService behind
-//! the bearer check), served on connections of our own (`connections`).
+//! their bearer checks), served on connections of our own (`connections`).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -16,7 +16,7 @@ use tower::Layer;
 use super::{
     admin::AdminHandlers,
     auth::AuthHandlers,
-    bearer::BearerAuth,
+    bearer::{AdminBearerAuth, BearerAuth},
     call_log::CallLogLayer,
     client_address::ClientAddress,
     connections::{self, Limits},
@@ -77,7 +77,8 @@ pub async fn serve(
             accounts: accounts.clone(),
         })
         .max_decoding_message_size(MAX_REQUEST_BYTES),
-        bearer.clone(),
+        // A user's access token or a service token (issue 15).
+        AdminBearerAuth::new(accounts.token_codec()),
     );
     let users = InterceptedService::new(
         UserServiceServer::new(UserHandlers {

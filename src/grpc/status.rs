@@ -29,6 +29,17 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } => Status::already_exists(err.to_string()),
             Error::Unauthenticated(failure) => unauthenticated(failure),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            // As the verifier crate answers (RFC 6750's error code), so a
+            // client handles both alike.
+            Error::InsufficientScope(scope) => Status::with_error_details(
+                Code::PermissionDenied,
+                err.to_string(),
+                ErrorDetails::with_error_info(
+                    "insufficient_scope",
+                    "auth-service",
+                    std::collections::HashMap::from([("scope".to_owned(), scope.to_owned())]),
+                ),
+            ),
             Error::NotFound(message) => Status::not_found(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Overloaded {
@@ -111,6 +122,26 @@ mod tests {
         let status = Status::from(Error::PermissionDenied("Staff only."));
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(status.message(), "Staff only.");
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_scope() {
+        let status = Status::from(Error::InsufficientScope("auth.admin"));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "The token lacks the required scope: auth.admin"
+        );
+        let details = status.get_error_details();
+        let info = details
+            .error_info()
+            .map(|i| (i.reason.clone(), i.metadata.clone()));
+        let (reason, metadata) = info.unwrap_or_default();
+        assert_eq!(reason, "insufficient_scope");
+        assert_eq!(
+            metadata.get("scope").map(String::as_str),
+            Some("auth.admin")
+        );
     }
 
     #[test]

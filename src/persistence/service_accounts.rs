@@ -195,6 +195,7 @@ impl ServiceAccounts {
             is_active: Set(true),
             created_at: Set(now),
             last_used_at: Set(None),
+            tokens_valid_after: Set(None),
             ..Default::default()
         };
         let db = self.db.clone();
@@ -212,7 +213,10 @@ impl ServiceAccounts {
             .ok_or_else(|| StoreError::other("a new service account vanished"))
     }
 
-    /// Activates or deactivates: the account after, `None` if there is none.
+    /// Activates or deactivates: the account after, `None` if there is
+    /// none. Deactivation also sets `tokens_valid_after` to `now`, in the
+    /// same statement, so that a reactivation does not bring back the
+    /// tokens issued before it.
     ///
     /// # Errors
     /// The database's.
@@ -220,9 +224,26 @@ impl ServiceAccounts {
         &self,
         id: i64,
         active: bool,
+        now: NaiveDateTime,
     ) -> Result<Option<ServiceAccount>, StoreError> {
-        self.update(id, service_account::Column::IsActive, Expr::value(active))
-            .await
+        let db = self.db.clone();
+        self.write(async move {
+            let mut update = Accounts::update_many()
+                .col_expr(service_account::Column::IsActive, Expr::value(active));
+            if !active {
+                update = update.col_expr(
+                    service_account::Column::TokensValidAfter,
+                    Expr::value(Some(now)),
+                );
+            }
+            update
+                .filter(service_account::Column::Id.eq(id))
+                .exec(&db)
+                .await?;
+            Ok(())
+        })
+        .await?;
+        self.get(id).await
     }
 
     /// Replaces the allowed scopes: the account after, `None` if there is none.
@@ -676,6 +697,7 @@ async fn credentials_of(
         name: name(&row.name)?,
         scopes: scopes(&row.scopes)?,
         is_active: row.is_active,
+        tokens_valid_after: row.tokens_valid_after.map(|at| at.and_utc().timestamp()),
         secrets,
         keys,
     })
@@ -820,10 +842,26 @@ mod tests {
         let by_cid = accounts.credentials_by_cid(&secret_id).await.unwrap();
         assert_eq!(by_cid.as_ref(), Some(&by_name));
 
+        assert_eq!(by_cid.and_then(|c| c.tokens_valid_after), None);
+
         // Cached now; each write through this type is seen at once.
-        accounts.set_active(account.id, false).await.unwrap();
+        let deactivated_at = db_now();
+        accounts
+            .set_active(account.id, false, deactivated_at)
+            .await
+            .unwrap();
         let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
-        assert_eq!(found.map(|c| c.is_active), Some(false));
+        let found = found.map(|c| (c.is_active, c.tokens_valid_after));
+        let cut = Some(deactivated_at.and_utc().timestamp());
+        assert_eq!(found, Some((false, cut)));
+        // Reactivation keeps the cut: tokens from before stay revoked.
+        accounts
+            .set_active(account.id, true, db_now())
+            .await
+            .unwrap();
+        let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
+        let found = found.map(|c| (c.is_active, c.tokens_valid_after));
+        assert_eq!(found, Some((true, cut)));
         accounts
             .set_scopes(account.id, &scopes(&["reports"]))
             .await

@@ -99,27 +99,48 @@ fn colours_wanted() -> bool {
 }
 
 tokio::task_local! {
-    /// The caller's user id, for the call's log line: a slot the call log
-    /// opens around each call ([`with_call_user`]).
-    static CALL_USER: Cell<Option<i64>>;
+    /// Who called, for the call's log line: a slot the call log opens
+    /// around each call ([`with_call_user`]).
+    static CALLER: Cell<Caller>;
 }
 
-/// Runs one call's future with a slot for its caller's user id, which
-/// [`record_user`] fills in and [`call_user`] reads, inside `future`.
+/// Who made a call, as far as the call's log line tells.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Caller {
+    #[default]
+    Unknown,
+    /// A user's token: the user id.
+    User(i64),
+    /// A service token: its `client_id` (the account's name). Boxed only
+    /// for service calls; a user's call allocates nothing.
+    Service(Box<str>),
+}
+
+/// Runs one call's future with a slot for its caller, which
+/// [`record_user`] or [`record_service`] fills in and [`call_user`] reads,
+/// inside `future`.
 pub fn with_call_user<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    CALL_USER.scope(Cell::new(None), future)
+    CALLER.scope(Cell::new(Caller::Unknown), future)
 }
 
-/// The user id [`record_user`] recorded for the call being served, if any.
-pub fn call_user() -> Option<i64> {
-    CALL_USER.try_with(Cell::get).ok().flatten()
+/// The caller recorded for the call being served (taken: the call log
+/// reads it once, at the end).
+pub fn call_user() -> Caller {
+    CALLER.try_with(Cell::take).unwrap_or_default()
 }
 
 /// Records the caller's user id, wherever it becomes known, for the call's
 /// log line, and on the call's span (traces, and `RUST_LOG=debug`).
 pub fn record_user(user_id: i64) {
-    let _ = CALL_USER.try_with(|slot| slot.set(Some(user_id)));
+    let _ = CALLER.try_with(|slot| slot.set(Caller::User(user_id)));
     tracing::Span::current().record("user_id", user_id);
+}
+
+/// Records the calling service account's name (a service token's
+/// `client_id`), as [`record_user`] records a user id.
+pub fn record_service(client_id: &str) {
+    let _ = CALLER.try_with(|slot| slot.set(Caller::Service(client_id.into())));
+    tracing::Span::current().record("client_id", client_id);
 }
 
 /// A security event as a record of its own on target `audit`, always of

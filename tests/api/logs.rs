@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use auth_service::pb::{
-    self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
-    user_service_client::UserServiceClient,
+use auth_service::{
+    pb::{
+        self, admin_service_client::AdminServiceClient, auth_service_client::AuthServiceClient,
+        user_service_client::UserServiceClient,
+    },
+    tokens::{TokenCodec, unix_now},
 };
 use serde_json::Value;
 
@@ -290,6 +293,44 @@ async fn every_event(format: &str) -> Run {
         ))
         .await);
 
+    // A service token administering (issue 15): the audit record and the
+    // call line name the account, and neither the token nor the secret that
+    // obtained it is logged. Signed with the server's key, as the grant
+    // signs it.
+    let ops = ok(admin
+        .create_service_account(bearer(
+            pb::CreateServiceAccountRequest {
+                name: "ops".into(),
+                scopes: vec!["auth.admin".into()],
+            },
+            &root.access,
+        ))
+        .await);
+    let ops_secret = ok(admin
+        .add_service_account_secret(bearer(
+            pb::AddServiceAccountSecretRequest { id: ops.id },
+            &root.access,
+        ))
+        .await);
+    let service_token = TokenCodec::new(
+        LOG_KEY.as_bytes(),
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    )
+    .unwrap()
+    .issue_service("ops", &["auth.admin"], &ops_secret.secret_id, unix_now())
+    .unwrap()
+    .token;
+    ok(admin
+        .create_service_account(bearer(
+            pb::CreateServiceAccountRequest {
+                name: "made-by-ops".into(),
+                scopes: vec!["orders".into()],
+            },
+            &service_token,
+        ))
+        .await);
+
     server.signal("HUP");
     // The reload is logged by the signal's task: give it a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -342,6 +383,8 @@ async fn every_event(format: &str) -> Run {
         ("root's access token", root.access),
         ("password reset token", reset.token),
         ("client secret", client_secret.secret.clone()),
+        ("service token", service_token),
+        ("ops' client secret", ops_secret.secret.clone()),
         (
             "client secret's digest",
             auth_service::domain::sha256_hex(&client_secret.secret),
@@ -522,6 +565,25 @@ async fn json_logs_are_one_object_per_line_with_the_audit_records() {
             assert_eq!(record["actor"], "operator", "{record}");
         }
     }
+    // A service token's actions name its account, in the audit record and
+    // on the call's line.
+    let by_ops: Vec<&&Value> = audit
+        .iter()
+        .filter(|r| r["service_account"] == "made-by-ops")
+        .collect();
+    assert_eq!(by_ops.len(), 1, "{}", run.log);
+    assert_eq!(by_ops[0]["event"], "service_account_created");
+    assert_eq!(by_ops[0]["actor"], "service account ops", "{}", run.log);
+    assert!(
+        calls.iter().any(|c| {
+            c["method"] == "/auth.v1.AdminService/CreateServiceAccount"
+                && c["code"] == "Ok"
+                && c["client_id"] == "ops"
+                && c.get("user_id").is_none()
+        }),
+        "no CreateServiceAccount line with the client id: {}",
+        run.log
+    );
     let reuse = find("refresh_token_reuse", "success");
     assert_eq!(reuse[0]["user_id"], run.user_id, "{reuse:?}");
     assert_eq!(reuse[0]["level"], "WARN");

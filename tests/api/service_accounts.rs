@@ -24,7 +24,7 @@ fn key(name: &str) -> String {
 
 /// Registers `username`, sets its flags in the database and logs in: its
 /// access token. `staff: false` makes an ordinary user.
-async fn caller(app: &TestApp, username: &str, staff: bool, superuser: bool) -> String {
+pub(crate) async fn caller(app: &TestApp, username: &str, staff: bool, superuser: bool) -> String {
     let (user, pair) = app.signed_up(username).await;
     app.db
         .execute_unprepared(&format!(
@@ -37,15 +37,15 @@ async fn caller(app: &TestApp, username: &str, staff: bool, superuser: bool) -> 
 }
 
 /// AdminService's service-account calls, as the holder of `access`.
-struct Admin<'a> {
-    app: &'a TestApp,
-    access: String,
+pub(crate) struct Admin<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) access: String,
 }
 
-type Answer<T> = Result<T, Status>;
+pub(crate) type Answer<T> = Result<T, Status>;
 
 impl Admin<'_> {
-    async fn create(&self, name: &str, scopes: &[&str]) -> Answer<pb::ServiceAccount> {
+    pub(crate) async fn create(&self, name: &str, scopes: &[&str]) -> Answer<pb::ServiceAccount> {
         let request = pb::CreateServiceAccountRequest {
             name: name.into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
@@ -57,7 +57,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn get(&self, id: i64) -> Answer<pb::ServiceAccount> {
+    pub(crate) async fn get(&self, id: i64) -> Answer<pb::ServiceAccount> {
         let request = pb::GetServiceAccountRequest { id };
         let mut client = self.app.admin_client();
         let answer = client
@@ -66,7 +66,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn list(
+    pub(crate) async fn list(
         &self,
         page_size: i32,
         page_token: &str,
@@ -82,7 +82,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn set_active(&self, id: i64, active: bool) -> Answer<pb::ServiceAccount> {
+    pub(crate) async fn set_active(&self, id: i64, active: bool) -> Answer<pb::ServiceAccount> {
         let request = pb::SetServiceAccountActiveRequest { id, active };
         let mut client = self.app.admin_client();
         let answer = client
@@ -91,7 +91,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn set_scopes(&self, id: i64, scopes: &[&str]) -> Answer<pb::ServiceAccount> {
+    pub(crate) async fn set_scopes(&self, id: i64, scopes: &[&str]) -> Answer<pb::ServiceAccount> {
         let request = pb::SetServiceAccountScopesRequest {
             id,
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
@@ -103,7 +103,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn delete(&self, id: i64) -> Answer<pb::DeleteServiceAccountResponse> {
+    pub(crate) async fn delete(&self, id: i64) -> Answer<pb::DeleteServiceAccountResponse> {
         let request = pb::DeleteServiceAccountRequest { id };
         let mut client = self.app.admin_client();
         let answer = client
@@ -112,7 +112,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn add_secret(&self, id: i64) -> Answer<pb::AddServiceAccountSecretResponse> {
+    pub(crate) async fn add_secret(&self, id: i64) -> Answer<pb::AddServiceAccountSecretResponse> {
         let request = pb::AddServiceAccountSecretRequest { id };
         let mut client = self.app.admin_client();
         let answer = client
@@ -121,7 +121,7 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn remove_secret(
+    pub(crate) async fn remove_secret(
         &self,
         id: i64,
         secret_id: &str,
@@ -137,7 +137,11 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn add_key(&self, id: i64, pem: &str) -> Answer<pb::AddServiceAccountKeyResponse> {
+    pub(crate) async fn add_key(
+        &self,
+        id: i64,
+        pem: &str,
+    ) -> Answer<pb::AddServiceAccountKeyResponse> {
         let request = pb::AddServiceAccountKeyRequest {
             id,
             public_key_pem: pem.into(),
@@ -149,7 +153,11 @@ impl Admin<'_> {
         answer.map(tonic::Response::into_inner)
     }
 
-    async fn remove_key(&self, id: i64, kid: &str) -> Answer<pb::RemoveServiceAccountKeyResponse> {
+    pub(crate) async fn remove_key(
+        &self,
+        id: i64,
+        kid: &str,
+    ) -> Answer<pb::RemoveServiceAccountKeyResponse> {
         let request = pb::RemoveServiceAccountKeyRequest {
             id,
             kid: kid.into(),
@@ -162,7 +170,12 @@ impl Admin<'_> {
     }
 }
 
-async fn admin<'a>(app: &'a TestApp, username: &str, staff: bool, superuser: bool) -> Admin<'a> {
+pub(crate) async fn admin<'a>(
+    app: &'a TestApp,
+    username: &str,
+    staff: bool,
+    superuser: bool,
+) -> Admin<'a> {
     Admin {
         app,
         access: caller(app, username, staff, superuser).await,

@@ -9,6 +9,7 @@ use std::{path::PathBuf, time::Duration};
 
 use auth_service::pb::{
     self,
+    admin_service_client::AdminServiceClient,
     user_service_client::UserServiceClient,
     user_service_server::{UserService, UserServiceServer},
 };
@@ -20,9 +21,11 @@ use tonic::{
     transport::{Channel, Server, server::TcpIncoming},
 };
 
+use tonic_types::StatusExt;
+
 use crate::{
-    child::ChildServer,
-    helpers::{Backend, PASSWORD, TestDatabase, bearer, claims, register_request},
+    child::{ChildServer, create_superuser, stderr},
+    helpers::{Backend, PASSWORD, TestDatabase, bearer, claims, error_reason, register_request},
 };
 
 fn key(name: &str) -> PathBuf {
@@ -277,9 +280,14 @@ async fn a_consuming_service_verifies_our_tokens_through_rotation_and_outage() {
 }
 
 /// Service tokens (issue 15), before the grant RPC exists: issued here by
-/// a `TokenCodec` on the auth service's own key file, so exactly what the
-/// service will sign. The auth service's UserService refuses them as a
-/// stock simplejwt does; a consumer takes them only where told to.
+/// a `TokenCodec` on the auth service's own key file, for a real account
+/// and with a real secret's id as `cid`, so exactly what the service will
+/// sign. The auth service's UserService refuses them as a stock simplejwt
+/// does; a consumer takes them only where told to, and a service-to-service
+/// call behind `require_service` needs the scope: a token without it, or a
+/// user's token, is PERMISSION_DENIED with the reason a client can act on.
+/// The auth service's VerifyToken sees the token revoked at once when its
+/// secret is removed (a consumer verifying on its own sees it at expiry).
 #[tokio::test]
 async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_only() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
@@ -289,13 +297,35 @@ async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_o
         ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.to_str().unwrap()),
     ];
     let auth_server = ChildServer::on(&database.url).envs(&env).start().await;
+    let superuser = create_superuser(&database.url, "root", "root@example.com", PASSWORD);
+    assert!(superuser.status.success(), "{}", stderr(&superuser));
     let mut auth = auth_server.auth_client();
     auth.register(register_request("person")).await.unwrap();
-    let person = auth
-        .obtain_token_pair(pb::ObtainTokenPairRequest {
-            username: "person".into(),
-            password: PASSWORD.into(),
-        })
+    let login = |username: &str| pb::ObtainTokenPairRequest {
+        username: username.into(),
+        password: PASSWORD.into(),
+    };
+    let person = auth.obtain_token_pair(login("person")).await.unwrap();
+    let person = person.into_inner();
+    let root = auth.obtain_token_pair(login("root")).await.unwrap();
+    let root = root.into_inner().access;
+    let mut admin = AdminServiceClient::new(auth_server.channel());
+    let billing = admin
+        .create_service_account(bearer(
+            pb::CreateServiceAccountRequest {
+                name: "billing".into(),
+                scopes: vec!["orders.read".into(), "orders.write".into()],
+            },
+            &root,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = admin
+        .add_service_account_secret(bearer(
+            pb::AddServiceAccountSecretRequest { id: billing.id },
+            &root,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -304,10 +334,9 @@ async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_o
     let ring = KeyRing::asymmetric(Algorithm::EdDSA, ("ed25519-1.pem", &pem), &[]).unwrap();
     let codec =
         TokenCodec::with_keys(ring, Duration::from_secs(60), Duration::from_secs(600)).unwrap();
-    let cid = "0123456789abcdef0123456789abcdef";
     let service = |scopes: &[&str]| {
         codec
-            .issue_service("billing", scopes, cid, unix_now())
+            .issue_service("billing", scopes, &secret.secret_id, unix_now())
             .unwrap()
             .token
     };
@@ -332,6 +361,7 @@ async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_o
     let status = me(&users_only, &reader).await.unwrap_err();
     assert_eq!((status.code(), status.message()), wrong_type);
 
+    // Service to service with a required scope.
     let services_only = consumer_behind(verifier.layer().require_service(["orders.read"])).await;
     let answer = services_only
         .clone()
@@ -340,8 +370,46 @@ async fn service_tokens_signed_with_our_key_reach_consumers_that_take_services_o
         .unwrap()
         .into_inner();
     assert_eq!((answer.id, answer.username.as_str()), (0, "billing"));
-    for token in [service(&["orders.write"]), person.access.clone()] {
-        let status = me(&services_only, &token).await.unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    }
+    let status = me(&services_only, &service(&["orders.write"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(error_reason(&status), "insufficient_scope", "{status:?}");
+    let scope = status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get("scope").cloned());
+    assert_eq!(scope.as_deref(), Some("orders.read"), "{status:?}");
+    let status = me(&services_only, &person.access).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        error_reason(&status),
+        "service_token_required",
+        "{status:?}"
+    );
+
+    // The auth service itself knows the token, until its secret goes.
+    let verify = |token: String| {
+        let mut auth = auth_server.auth_client();
+        async move { auth.verify_token(pb::VerifyTokenRequest { token }).await }
+    };
+    let verified = verify(reader.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        (verified.token_type.as_str(), verified.client_id.as_str()),
+        ("service", "billing")
+    );
+    assert_eq!(verified.scopes, ["orders.read"]);
+    admin
+        .remove_service_account_secret(bearer(
+            pb::RemoveServiceAccountSecretRequest {
+                id: billing.id,
+                secret_id: secret.secret_id.clone(),
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    let status = verify(reader.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(error_reason(&status), "credential_revoked", "{status:?}");
 }

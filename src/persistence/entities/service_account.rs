@@ -17,6 +17,9 @@ pub struct Model {
     pub created_at: DateTime,
     /// UTC: the last grant, recorded at most once a minute.
     pub last_used_at: Option<DateTime>,
+    /// UTC: set on deactivation; tokens with an `iat` up to this second
+    /// inclusive are refused, even after a reactivation.
+    pub tokens_valid_after: Option<DateTime>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
