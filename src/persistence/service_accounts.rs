@@ -484,28 +484,6 @@ impl ServiceAccounts {
         }
     }
 
-    /// Sets one column of the account: the account after, `None` if there
-    /// is none.
-    async fn update(
-        &self,
-        id: i64,
-        column: service_account::Column,
-        value: Expr,
-    ) -> Result<Option<ServiceAccount>, StoreError> {
-        let db = self.db.clone();
-        self.write(async move {
-            Accounts::update_many()
-                .col_expr(column, value)
-                .filter(service_account::Column::Id.eq(id))
-                .exec(&db)
-                .await?;
-            Ok(())
-        })
-        .await?;
-        // Re-read rather than trust rows_affected (MySQL counts changed rows only).
-        self.get(id).await
-    }
-
     /// Runs `write` to completion even if the caller is cancelled, then
     /// forgets every cached lookup (see [`write_then_forget_all`]).
     async fn write<T: Send + 'static>(
