@@ -101,6 +101,11 @@ pub enum AuthFailure {
     /// ResetPassword with a token that is wrong, used or expired (or whose
     /// user is gone or inactive): one answer for all, so it reveals nothing.
     ResetTokenInvalid,
+    /// ObtainServiceToken with an unknown, inactive or deleted client, a
+    /// wrong or removed secret or key, a bad or replayed assertion: one
+    /// answer for all (RFC 6749 §5.2 `invalid_client`), so it reveals
+    /// nothing about which accounts exist.
+    InvalidClient,
 }
 
 impl AuthFailure {
@@ -137,6 +142,7 @@ impl AuthFailure {
                 "The password reset token is invalid or has expired.",
                 "reset_token_invalid",
             ),
+            Self::InvalidClient => ("Client authentication failed.", "invalid_client"),
         }
     }
 
