@@ -115,6 +115,11 @@ pub enum AuthFailure {
     ServiceTokenRevoked,
     /// A service token carrying a scope its account no longer has.
     ServiceScopeRevoked,
+    /// ObtainServiceToken with an unknown, inactive or deleted client, a
+    /// wrong or removed secret or key, a bad or replayed assertion: one
+    /// answer for all (RFC 6749 §5.2 `invalid_client`), so it reveals
+    /// nothing about which accounts exist.
+    InvalidClient,
 }
 
 impl AuthFailure {
@@ -166,6 +171,7 @@ impl AuthFailure {
                 "The token carries a scope its service account no longer has; obtain a new one.",
                 "scope_revoked",
             ),
+            Self::InvalidClient => ("Client authentication failed.", "invalid_client"),
         }
     }
 

@@ -56,6 +56,25 @@ pub enum Scenario {
     /// UserService/BatchGetUsers of 100 prepared users' ids (cycling
     /// through them when fewer are prepared), each call from another start.
     BatchGetUsers,
+    /// AuthService/ObtainServiceToken with a client secret: a SHA-256 and
+    /// a signature, no argon2, no write.
+    ServiceToken,
+    /// AuthService/ObtainServiceToken with an EdDSA assertion signed for
+    /// each call (a fresh jti: one insert each).
+    ServiceTokenAssertion,
+}
+
+/// The test key the service-token-assertion scenario signs with; its
+/// public half is registered to the prepared service account.
+const SERVICE_KEY: &str = include_str!("../../tests/keys/service-ed25519.pem");
+const SERVICE_PUBLIC_KEY: &str = include_str!("../../tests/keys/service-ed25519.pub.pem");
+
+/// The service account the service-token scenarios obtain tokens for.
+struct ServiceClient {
+    client_id: String,
+    secret: String,
+    kid: String,
+    key: jsonwebtoken::EncodingKey,
 }
 
 /// Ids per `batch-get-users` call.
@@ -68,6 +87,8 @@ pub struct Options {
     pub rate: Option<f64>,
     pub users: usize,
     pub page_size: i32,
+    /// The database of the server auth-bench started (`None` with `--addr`).
+    pub database_url: Option<String>,
 }
 
 /// One prepared user and the tokens it got at login.
@@ -87,6 +108,8 @@ pub struct Prepared {
     /// One refresh token per worker: with rotation and blacklisting, two
     /// workers sharing a token would make one of them fail.
     refresh: Vec<String>,
+    /// The service-token scenarios' account.
+    service: Option<ServiceClient>,
 }
 
 impl Prepared {
@@ -103,7 +126,19 @@ pub async fn prepare(connection: &Connection, options: &Options) -> anyhow::Resu
         run_id,
         accounts: Vec::new(),
         refresh: Vec::new(),
+        service: None,
     };
+    if matches!(
+        options.scenario,
+        Scenario::ServiceToken | Scenario::ServiceTokenAssertion
+    ) {
+        let database_url = options.database_url.as_deref().context(
+            "the service-token scenarios prepare their account in the server's database: \
+             let auth-bench start the server (no --addr)",
+        )?;
+        prepared.service = Some(service_client(database_url, &prepared.run_id).await?);
+        return Ok(prepared);
+    }
     // The ceiling and Register need no accounts; skip the argon2 work.
     if matches!(options.scenario, Scenario::Health | Scenario::Register) {
         return Ok(prepared);
@@ -197,6 +232,71 @@ fn register_request(username: &str) -> pb::RegisterRequest {
         password: PASSWORD.to_owned(),
         avatar: None,
     }
+}
+
+/// Creates service account `bench-<run>` with one secret and one Ed25519
+/// key straight in the server's database, as `auth-service service-account`
+/// would (AdminService would need a staff user, which the API cannot make).
+async fn service_client(database_url: &str, run_id: &str) -> anyhow::Result<ServiceClient> {
+    use auth_service::{
+        config::Settings,
+        domain::{CredentialId, PublicKey, Scopes, ServiceAccountName, client_secret_digest},
+        persistence::{self, ServiceAccounts, db_now, service_accounts::ReservedScopes},
+        telemetry::metrics::CacheMetrics,
+    };
+    let describe = |e: persistence::StoreError| anyhow::anyhow!("{e}");
+    let mut settings = Settings::default();
+    settings.database.url = database_url.into();
+    let db = persistence::open(&settings.database).await?;
+    let accounts = ServiceAccounts::new(db.clone(), settings.cache, CacheMetrics::default());
+    let client_id = format!("bench-{run_id}");
+    let name = ServiceAccountName::parse(&client_id).map_err(anyhow::Error::msg)?;
+    let scopes =
+        Scopes::parse(["bench:read", "bench:write"]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let account = accounts
+        .create(&name, &scopes, db_now())
+        .await
+        .map_err(describe)?;
+    let secret = format!("bench-secret-{}", uuid::Uuid::new_v4().simple());
+    accounts
+        .add_secret(
+            account.id,
+            &CredentialId::generate(),
+            client_secret_digest(&secret),
+            db_now(),
+            ReservedScopes::Allowed,
+        )
+        .await
+        .map_err(describe)?;
+    let kid = CredentialId::generate();
+    let public = PublicKey::parse(SERVICE_PUBLIC_KEY).map_err(anyhow::Error::msg)?;
+    accounts
+        .add_key(account.id, &kid, &public, db_now(), ReservedScopes::Allowed)
+        .await
+        .map_err(describe)?;
+    db.close().await?;
+    Ok(ServiceClient {
+        client_id,
+        secret,
+        kid: kid.as_str().to_owned(),
+        key: jsonwebtoken::EncodingKey::from_ed_pem(SERVICE_KEY.as_bytes())?,
+    })
+}
+
+/// An RFC 7523 client assertion from `client`, valid a minute, with a jti
+/// of its own.
+fn assertion(client: &ServiceClient) -> Result<String, Status> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({
+        "iss": client.client_id, "sub": client.client_id, "aud": "auth-service",
+        "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().simple().to_string(),
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(client.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &client.key)
+        .map_err(|e| Status::internal(format!("signing the assertion: {e}")))
 }
 
 async fn login(
@@ -319,6 +419,26 @@ impl Worker {
                     )));
                 }
                 rows = BATCH_IDS as u64;
+            }
+            Scenario::ServiceToken | Scenario::ServiceTokenAssertion => {
+                let client = self
+                    .prepared
+                    .service
+                    .as_ref()
+                    .ok_or_else(|| Status::internal("no service account prepared"))?;
+                let request = if self.scenario == Scenario::ServiceToken {
+                    pb::ObtainServiceTokenRequest {
+                        client_id: client.client_id.clone(),
+                        client_secret: client.secret.clone(),
+                        ..Default::default()
+                    }
+                } else {
+                    pb::ObtainServiceTokenRequest {
+                        assertion: assertion(client)?,
+                        ..Default::default()
+                    }
+                };
+                self.auth.obtain_service_token(request).await?;
             }
         }
         Ok(rows)

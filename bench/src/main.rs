@@ -328,6 +328,7 @@ async fn measure(
         rate: cli.rate,
         users: cli.users as usize,
         page_size: cli.page_size,
+        database_url: server.map(|s| s.database_url.clone()),
     };
     // Measured while the server is idle, right before the run it bounds:
     // a login verifies once, a register hashes once, the same argon2 work.
@@ -348,6 +349,7 @@ async fn measure(
                 scenario,
                 concurrency: cli.alongside_concurrency as usize,
                 rate: cli.alongside_rate,
+                database_url: options.database_url.clone(),
                 ..options
             };
             let prepared = load::prepare(&alongside_connections[0], &options).await?;

@@ -28,6 +28,9 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// From spawn to the first SERVING answer: process start, migrations, bind.
     pub startup: Duration,
+    /// The server's database, for preparing what the API cannot (a
+    /// service account for the service-token scenarios).
+    pub database_url: String,
     /// `None` once waited for.
     child: Option<Child>,
     /// Our temporary database directory, removed at the end.
@@ -76,6 +79,7 @@ impl ServerProcess {
         let mut server = Self {
             addr: free_loopback_addr()?,
             startup: Duration::ZERO,
+            database_url: String::new(),
             child: None,
             scratch: None,
         };
@@ -103,7 +107,7 @@ impl ServerProcess {
         let child = Command::new(bin)
             .arg("serve")
             .env("AUTH_LISTEN_ADDR", server.addr.to_string())
-            .env("AUTH_DATABASE_URL", database_url)
+            .env("AUTH_DATABASE_URL", &database_url)
             // A fixed-per-run key: on SQLite the server would otherwise write a key file.
             .env(
                 "AUTH_JWT_SECRET",
@@ -117,6 +121,7 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         server.child = Some(child);
+        server.database_url = database_url;
         // On failure `server` is dropped here, which kills the child.
         server.wait_serving(began).await?;
         Ok(server)

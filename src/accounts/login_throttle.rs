@@ -144,14 +144,9 @@ impl LoginThrottle {
                     });
                 }
                 Admission::Throttled { window_started_at } => {
-                    let window = chrono::Duration::from_std(self.settings.window)
-                        .unwrap_or(chrono::Duration::MAX);
-                    let retry_after = (window_started_at + window - now)
-                        .to_std()
-                        .unwrap_or(Duration::ZERO);
                     return Err(Error::Overloaded {
                         message: "Too many failed login attempts; try again later",
-                        retry_after: retry_after.max(Duration::from_secs(1)),
+                        retry_after: self.retry_after(window_started_at, now),
                     });
                 }
                 Admission::Busy => {}
@@ -170,6 +165,56 @@ impl LoginThrottle {
             window: self.settings.window,
             lease: self.lease,
         }
+    }
+
+    /// Refuses a grant for the client whose counter is `key`
+    /// ([`client_key`]) once it has failed `limit` times in the window;
+    /// reads only. Grants check no password, so they have no checks in
+    /// flight to count: they ask this before, and [`Self::count_failure`]
+    /// after a failure, and a success writes nothing.
+    ///
+    /// # Errors
+    /// `Overloaded` with the time until the window ends; database errors.
+    pub async fn refuse_if_exhausted(&self, key: &str) -> Result<(), Error> {
+        if self.settings.failure_limit == 0 {
+            return Ok(());
+        }
+        let now = db_now();
+        let budget = self.budget(self.settings.failure_limit);
+        match login_attempts::exhausted(&self.db, key, budget, now).await? {
+            None => Ok(()),
+            Some(window_started_at) => Err(Error::Overloaded {
+                message: "Too many failed token requests for this client; try again later",
+                retry_after: self.retry_after(window_started_at, now),
+            }),
+        }
+    }
+
+    /// Counts one failed grant against `key` (see [`Self::refuse_if_exhausted`]).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_failure(&self, key: &str) -> Result<(), Error> {
+        if self.settings.failure_limit == 0 {
+            return Ok(());
+        }
+        let budget = self.budget(self.settings.failure_limit);
+        Ok(login_attempts::record_failure(&self.db, key, budget, db_now()).await?)
+    }
+
+    /// The wait until the window that started at `window_started_at` ends:
+    /// at least a second.
+    fn retry_after(
+        &self,
+        window_started_at: chrono::NaiveDateTime,
+        now: chrono::NaiveDateTime,
+    ) -> Duration {
+        let window =
+            chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::MAX);
+        let left = (window_started_at + window - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        left.max(Duration::from_secs(1))
     }
 
     /// Deletes counters whose window is over.
@@ -241,6 +286,13 @@ pub(super) fn user_key(username_key: &str) -> String {
     // A fixed-length digest of the normalised username: any input, however
     // long or odd, makes a valid key of the same size.
     format!("user:{}", crate::domain::sha256_hex(username_key))
+}
+
+/// The counter row of a service account's grants (`client:<digest>`), in
+/// a namespace of its own: a client id never shares a counter with a
+/// username or an address.
+pub(super) fn client_key(client_id: &str) -> String {
+    format!("client:{}", crate::domain::sha256_hex(client_id))
 }
 
 /// The checks in flight one attempt holds, to settle once its outcome is
@@ -389,6 +441,8 @@ mod tests {
             assert!(key.is_ascii());
         }
         assert_ne!(user_key("alice"), user_key("bob"));
+        assert_ne!(client_key("alice"), user_key("alice"));
+        assert!(client_key("billing").starts_with("client:"));
     }
 
     #[test]

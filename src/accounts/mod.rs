@@ -4,7 +4,8 @@
 //! gRPC handlers (and any future surface) decode their requests into
 //! domain values, call one of these, and encode the result. Administration
 //! (`admin`) serves both AdminService and the `auth-service user` commands;
-//! `service_accounts` both AdminService and `auth-service service-account`.
+//! `service_accounts` both AdminService and `auth-service service-account`;
+//! `service_grant` is ObtainServiceToken.
 
 mod admin;
 mod login;
@@ -15,6 +16,7 @@ mod profile;
 mod register;
 mod revocation;
 mod service_accounts;
+mod service_grant;
 mod sessions;
 
 use std::{sync::Arc, time::Duration};
@@ -31,6 +33,7 @@ pub use revocation::PasswordChange;
 pub use service_accounts::{
     IssuedSecret, NewServiceAccount, ServiceAccountPage, ServiceAccountPageRequest,
 };
+pub use service_grant::{ClientCredential, ServiceGrant, ServiceToken};
 pub use sessions::{TokenPair, VerifiedToken};
 
 use crate::{

@@ -1,11 +1,11 @@
 //! `auth.v1.AuthService`: the public calls (register, login, refresh,
-//! verify, logout, password reset).
+//! verify, logout, password reset, service tokens).
 
 use tonic::{Request, Response, Status};
 
 use super::{client_address::ClientAddress, convert::token_text};
 use crate::{
-    accounts::{Accounts, NewAccount, PasswordReset},
+    accounts::{Accounts, NewAccount, PasswordReset, ServiceGrant},
     domain::Credentials,
     pb::{self, auth_service_server::AuthService},
 };
@@ -79,6 +79,15 @@ impl AuthService for AuthHandlers {
         let reset = PasswordReset::try_from(request.into_inner())?;
         self.accounts.reset_password(reset).await?;
         Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
+    async fn obtain_service_token(
+        &self,
+        request: Request<pb::ObtainServiceTokenRequest>,
+    ) -> Result<Response<pb::ObtainServiceTokenResponse>, Status> {
+        let grant = ServiceGrant::try_from(request.into_inner())?;
+        let token = self.accounts.obtain_service_token(grant).await?;
+        Ok(Response::new(token.into()))
     }
 
     async fn get_jwks(

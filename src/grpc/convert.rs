@@ -6,8 +6,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicK
 
 use crate::{
     accounts::{
-        IssuedResetToken, IssuedSecret, NewAccount, NewServiceAccount, Page, PasswordChange,
-        PasswordReset, ServiceAccountPage, TokenPair, UserBatch, VerifiedToken,
+        ClientCredential, IssuedResetToken, IssuedSecret, NewAccount, NewServiceAccount, Page,
+        PasswordChange, PasswordReset, ServiceAccountPage, ServiceGrant, ServiceToken, TokenPair,
+        UserBatch, VerifiedToken,
     },
     domain::{
         Avatar, BLANK, CredentialId, Credentials, Email, GivenPassword, Password, PublicKey,
@@ -118,6 +119,69 @@ impl TryFrom<pb::ResetPasswordRequest> for PasswordReset {
                 ("token", token),
                 ("new_password", new),
             ]))
+        }
+    }
+}
+
+impl TryFrom<pb::ObtainServiceTokenRequest> for ServiceGrant {
+    type Error = Error;
+
+    /// Exactly one of `client_secret` and `assertion`; `client_id` is
+    /// required with a secret, optional with an assertion.
+    fn try_from(req: pb::ObtainServiceTokenRequest) -> Result<Self, Error> {
+        const ONE_OF: &str = "Give exactly one of client_secret and assertion.";
+        let mut violations: Vec<(&str, Vec<String>)> = Vec::new();
+        let credential = match (req.client_secret.is_empty(), req.assertion.is_empty()) {
+            (false, true) => Some(ClientCredential::Secret(req.client_secret)),
+            (true, false) => Some(ClientCredential::Assertion(req.assertion)),
+            (true, true) => {
+                violations.push(("client_secret", vec![ONE_OF.to_owned()]));
+                violations.push(("assertion", vec![ONE_OF.to_owned()]));
+                None
+            }
+            (false, false) => {
+                violations.push(("assertion", vec![ONE_OF.to_owned()]));
+                None
+            }
+        };
+        let client_id = match req.client_id.as_str() {
+            "" if matches!(credential, Some(ClientCredential::Secret(_))) => {
+                violations.push(("client_id", vec![BLANK.to_owned()]));
+                None
+            }
+            "" => None,
+            given => match ServiceAccountName::parse(given) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    violations.push(("client_id", vec![e]));
+                    None
+                }
+            },
+        };
+        let scopes = Scopes::parse(req.scopes.iter().map(String::as_str));
+        match (credential, scopes) {
+            (Some(credential), Ok(scopes)) if violations.is_empty() => Ok(Self {
+                client_id,
+                credential,
+                scopes,
+            }),
+            (_, scopes) => {
+                violations.push(("scopes", scopes.err().unwrap_or_default()));
+                Err(Error::invalid_fields(violations))
+            }
+        }
+    }
+}
+
+impl From<ServiceToken> for pb::ObtainServiceTokenResponse {
+    fn from(token: ServiceToken) -> Self {
+        pb::ObtainServiceTokenResponse {
+            access: token.access,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: token.expires_at,
+                nanos: 0,
+            }),
+            scopes: token.scopes,
         }
     }
 }

@@ -235,6 +235,63 @@ pub async fn settle(
     Ok(())
 }
 
+/// Whether `key` has used up its failures in the current window: the start
+/// of that window if so. A read only, for callers that count failures
+/// alone ([`record_failure`]), with no check in flight to wait for.
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "login_attempts.find"))]
+pub async fn exhausted(
+    db: &impl ConnectionTrait,
+    key: &str,
+    budget: Budget,
+    now: NaiveDateTime,
+) -> Result<Option<NaiveDateTime>, StoreError> {
+    Ok(find(db, key).await?.and_then(|row| {
+        let current = row.window_started_at > budget.window_start_before(now);
+        (current && i64::from(row.failures) >= i64::from(budget.limit))
+            .then_some(row.window_started_at)
+    }))
+}
+
+/// Counts one failure of `key` in one statement: a new window if the last
+/// one is over. Leaves the checks in flight alone (another kind of caller,
+/// logins, may share no key with it, but the row is the same shape).
+#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
+    skip_all, fields(db.operation = "login_attempts.record_failure"))]
+pub async fn record_failure(
+    db: &impl ConnectionTrait,
+    key: &str,
+    budget: Budget,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    let fresh = login_attempt::ActiveModel {
+        key: Set(key.to_owned()),
+        failures: Set(1),
+        window_started_at: Set(now),
+        in_flight: Set(0),
+        in_flight_before: Set(0),
+        lease_epoch: Set(budget.epoch(now)),
+    };
+    let col = |c: Column| Expr::col((LoginAttempts, c));
+    let window_over = col(Column::WindowStartedAt).lte(budget.window_start_before(now));
+    // Failures first: on MySQL it must read the old window start.
+    let count = sea_orm::sea_query::OnConflict::column(Column::Key)
+        .value(
+            Column::Failures,
+            Expr::case(window_over.clone(), 1).finally(col(Column::Failures).add(1)),
+        )
+        .value(
+            Column::WindowStartedAt,
+            Expr::case(window_over, now).finally(col(Column::WindowStartedAt)),
+        )
+        .to_owned();
+    LoginAttempts::insert(fresh)
+        .on_conflict(count)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 /// Deletes counters whose window started before `window_before` and whose
 /// checks in flight, if any, have expired by `now`.
 pub async fn flush_stale(

@@ -16,7 +16,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -50,6 +50,9 @@ use crate::{
 /// `last_used_at` is written at most this often per account and replica,
 /// so that grants stay write-free on the hot path.
 pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// Expired assertion ids are deleted at most this often per replica.
+pub const JTI_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a cached lookup was by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,6 +100,8 @@ pub struct ServiceAccounts {
     cache: Option<Arc<FreshCache<Lookup, Option<ServiceAccountCredentials>>>>,
     /// When this replica last wrote each account's `last_used_at`.
     last_used_written: Arc<quick_cache::sync::Cache<i64, Instant>>,
+    /// When this replica last deleted expired assertion ids.
+    jtis_flushed_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ServiceAccounts {
@@ -106,6 +111,7 @@ impl ServiceAccounts {
             db,
             cache: FreshCache::new(settings, metrics).map(Arc::new),
             last_used_written: Arc::new(quick_cache::sync::Cache::new(settings.capacity.max(1))),
+            jtis_flushed_at: Arc::default(),
         }
     }
 
@@ -471,6 +477,48 @@ impl ServiceAccounts {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// [`record_assertion_jti`], and at most once per
+    /// [`JTI_FLUSH_INTERVAL`] per replica, the deletion of the ids expired
+    /// by `now`, on a task of its own: the server has no periodic cleanup,
+    /// so this is what bounds the table while it runs (to the ids used in
+    /// the last assertion lifetime plus leeway plus that interval), whether
+    /// or not `flush-expired-tokens` is scheduled.
+    ///
+    /// # Errors
+    /// The database's (the insert's; a failed deletion is only logged).
+    pub async fn use_assertion_jti(
+        &self,
+        client: &ServiceAccountName,
+        jti: &str,
+        expires_at: NaiveDateTime,
+        now: NaiveDateTime,
+    ) -> Result<bool, StoreError> {
+        let first_use = record_assertion_jti(&self.db, client, jti, expires_at).await?;
+        if self.jti_flush_due() {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = flush_expired_assertion_jtis(&db, now).await {
+                    tracing::warn!(error = %e, "could not delete expired assertion ids");
+                }
+            });
+        }
+        Ok(first_use)
+    }
+
+    /// Whether this replica should flush expired assertion ids now; if so,
+    /// the next one is due an interval later.
+    fn jti_flush_due(&self) -> bool {
+        let mut last = self
+            .jtis_flushed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= JTI_FLUSH_INTERVAL);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
     }
 
     async fn read_through(

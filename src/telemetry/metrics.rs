@@ -126,6 +126,48 @@ label_values!(LoginOutcome {
     Error => "error",
 });
 
+/// What a service token grant was authenticated with: the `credential`
+/// label of `auth_service_token_grants_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantCredential {
+    Secret,
+    Assertion,
+}
+
+label_values!(GrantCredential {
+    Secret => "secret",
+    Assertion => "assertion",
+});
+
+/// How a service token grant ended: the `outcome` label of
+/// `auth_service_token_grants_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantOutcome {
+    Ok,
+    /// Unknown client, wrong or removed secret or key, bad assertion.
+    BadCredentials,
+    /// The right credential of an inactive account.
+    Inactive,
+    /// An assertion whose `jti` was used before.
+    Replayed,
+    /// A scope the account may not have.
+    BadScope,
+    /// Refused by the throttle (too many failures for the client).
+    Throttled,
+    /// A database or internal failure.
+    Error,
+}
+
+label_values!(GrantOutcome {
+    Ok => "ok",
+    BadCredentials => "bad_credentials",
+    Inactive => "inactive",
+    Replayed => "replayed",
+    BadScope => "bad_scope",
+    Throttled => "throttled",
+    Error => "error",
+});
+
 /// Why every token of a user was revoked: the `reason` label of
 /// `auth_revocations_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +208,12 @@ label_values!(CacheName {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: LoginOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GrantLabels {
+    credential: GrantCredential,
+    outcome: GrantOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -217,6 +265,7 @@ struct Inner {
     calls: Family<CallLabels, Counter>,
     call_durations: HistogramFamily<MethodLabels>,
     logins: Family<OutcomeLabels, Counter>,
+    service_grants: Family<GrantLabels, Counter>,
     registrations: Counter,
     refreshes: Counter,
     reuse_detections: Counter,
@@ -267,6 +316,20 @@ impl Metrics {
             logins.get_or_create_owned(&OutcomeLabels { outcome });
         }
         auth.register("logins", "Logins, by outcome", logins.clone());
+        let service_grants = Family::<GrantLabels, Counter>::default();
+        for &credential in GrantCredential::ALL {
+            for &outcome in GrantOutcome::ALL {
+                service_grants.get_or_create_owned(&GrantLabels {
+                    credential,
+                    outcome,
+                });
+            }
+        }
+        auth.register(
+            "service_token_grants",
+            "ObtainServiceToken calls, by credential and outcome",
+            service_grants.clone(),
+        );
         let registrations = Counter::default();
         auth.register(
             "registrations",
@@ -334,6 +397,7 @@ impl Metrics {
                 calls,
                 call_durations,
                 logins,
+                service_grants,
                 registrations,
                 refreshes,
                 reuse_detections,
@@ -400,6 +464,17 @@ impl Metrics {
         self.inner
             .logins
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A service token grant with `credential` ended with `outcome`.
+    pub fn service_grant(&self, credential: GrantCredential, outcome: GrantOutcome) {
+        self.inner
+            .service_grants
+            .get_or_create(&GrantLabels {
+                credential,
+                outcome,
+            })
             .inc();
     }
 

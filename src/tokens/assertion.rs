@@ -133,6 +133,18 @@ pub fn key_lookup(assertion: &str) -> Result<KeyLookup, AssertionError> {
     }
 }
 
+/// The client an assertion claims to be from (its `iss`, if a valid client
+/// id), unverified: whose failures to count before anything is checked.
+pub fn claimed_client(assertion: &str) -> Option<String> {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<UnverifiedIssuer>(assertion)
+        .ok()?
+        .claims;
+    match claims.iss {
+        Some(serde_json::Value::String(iss)) if is_valid_client_id(&iss) => Some(iss),
+        _ => None,
+    }
+}
+
 /// The algorithms a service may sign an assertion with.
 fn supported(alg: Algorithm) -> Result<Algorithm, AssertionError> {
     match alg {
@@ -169,6 +181,13 @@ impl TokenCodec {
     /// [`DEFAULT_AUDIENCE`].
     pub fn assertion_audience(&self) -> &str {
         self.issuer.as_deref().unwrap_or(DEFAULT_AUDIENCE)
+    }
+
+    /// Until when (Unix seconds) a used `jti` must be remembered: an
+    /// assertion expiring at `exp` is accepted until then, the leeway
+    /// included.
+    pub fn assertion_usable_until(&self, exp: i64) -> i64 {
+        exp.saturating_add(self.leeway)
     }
 
     /// Verifies an RFC 7523 client assertion against `keys`, the keys
@@ -715,6 +734,11 @@ mod tests {
             Err(AssertionError::WrongClient)
         );
         assert_eq!(key_lookup("garbage"), Err(AssertionError::Malformed));
+        let signed = sign("ed25519-1", Some(ED_KID), &claims(now));
+        assert_eq!(claimed_client(&signed).as_deref(), Some("billing"));
+        let odd = sign("ed25519-1", None, &with(now, "iss", json!("Not A Name")));
+        assert_eq!(claimed_client(&odd), None);
+        assert_eq!(claimed_client("garbage"), None);
         let hs256 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims(now),

@@ -5,16 +5,12 @@
 //! `target/` (`python`). And a service token (issue 15) against a stock
 //! simplejwt, which must refuse it as no user's.
 
-use std::time::Duration;
-
-use auth_service::{
-    config::JwtAlgorithm,
-    tokens::{TokenCodec, unix_now},
-};
+use auth_service::config::JwtAlgorithm;
 
 use crate::{
     helpers::{Backend, SECRET, TestApp},
     python::{interop_dir, python},
+    service_grant::{Setup, with_secret},
 };
 
 #[tokio::test]
@@ -54,26 +50,19 @@ async fn python_clients_verify_our_tokens_with_our_jwks() {
 
 /// A service token is no user's: a stock simplejwt `JWTAuthentication`
 /// sharing our HS256 key refuses it with "Token has wrong type", as our
-/// UserService does. Issued by the service's own `TokenCodec` on the key
-/// the other tests' servers use, so it is what the grant will return.
+/// UserService does. The token comes from the real grant
+/// (ObtainServiceToken with a client secret).
 #[tokio::test]
 async fn simplejwt_refuses_our_service_tokens() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let codec = TokenCodec::new(
-        SECRET.as_bytes(),
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-    )
-    .unwrap();
-    let token = codec
-        .issue_service(
-            "billing",
-            &["auth.admin"],
-            "0123456789abcdef0123456789abcdef",
-            unix_now(),
-        )
+    let app = TestApp::spawn(&Backend::Sqlite).await;
+    let setup = Setup::new(&app).await;
+    let account = setup.create("billing", &["auth.admin"]).await;
+    let secret = setup.add_secret(account.id).await.secret;
+    let token = with_secret(&app, "billing", &secret, &[])
+        .await
         .unwrap()
-        .token;
+        .access;
     let output = tokio::process::Command::new(python)
         .arg(interop_dir().join("check_service_token.py"))
         .args([SECRET, token.as_str()])
@@ -86,4 +75,5 @@ async fn simplejwt_refuses_our_service_tokens() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    app.stop().await;
 }

@@ -33,6 +33,7 @@ mod reuse_detection;
 mod revocation;
 mod service;
 mod service_accounts;
+mod service_grant;
 mod service_tokens;
 mod throttle;
 mod tls;

@@ -353,6 +353,13 @@ impl pb::auth_service_server::AuthService for GrpcJwks {
         Err(Status::unimplemented("test server"))
     }
 
+    async fn obtain_service_token(
+        &self,
+        _: Request<pb::ObtainServiceTokenRequest>,
+    ) -> Result<Response<pb::ObtainServiceTokenResponse>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
+
     async fn get_jwks(&self, _: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
         self.0.requests.fetch_add(1, Ordering::SeqCst);
         if self.0.down.load(Ordering::SeqCst) {
