@@ -161,6 +161,42 @@ fn expect_denied<T: std::fmt::Debug>(result: Answer<T>, says: &str) {
 }
 
 #[tokio::test]
+async fn a_token_from_the_grant_administers_and_is_reported_by_verify_token() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let root = admin(&app, "root", true, true).await;
+        let ops = Service::create(&root, "ops", &["auth.admin.read", "orders.read"]).await;
+        let mut auth = app.auth.clone();
+        let granted = auth
+            .obtain_service_token(pb::ObtainServiceTokenRequest {
+                client_id: "ops".into(),
+                client_secret: ops.secret.secret.clone(),
+                scopes: vec!["auth.admin.read".into()],
+                assertion: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(granted.scopes, ["auth.admin.read"]);
+        let root_id = app.verify(&root.access).await.unwrap().user_id;
+        let read = get_user(&app, &granted.access, root_id).await;
+        assert_eq!(read.map(|u| u.username).ok().as_deref(), Some("root"));
+        expect_code(
+            set_user_active(&app, &granted.access, root_id, false).await,
+            Code::PermissionDenied,
+        );
+        let verified = app.verify(&granted.access).await.unwrap();
+        assert_eq!(
+            (verified.token_type.as_str(), verified.client_id.as_str()),
+            ("service", "ops")
+        );
+        assert_eq!(verified.scopes, ["auth.admin.read"]);
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_admin_scope_token_may_make_every_admin_call() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
