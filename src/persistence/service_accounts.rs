@@ -339,28 +339,8 @@ impl ServiceAccounts {
             secret_hash: Set(digest),
             created_at: Set(now),
         };
-        let db = self.db.clone();
-        self.write(async move {
-            let txn = super::begin_write(&db).await?;
-            match lock_account(&txn, id).await? {
-                None => return Ok(CredentialAdded::NoSuchAccount),
-                Some(held) if held.any_reserved() && reserved == ReservedScopes::Refused => {
-                    return Ok(CredentialAdded::Protected);
-                }
-                Some(_) => {}
-            }
-            let held = Secrets::find()
-                .filter(service_account_secret::Column::AccountId.eq(id))
-                .count(&txn)
-                .await?;
-            if held >= MAX_SECRETS as u64 {
-                return Ok(CredentialAdded::Full);
-            }
-            Secrets::insert(row).exec_without_returning(&txn).await?;
-            txn.commit().await?;
-            Ok(CredentialAdded::Added)
-        })
-        .await
+        self.add_credential(id, NewCredential::Secret(row), reserved)
+            .await
     }
 
     /// Removes the account's secret `secret_id`: whether it held it.
@@ -405,6 +385,19 @@ impl ServiceAccounts {
             public_key_pem: Set(key.pem().to_owned()),
             created_at: Set(now),
         };
+        self.add_credential(id, NewCredential::Key(row), reserved)
+            .await
+    }
+
+    /// Adds `credential` under the account's lock: refused if the account
+    /// is gone, protected from this writer, or holds as many of that kind
+    /// as it may.
+    async fn add_credential(
+        &self,
+        id: i64,
+        credential: NewCredential,
+        reserved: ReservedScopes,
+    ) -> Result<CredentialAdded, StoreError> {
         let db = self.db.clone();
         self.write(async move {
             let txn = super::begin_write(&db).await?;
@@ -415,14 +408,33 @@ impl ServiceAccounts {
                 }
                 Some(_) => {}
             }
-            let held = Keys::find()
-                .filter(service_account_key::Column::AccountId.eq(id))
-                .count(&txn)
-                .await?;
-            if held >= MAX_KEYS as u64 {
+            let (held, limit) = match &credential {
+                NewCredential::Secret(_) => (
+                    Secrets::find()
+                        .filter(service_account_secret::Column::AccountId.eq(id))
+                        .count(&txn)
+                        .await?,
+                    MAX_SECRETS,
+                ),
+                NewCredential::Key(_) => (
+                    Keys::find()
+                        .filter(service_account_key::Column::AccountId.eq(id))
+                        .count(&txn)
+                        .await?,
+                    MAX_KEYS,
+                ),
+            };
+            if held >= limit as u64 {
                 return Ok(CredentialAdded::Full);
             }
-            Keys::insert(row).exec_without_returning(&txn).await?;
+            match credential {
+                NewCredential::Secret(row) => {
+                    Secrets::insert(row).exec_without_returning(&txn).await?;
+                }
+                NewCredential::Key(row) => {
+                    Keys::insert(row).exec_without_returning(&txn).await?;
+                }
+            }
             txn.commit().await?;
             Ok(CredentialAdded::Added)
         })
@@ -679,6 +691,12 @@ async fn holds_credentials(db: &impl ConnectionTrait, id: i64) -> Result<bool, S
         .count(db)
         .await?;
     Ok(secrets + keys > 0)
+}
+
+/// A credential row to insert ([`ServiceAccounts::add_credential`]).
+enum NewCredential {
+    Secret(service_account_secret::ActiveModel),
+    Key(service_account_key::ActiveModel),
 }
 
 /// [`ScopesSet`] before the account is read back.
