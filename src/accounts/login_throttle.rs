@@ -167,11 +167,11 @@ impl LoginThrottle {
         }
     }
 
-    /// Refuses a grant for the client whose counter is `key`
+    /// Refuses a failed grant of the client whose counter is `key`
     /// ([`client_key`]) once it has failed `limit` times in the window;
     /// reads only. Grants check no password, so they have no checks in
-    /// flight to count: they ask this before, and [`Self::count_failure`]
-    /// after a failure, and a success writes nothing.
+    /// flight to count: a failed one asks this, then
+    /// [`Self::count_failure`], and a success asks nothing.
     ///
     /// # Errors
     /// `Overloaded` with the time until the window ends; database errors.

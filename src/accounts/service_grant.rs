@@ -5,10 +5,16 @@
 //! Every refusal of the credential answers the same `invalid_client`, so
 //! nothing tells an unknown account from a wrong secret; the audit log
 //! says which it was. Failures are throttled per client id with the login
-//! counters, under keys of their own ([`login_throttle::client_key`]). A
-//! grant hashes nothing slow and, apart from `last_used_at` (once a minute)
-//! and an assertion's `jti`, writes nothing: the throttle is read before
-//! and written only after a failure.
+//! counters, under keys of their own ([`login_throttle::client_key`]).
+//! Only failures: the credential is checked first and a right one always
+//! gets its token, because client ids are not secret (every service token
+//! carries one) and a throttle read before the check would let anybody
+//! lock a service out with a few bad requests in its name. Guessing a
+//! 256-bit secret or forging a signature needs no throttle; what it stops
+//! is a client hammering with a bad credential (it is told to back off and
+//! its failures stop being written). A grant hashes nothing slow and, apart
+//! from `last_used_at` (once a minute) and an assertion's `jti`, reads and
+//! writes nothing but cached credentials.
 
 use std::fmt;
 
@@ -60,14 +66,23 @@ pub struct ServiceGrant {
     pub scopes: Scopes,
 }
 
-/// A service token just granted.
-#[derive(Debug)]
+/// A service token just granted. `Debug` never shows the token.
 pub struct ServiceToken {
     pub access: String,
     /// Unix seconds.
     pub expires_at: i64,
     /// Sorted.
     pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceToken")
+            .field("access", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// Why a credential was refused, for the audit log and the metrics only.
@@ -128,8 +143,8 @@ impl Accounts {
     /// have if none).
     ///
     /// # Errors
-    /// `InvalidClient` for every refused credential; `Overloaded` once the
-    /// client has failed too often; INVALID_ARGUMENT on `scopes` for a
+    /// `InvalidClient` for every refused credential; `Overloaded` instead
+    /// once the client has failed too often; INVALID_ARGUMENT on `scopes` for a
     /// scope the account may not have (said only to an authenticated
     /// client); the database's.
     pub async fn obtain_service_token(&self, grant: ServiceGrant) -> Result<ServiceToken, Error> {
@@ -156,19 +171,11 @@ impl Accounts {
                 return Err(Error::invalid("client_id", crate::domain::BLANK));
             }
         };
-        let key = login_throttle::client_key(client.as_str());
         let fail = |outcome: GrantOutcome, error: Error, reason: &str| {
             self.metrics.service_grant(kind, outcome);
             grant_failed(Some(&client), credential, reason, None);
             error
         };
-        self.throttle
-            .refuse_if_exhausted(&key)
-            .await
-            .map_err(|e| match e {
-                Error::Overloaded { .. } => fail(GrantOutcome::Throttled, e, "throttled"),
-                e => fail(GrantOutcome::Error, e, "error"),
-            })?;
 
         let authenticated = match &grant.credential {
             ClientCredential::Secret(secret) => self.by_secret(&client, secret).await,
@@ -178,6 +185,14 @@ impl Accounts {
             Ok(authenticated) => authenticated,
             Err(Failed::Error(e)) => return Err(fail(GrantOutcome::Error, e, "error")),
             Err(Failed::Refused(refusal)) => {
+                let key = login_throttle::client_key(client.as_str());
+                self.throttle
+                    .refuse_if_exhausted(&key)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Overloaded { .. } => fail(GrantOutcome::Throttled, e, "throttled"),
+                        e => fail(GrantOutcome::Error, e, "error"),
+                    })?;
                 self.metrics.service_grant(kind, refusal.outcome());
                 let detail = match refusal {
                     Refusal::BadAssertion(e) => Some(e.to_string()),

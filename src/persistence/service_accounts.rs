@@ -23,7 +23,7 @@ use std::{
 use chrono::NaiveDateTime;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, prelude::Expr, sea_query::ExprTrait,
 };
 
 use super::{
@@ -53,6 +53,12 @@ pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// Expired assertion ids are deleted at most this often per replica.
 pub const JTI_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long after its expiry a used assertion id is still kept. The expiry
+/// is the accepting replica's clock and the deletion runs on any replica's:
+/// deleted at once, a replica whose clock is ahead would forget an id that
+/// one behind it still accepts, and the assertion could be used again.
+pub const JTI_CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// What a cached lookup was by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,10 +131,14 @@ impl ServiceAccounts {
         name: &ServiceAccountName,
     ) -> Result<Option<ServiceAccountCredentials>, StoreError> {
         let fetch = async {
-            match find_by_name(&self.db, name).await? {
-                Some(row) => credentials_of(&self.db, row).await.map(Some),
-                None => Ok(None),
-            }
+            let row = find_by_name(&self.db, name).await?;
+            // A name nobody holds costs the same queries as a name somebody
+            // holds: how long a grant takes tells nothing about which
+            // accounts exist.
+            let account_id = row.as_ref().map_or(NO_ACCOUNT, |row| row.id);
+            let (secrets, keys) = credentials_held_by(&self.db, account_id).await?;
+            row.map(|row| credentials_of(row, secrets, keys))
+                .transpose()
         };
         self.read_through(Lookup::Name(name.clone()), fetch).await
     }
@@ -147,10 +157,11 @@ impl ServiceAccounts {
             let Some(account_id) = owner_of(&self.db, cid).await? else {
                 return Ok(None);
             };
-            match find_by_id(&self.db, account_id).await? {
-                Some(row) => credentials_of(&self.db, row).await.map(Some),
-                None => Ok(None),
-            }
+            let Some(row) = find_by_id(&self.db, account_id).await? else {
+                return Ok(None);
+            };
+            let (secrets, keys) = credentials_held_by(&self.db, row.id).await?;
+            credentials_of(row, secrets, keys).map(Some)
         };
         self.read_through(Lookup::Credential(cid.clone()), fetch)
             .await
@@ -222,7 +233,11 @@ impl ServiceAccounts {
     /// Activates or deactivates: the account after, `None` if there is
     /// none. Deactivation also sets `tokens_valid_after` to `now`, in the
     /// same statement, so that a reactivation does not bring back the
-    /// tokens issued before it.
+    /// tokens issued before it. Reactivating an inactive account moves it
+    /// forward to the second before `now` (never back): tokens granted
+    /// while it was inactive, by a replica that had not seen the
+    /// deactivation yet, stay revoked, and one granted in the second of the
+    /// reactivation works.
     ///
     /// # Errors
     /// The database's.
@@ -234,15 +249,22 @@ impl ServiceAccounts {
     ) -> Result<Option<ServiceAccount>, StoreError> {
         let db = self.db.clone();
         self.write(async move {
-            let mut update = Accounts::update_many()
-                .col_expr(service_account::Column::IsActive, Expr::value(active));
-            if !active {
-                update = update.col_expr(
-                    service_account::Column::TokensValidAfter,
-                    Expr::value(Some(now)),
-                );
-            }
-            update
+            use service_account::Column::{IsActive, TokensValidAfter};
+            let cut = if active {
+                let before = now - chrono::TimeDelta::seconds(1);
+                let moves_forward = IsActive
+                    .eq(false)
+                    .and(TokensValidAfter.is_null().or(TokensValidAfter.lt(before)));
+                Expr::case(moves_forward, Expr::value(Some(before)))
+                    .finally(Expr::col(TokensValidAfter))
+                    .into()
+            } else {
+                Expr::value(Some(now))
+            };
+            // The cut first: MariaDB's SET sees the values assigned before it.
+            Accounts::update_many()
+                .col_expr(TokensValidAfter, cut)
+                .col_expr(IsActive, Expr::value(active))
                 .filter(service_account::Column::Id.eq(id))
                 .exec(&db)
                 .await?;
@@ -495,7 +517,8 @@ impl ServiceAccounts {
     /// [`JTI_FLUSH_INTERVAL`] per replica, the deletion of the ids expired
     /// by `now`, on a task of its own: the server has no periodic cleanup,
     /// so this is what bounds the table while it runs (to the ids used in
-    /// the last assertion lifetime plus leeway plus that interval), whether
+    /// the last assertion lifetime plus leeway, [`JTI_CLOCK_SKEW_MARGIN`]
+    /// and that interval), whether
     /// or not `flush-expired-tokens` is scheduled.
     ///
     /// # Errors
@@ -540,7 +563,10 @@ impl ServiceAccounts {
     ) -> Result<Option<ServiceAccountCredentials>, StoreError> {
         match &self.cache {
             None => fetch.await,
-            Some(cache) => cache.read_through(key, fetch, Option::is_some).await,
+            // Misses too: for the same answer in the same time whether an
+            // account exists or not, and so that a revoked token's checks
+            // stop costing queries.
+            Some(cache) => cache.read_through(key, fetch, |_| true).await,
         }
     }
 
@@ -580,7 +606,8 @@ pub async fn record_assertion_jti(
     }
 }
 
-/// Deletes the used assertion ids that expired before `now`: how many.
+/// Deletes the used assertion ids that expired more than
+/// [`JTI_CLOCK_SKEW_MARGIN`] before `now`: how many.
 ///
 /// # Errors
 /// The database's.
@@ -588,8 +615,10 @@ pub async fn flush_expired_assertion_jtis(
     db: &impl ConnectionTrait,
     now: NaiveDateTime,
 ) -> Result<u64, StoreError> {
+    let margin = chrono::TimeDelta::from_std(JTI_CLOCK_SKEW_MARGIN)
+        .map_err(|e| StoreError::other(format_args!("clock skew margin: {e}")))?;
     let deleted = AssertionJtis::delete_many()
-        .filter(service_assertion_jti::Column::ExpiresAt.lt(now))
+        .filter(service_assertion_jti::Column::ExpiresAt.lt(now - margin))
         .exec(db)
         .await?;
     Ok(deleted.rows_affected)
@@ -706,13 +735,17 @@ enum ScopesSetRow {
     CredentialsHeld,
 }
 
-/// The account of `row` with every credential, as the token path uses it.
-async fn credentials_of(
+/// An account id no row has (ids start at 1): what a lookup of an unknown
+/// name reads the credentials of.
+const NO_ACCOUNT: i64 = 0;
+
+/// The secrets and keys of the account `account_id`.
+async fn credentials_held_by(
     db: &impl ConnectionTrait,
-    row: service_account::Model,
-) -> Result<ServiceAccountCredentials, StoreError> {
+    account_id: i64,
+) -> Result<(Vec<StoredSecret>, Vec<StoredKey>), StoreError> {
     let secrets = Secrets::find()
-        .filter(service_account_secret::Column::AccountId.eq(row.id))
+        .filter(service_account_secret::Column::AccountId.eq(account_id))
         .all(db)
         .await?
         .into_iter()
@@ -724,7 +757,7 @@ async fn credentials_of(
         })
         .collect::<Result<_, StoreError>>()?;
     let keys = Keys::find()
-        .filter(service_account_key::Column::AccountId.eq(row.id))
+        .filter(service_account_key::Column::AccountId.eq(account_id))
         .all(db)
         .await?
         .into_iter()
@@ -736,6 +769,15 @@ async fn credentials_of(
             })
         })
         .collect::<Result<_, StoreError>>()?;
+    Ok((secrets, keys))
+}
+
+/// The account of `row` with every credential, as the token path uses it.
+fn credentials_of(
+    row: service_account::Model,
+    secrets: Vec<StoredSecret>,
+    keys: Vec<StoredKey>,
+) -> Result<ServiceAccountCredentials, StoreError> {
     Ok(ServiceAccountCredentials {
         id: row.id,
         name: name(&row.name)?,
@@ -898,9 +940,24 @@ mod tests {
         let found = found.map(|c| (c.is_active, c.tokens_valid_after));
         let cut = Some(deactivated_at.and_utc().timestamp());
         assert_eq!(found, Some((false, cut)));
-        // Reactivation keeps the cut: tokens from before stay revoked.
+        // Reactivation moves the cut to the second before it: tokens from
+        // before, and from while it was inactive, stay revoked.
+        let reactivated_at = deactivated_at + chrono::TimeDelta::seconds(30);
         accounts
-            .set_active(account.id, true, db_now())
+            .set_active(account.id, true, reactivated_at)
+            .await
+            .unwrap();
+        let found = accounts.credentials_by_cid(&secret_id).await.unwrap();
+        let found = found.map(|c| (c.is_active, c.tokens_valid_after));
+        let cut = Some(reactivated_at.and_utc().timestamp() - 1);
+        assert_eq!(found, Some((true, cut)));
+        // Activating an active account revokes nothing.
+        accounts
+            .set_active(
+                account.id,
+                true,
+                reactivated_at + chrono::TimeDelta::seconds(30),
+            )
             .await
             .unwrap();
         let found = accounts.credentials_by_cid(&secret_id).await.unwrap();

@@ -68,11 +68,21 @@ impl ServiceClaims {
     }
 }
 
-/// A freshly signed service token and the claims inside it.
-#[derive(Debug, Clone)]
+/// A freshly signed service token and the claims inside it. `Debug` shows
+/// the claims, never the token.
+#[derive(Clone)]
 pub struct IssuedServiceToken {
     pub token: String,
     pub claims: ServiceClaims,
+}
+
+impl std::fmt::Debug for IssuedServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedServiceToken")
+            .field("token", &"[redacted]")
+            .field("claims", &self.claims)
+            .finish()
+    }
 }
 
 /// Claims as they are written, in the order of the design (issue 15).

@@ -691,7 +691,10 @@ async fn an_assertion_id_is_used_once_per_client() {
         let now = db_now();
         let expires_at = now + chrono::TimeDelta::minutes(5);
         let long = "j".repeat(2000);
-        let expired = now - chrono::TimeDelta::minutes(1);
+        // Kept past its expiry for the other replicas' clocks, then deleted.
+        let just_expired = now - chrono::TimeDelta::minutes(1);
+        let margin = chrono::TimeDelta::from_std(service_accounts::JTI_CLOCK_SKEW_MARGIN).unwrap();
+        let expired = now - margin - chrono::TimeDelta::seconds(1);
         for (client, jti, expires_at, fresh) in [
             (&billing, "a", expires_at, true),
             (&billing, "a", expires_at, false), // a replay
@@ -699,6 +702,7 @@ async fn an_assertion_id_is_used_once_per_client() {
             (&billing, "A", expires_at, true),
             (&reports, "a", expires_at, true),
             (&billing, long.as_str(), expires_at, true),
+            (&billing, "recent", just_expired, true),
             (&billing, "old", expired, true),
         ] {
             let recorded = service_accounts::record_assertion_jti(&app.db, client, jti, expires_at)
@@ -710,7 +714,7 @@ async fn an_assertion_id_is_used_once_per_client() {
             .await
             .unwrap();
         assert_eq!(flushed, 1);
-        assert_eq!(app.count("service_assertion_jtis").await, 4);
+        assert_eq!(app.count("service_assertion_jtis").await, 5);
         app.stop().await;
     })
     .await;

@@ -556,6 +556,33 @@ async fn reactivation_does_not_revive_tokens_issued_before_the_deactivation() {
 }
 
 #[tokio::test]
+async fn reactivation_revokes_tokens_a_stale_replica_granted_while_inactive() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        // A replica that believes what it read for a minute.
+        let stale = TestApp::spawn_on_with(app.database_url(), |s| {
+            s.cache.ttl = Duration::from_secs(60);
+        })
+        .await;
+        let root = admin(&app, "root", true, true).await;
+        let scopes = ["auth.admin.read"];
+        let service = Service::create(&root, "lagging", &scopes).await;
+        service.token(&stale, &scopes).await;
+        root.set_active(service.account.id, false).await.unwrap();
+        next_second().await;
+        let granted_while_inactive = service.token(&stale, &scopes).await;
+        next_second().await;
+        root.set_active(service.account.id, true).await.unwrap();
+        expect_token_refused(&app, &granted_while_inactive, TOKENS_REVOKED).await;
+        let new = service.token(&app, &scopes).await;
+        get_user(&app, &new, 1).await.unwrap();
+        stale.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_scope_taken_away_stops_working_in_tokens_that_carry_it() {
     on_every_backend(async |backend| {
         let app = TestApp::spawn(&backend).await;
