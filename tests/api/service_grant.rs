@@ -171,7 +171,7 @@ pub(crate) async fn with_secret(
     .await
 }
 
-async fn with_assertion(
+pub(crate) async fn with_assertion(
     app: &TestApp,
     assertion: &str,
 ) -> Result<pb::ObtainServiceTokenResponse, Status> {
@@ -186,7 +186,7 @@ async fn with_assertion(
 }
 
 /// Assertion claims from `client` to the default audience, valid a minute.
-fn assertion_claims(client: &str) -> Value {
+pub(crate) fn assertion_claims(client: &str) -> Value {
     let now = now();
     json!({"iss": client, "sub": client, "aud": "auth-service",
            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().simple().to_string()})
@@ -194,7 +194,7 @@ fn assertion_claims(client: &str) -> Value {
 
 /// `claims` signed with the private test key `file` (its algorithm read
 /// from the name), naming `kid` if given.
-fn sign(file: &str, kid: Option<&str>, claims: &Value) -> String {
+pub(crate) fn sign(file: &str, kid: Option<&str>, claims: &Value) -> String {
     let pem = key(file);
     let (alg, key) = if file.contains("ed25519") {
         (Algorithm::EdDSA, EncodingKey::from_ed_pem(pem.as_bytes()))
@@ -522,7 +522,9 @@ async fn bad_assertions_get_the_same_answer() {
         let now = now();
         let cases = [
             ("expired", signed(&with("exp", json!(now - 10)))),
-            ("exp too far ahead", signed(&with("exp", json!(now + 301)))),
+            // Well over 5 minutes: the server's clock is read later than
+            // `now`, so a second past the limit could fall inside it.
+            ("exp too far ahead", signed(&with("exp", json!(now + 360)))),
             (
                 "wrong audience",
                 signed(&with("aud", json!("https://elsewhere"))),
@@ -535,6 +537,13 @@ async fn bad_assertions_get_the_same_answer() {
                 "wrong key, no kid",
                 sign("ed25519-1.pem", None, &assertion_claims("billing")),
             ),
+            ("iat in the future", signed(&with("iat", json!(now + 60)))),
+            ("nbf in the future", signed(&with("nbf", json!(now + 60)))),
+            ("no exp", {
+                let mut claims = assertion_claims("billing");
+                claims.as_object_mut().map(|o| o.remove("exp"));
+                signed(&claims)
+            }),
             ("another sub", signed(&with("sub", json!("orders")))),
             ("no jti", {
                 let mut claims = assertion_claims("billing");
@@ -558,6 +567,11 @@ async fn bad_assertions_get_the_same_answer() {
         for (case, assertion) in &cases {
             expect_invalid_client(with_assertion(&app, assertion).await, case);
         }
+        // Each case is refused for what it changed: the same claims with
+        // `exp` just inside 5 minutes, `iat` and `nbf` now, are accepted.
+        let mut inside = with("exp", json!(now + 290));
+        inside["nbf"] = json!(now);
+        with_assertion(&app, &signed(&inside)).await.unwrap();
 
         // A removed key's assertions are refused, even ones never used.
         let unused = signed(&assertion_claims("billing"));
@@ -718,4 +732,44 @@ async fn grants_are_counted_by_credential_and_outcome() {
     // Neither the secret nor the assertion reaches the metrics.
     assert!(!text.contains(&secret));
     app.stop().await;
+}
+
+/// The replay check is the database's, not a replica's memory: an
+/// assertion used on one replica is refused on another, either way round.
+#[tokio::test]
+async fn an_assertion_used_on_one_replica_is_refused_as_a_replay_on_another() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let replica = TestApp::spawn_on_with(app.database_url(), |_| {}).await;
+        let setup = Setup::new(&app).await;
+        let account = setup.create("replayed", &["reports"]).await;
+        let kid = setup.add_key(account.id, "service-ed25519.pub.pem").await;
+
+        let first = sign(
+            "service-ed25519.pem",
+            Some(&kid),
+            &assertion_claims("replayed"),
+        );
+        with_assertion(&app, &first).await.unwrap();
+        expect_invalid_client(
+            with_assertion(&replica, &first).await,
+            "used on the first replica, replayed on the second",
+        );
+
+        let second = sign(
+            "service-ed25519.pem",
+            Some(&kid),
+            &assertion_claims("replayed"),
+        );
+        with_assertion(&replica, &second).await.unwrap();
+        expect_invalid_client(
+            with_assertion(&app, &second).await,
+            "used on the second replica, replayed on the first",
+        );
+        // Both uses remembered, once each.
+        assert_eq!(app.count("service_assertion_jtis").await, 2);
+        replica.stop().await;
+        app.stop().await;
+    })
+    .await;
 }

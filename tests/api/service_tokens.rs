@@ -18,6 +18,7 @@ use tonic_types::StatusExt;
 use crate::{
     helpers::{SECRET, TestApp, bearer, expect_code, expect_refused, on_every_backend},
     service_accounts::{Admin, Answer, admin},
+    service_grant::{assertion_claims, sign, with_assertion, with_secret},
 };
 
 const WRONG_TYPE: (&str, &str) = ("Token has wrong type", "token_not_valid");
@@ -35,18 +36,45 @@ const SCOPE_REVOKED: (&str, &str) = (
     "scope_revoked",
 );
 
-/// A service token for the account `client_id` with `scopes`, obtained with
-/// `secret`. The one place tokens come from: signed here with the
-/// harness's key (`SECRET`, the servers' HS256 key) and the secret's id as
-/// `cid`, exactly what the grant signs, until `ObtainServiceToken` (built
-/// in parallel) exists; then this calls it with `secret.secret`.
+/// A service token for the account `client_id` with `scopes`, obtained
+/// from the real grant (`AuthService/ObtainServiceToken`) with `secret`.
+/// The one place this file's tokens come from; [`token_with_key`] is its
+/// counterpart for the grant with an assertion, and
+/// [`token_with_scopes_never_granted`] the one local signer, for the one
+/// token the grant cannot issue.
 async fn service_token(
     app: &TestApp,
     client_id: &str,
     secret: &pb::AddServiceAccountSecretResponse,
     scopes: &[&str],
 ) -> String {
-    let _ = app;
+    with_secret(app, client_id, &secret.secret, scopes)
+        .await
+        .unwrap_or_else(|e| panic!("grant for {client_id} with {scopes:?}: {e:?}"))
+        .access
+}
+
+/// A service token obtained by the real grant with an assertion signed
+/// with the private test key `private_key` (registered as `kid`), carrying
+/// every scope the account holds.
+async fn token_with_key(app: &TestApp, client_id: &str, kid: &str, private_key: &str) -> String {
+    let assertion = sign(private_key, Some(kid), &assertion_claims(client_id));
+    with_assertion(app, &assertion)
+        .await
+        .unwrap_or_else(|e| panic!("grant for {client_id} with key {kid}: {e:?}"))
+        .access
+}
+
+/// A token carrying `scopes` that the grant would refuse to issue (some
+/// were never allowed to the account), signed here with the harness's key
+/// (`SECRET`, the servers' HS256 key) and the secret's id as `cid`, exactly
+/// as the grant signs: the only way to hold such a token is to have
+/// obtained it before the account was narrowed, or to forge it with our key.
+fn token_with_scopes_never_granted(
+    client_id: &str,
+    secret: &pb::AddServiceAccountSecretResponse,
+    scopes: &[&str],
+) -> String {
     let codec = TokenCodec::new(
         SECRET.as_bytes(),
         Duration::from_secs(60),
@@ -166,17 +194,9 @@ async fn a_token_from_the_grant_administers_and_is_reported_by_verify_token() {
         let app = TestApp::spawn(&backend).await;
         let root = admin(&app, "root", true, true).await;
         let ops = Service::create(&root, "ops", &["auth.admin.read", "orders.read"]).await;
-        let mut auth = app.auth.clone();
-        let granted = auth
-            .obtain_service_token(pb::ObtainServiceTokenRequest {
-                client_id: "ops".into(),
-                client_secret: ops.secret.secret.clone(),
-                scopes: vec!["auth.admin.read".into()],
-                assertion: String::new(),
-            })
+        let granted = with_secret(&app, "ops", &ops.secret.secret, &["auth.admin.read"])
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(granted.scopes, ["auth.admin.read"]);
         let root_id = app.verify(&root.access).await.unwrap().user_id;
         let read = get_user(&app, &granted.access, root_id).await;
@@ -360,7 +380,11 @@ async fn a_token_without_an_admin_scope_is_refused_naming_the_scope() {
             set_user_active(&app, &token, user.id, false).await,
             "auth.admin",
         );
-        let none = ops.token(&app, &[]).await;
+        // A token with no scope at all: the grant gives one to an account
+        // allowed none (empty scopes ask for every allowed one).
+        let bare = Service::create(&root, "bare", &[]).await;
+        let none = bare.token(&app, &[]).await;
+        assert_eq!(crate::helpers::claims(&none)["scope"], "");
         expect_insufficient_scope(get_user(&app, &none, user.id).await, "auth.admin.read");
         app.stop().await;
     })
@@ -604,8 +628,99 @@ async fn a_scope_taken_away_stops_working_in_tokens_that_carry_it() {
         app.verify(&orders_token).await.unwrap();
         // A scope never allowed (a token issued before the account was
         // narrowed, or forged with our key) is refused the same way.
-        let wider = service.token(&app, &["orders.read", "orders.write"]).await;
+        let wider = token_with_scopes_never_granted(
+            &service.account.name,
+            &service.secret,
+            &["orders.read", "orders.write"],
+        );
         expect_refused(app.verify(&wider).await, SCOPE_REVOKED.0, SCOPE_REVOKED.1);
+        app.stop().await;
+    })
+    .await;
+}
+
+fn public_key(file: &str) -> String {
+    let path = format!("{}/tests/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A token obtained with an assertion names the key that signed it as its
+/// credential: removing that key refuses the token at once, and only it.
+#[tokio::test]
+async fn a_token_obtained_with_a_key_stops_working_when_the_key_is_removed() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn(&backend).await;
+        let root = admin(&app, "root", true, true).await;
+        let scopes = ["auth.admin.read"];
+        let signer = Service::create(&root, "signer", &scopes).await;
+        let id = signer.account.id;
+        let ed25519 = root
+            .add_key(id, &public_key("service-ed25519.pub.pem"))
+            .await
+            .unwrap()
+            .kid;
+        let p256 = root
+            .add_key(id, &public_key("service-p256.pub.pem"))
+            .await
+            .unwrap()
+            .kid;
+        let doomed = token_with_key(&app, "signer", &ed25519, "service-ed25519.pem").await;
+        assert_eq!(
+            crate::helpers::claims(&doomed)["cid"],
+            ed25519.as_str(),
+            "the key is the token's credential"
+        );
+        let by_other_key = token_with_key(&app, "signer", &p256, "service-p256.pem").await;
+        let by_secret = signer.token(&app, &scopes).await;
+        // Accepted, and so cached.
+        for token in [&doomed, &by_other_key, &by_secret] {
+            get_user(&app, token, 1).await.unwrap();
+            app.verify(token).await.unwrap();
+        }
+
+        root.remove_key(id, &ed25519).await.unwrap();
+        expect_token_refused(&app, &doomed, CREDENTIAL_REVOKED).await;
+        // The account's other credentials' tokens stand.
+        for token in [&by_other_key, &by_secret] {
+            get_user(&app, token, 1).await.unwrap();
+            app.verify(token).await.unwrap();
+        }
+        app.stop().await;
+    })
+    .await;
+}
+
+/// RefreshToken and Logout take a user's refresh token only: a service
+/// token is refused as an access token is, and nothing is written (with
+/// rotation on, so that a refresh that got through would write).
+#[tokio::test]
+async fn refresh_and_logout_refuse_a_service_token_and_write_nothing() {
+    on_every_backend(async |backend| {
+        let app = TestApp::spawn_with(&backend, |s| {
+            s.tokens.policy.rotate_refresh_tokens = true;
+            s.tokens.policy.blacklist_after_rotation = true;
+        })
+        .await;
+        let root = admin(&app, "root", true, true).await;
+        let ops = Service::create(&root, "ops", &["auth.admin"]).await;
+        let token = ops.token(&app, &["auth.admin"]).await;
+        let tables = ["blacklisted_tokens", "outstanding_tokens"];
+        let mut before = Vec::new();
+        for table in tables {
+            before.push(app.count(table).await);
+        }
+
+        expect_refused(app.refresh(&token).await, WRONG_TYPE.0, WRONG_TYPE.1);
+        expect_refused(app.logout(&token).await, WRONG_TYPE.0, WRONG_TYPE.1);
+
+        let mut after = Vec::new();
+        for table in tables {
+            after.push(app.count(table).await);
+        }
+        assert_eq!(after, before, "rows in {tables:?}");
+        // Not blacklisted: the token still works where it should.
+        get_user(&app, &token, 1).await.unwrap();
+        app.verify(&token).await.unwrap();
         app.stop().await;
     })
     .await;
