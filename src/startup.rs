@@ -17,7 +17,9 @@ use crate::{
     config::Settings,
     grpc::{self, tls::Tls},
     passwords::Hasher,
-    persistence::{self, RefreshTokens, ServiceAccounts, UserProfiles},
+    persistence::{
+        self, RefreshTokens, ServiceAccounts, UserProfiles, assertion_ids::UsedAssertionIds,
+    },
     telemetry::{
         audit,
         metrics::{CacheName, Metrics},
@@ -210,6 +212,7 @@ pub async fn open_accounts(settings: &Settings) -> anyhow::Result<Accounts> {
             settings.cache,
             metrics.cache(CacheName::ServiceAccounts),
         ),
+        assertion_ids: Arc::new(UsedAssertionIds::new(db.clone())),
         refresh_tokens: RefreshTokens::new(
             db.clone(),
             settings.cache,

@@ -41,7 +41,7 @@ use crate::{
     domain::{CredentialId, ServiceAccountCredentials, User},
     error::{AuthFailure, Error},
     passwords::Hasher,
-    persistence::{RefreshTokens, ServiceAccounts, UserProfiles},
+    persistence::{RefreshTokens, ServiceAccounts, UserProfiles, assertion_ids::UsedAssertionIds},
     telemetry::metrics::Metrics,
     tokens::{Claims, ServiceClaims, TokenCodec},
 };
@@ -63,6 +63,8 @@ pub struct Accounts {
     pub(crate) throttle: LoginThrottle,
     pub(crate) users: UserProfiles,
     pub(crate) service_accounts: ServiceAccounts,
+    /// The assertion ids grants used (replays refused).
+    pub(crate) assertion_ids: Arc<UsedAssertionIds>,
     pub(crate) refresh_tokens: RefreshTokens,
     /// What the use cases count (logins by outcome, refreshes, revocations …).
     pub(crate) metrics: Metrics,

@@ -331,8 +331,8 @@ impl Accounts {
             .map(|t| t.naive_utc())
             .ok_or_else(|| Failed::Error(Error::internal("assertion expiry out of range")))?;
         let first_use = self
-            .service_accounts
-            .use_assertion_jti(client, &verified.jti, until, db_now())
+            .assertion_ids
+            .use_once(client, &verified.jti, until, db_now())
             .await?;
         if !first_use {
             return Err(Failed::Refused(Refusal::Replayed));

@@ -13,7 +13,7 @@ use crate::{
     error::Error,
     passwords::Hasher,
     persistence::{
-        self, StoreError, db_now, password_reset_tokens, service_accounts, token_blacklist, users,
+        self, StoreError, assertion_ids, db_now, password_reset_tokens, token_blacklist, users,
     },
     startup::{Application, open_accounts, shutdown_signal},
     tokens,
@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let resets = password_reset_tokens::flush_expired(&db, db_now())
                 .await
                 .map_err(describe)?;
-            let assertions = service_accounts::flush_expired_assertion_jtis(&db, db_now())
+            let assertions = assertion_ids::flush_expired_assertion_jtis(&db, db_now())
                 .await
                 .map_err(describe)?;
             println!(

@@ -43,6 +43,19 @@ impl StoreError {
     pub(crate) fn other(message: impl std::fmt::Display) -> Self {
         Self::Other(anyhow::anyhow!("{message}"))
     }
+
+    /// This error once more, for another of the callers one statement
+    /// served: its kind and message (the driver's value is not `Clone`).
+    pub(super) fn for_another_caller(&self) -> Self {
+        match self {
+            Self::Unavailable(e) => Self::Unavailable(DbErr::Custom(e.to_string())),
+            Self::Conflict(e) => Self::Conflict(DbErr::Custom(e.to_string())),
+            Self::Duplicate { what, field } => Self::Duplicate { what, field },
+            Self::AlreadyBlacklisted => Self::AlreadyBlacklisted,
+            Self::ExpiryOutOfRange => Self::ExpiryOutOfRange,
+            Self::Other(e) => Self::other(format_args!("{e:#}")),
+        }
+    }
 }
 
 impl From<DbErr> for StoreError {

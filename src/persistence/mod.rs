@@ -11,6 +11,7 @@
 //! `auth_service::traces`): exported in traces, never shown in the log, and
 //! not even constructed when traces are off.
 
+pub mod assertion_ids;
 pub mod django_users;
 pub mod entities;
 mod error;

@@ -1,5 +1,4 @@
-//! Service accounts and their credentials (issue 15), and the assertion
-//! ids already used.
+//! Service accounts and their credentials (issue 15).
 //!
 //! [`ServiceAccounts`] is the only way to change an account or its
 //! credentials, and it answers the two lookups of the token path from a
@@ -16,7 +15,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -32,7 +31,6 @@ use super::{
         service_account::{self, Entity as Accounts},
         service_account_key::{self, Entity as Keys},
         service_account_secret::{self, Entity as Secrets},
-        service_assertion_jti::{self, Entity as AssertionJtis},
     },
     error::unique_violation,
     fresh_cache::{FreshCache, write_then_forget_all},
@@ -42,7 +40,6 @@ use crate::{
     domain::{
         CredentialId, KeyAlgorithm, KeyInfo, MAX_KEYS, MAX_SECRETS, PublicKey, Scopes, SecretInfo,
         ServiceAccount, ServiceAccountCredentials, ServiceAccountName, StoredKey, StoredSecret,
-        sha256_hex,
     },
     telemetry::metrics::CacheMetrics,
 };
@@ -50,15 +47,6 @@ use crate::{
 /// `last_used_at` is written at most this often per account and replica,
 /// so that grants stay write-free on the hot path.
 pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
-
-/// Expired assertion ids are deleted at most this often per replica.
-pub const JTI_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long after its expiry a used assertion id is still kept. The expiry
-/// is the accepting replica's clock and the deletion runs on any replica's:
-/// deleted at once, a replica whose clock is ahead would forget an id that
-/// one behind it still accepts, and the assertion could be used again.
-pub const JTI_CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// What a cached lookup was by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -106,8 +94,6 @@ pub struct ServiceAccounts {
     cache: Option<Arc<FreshCache<Lookup, Option<ServiceAccountCredentials>>>>,
     /// When this replica last wrote each account's `last_used_at`.
     last_used_written: Arc<quick_cache::sync::Cache<i64, Instant>>,
-    /// When this replica last deleted expired assertion ids.
-    jtis_flushed_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ServiceAccounts {
@@ -117,7 +103,6 @@ impl ServiceAccounts {
             db,
             cache: FreshCache::new(settings, metrics).map(Arc::new),
             last_used_written: Arc::new(quick_cache::sync::Cache::new(settings.capacity.max(1))),
-            jtis_flushed_at: Arc::default(),
         }
     }
 
@@ -513,49 +498,6 @@ impl ServiceAccounts {
         Ok(())
     }
 
-    /// [`record_assertion_jti`], and at most once per
-    /// [`JTI_FLUSH_INTERVAL`] per replica, the deletion of the ids expired
-    /// by `now`, on a task of its own: the server has no periodic cleanup,
-    /// so this is what bounds the table while it runs (to the ids used in
-    /// the last assertion lifetime plus leeway, [`JTI_CLOCK_SKEW_MARGIN`]
-    /// and that interval), whether
-    /// or not `flush-expired-tokens` is scheduled.
-    ///
-    /// # Errors
-    /// The database's (the insert's; a failed deletion is only logged).
-    pub async fn use_assertion_jti(
-        &self,
-        client: &ServiceAccountName,
-        jti: &str,
-        expires_at: NaiveDateTime,
-        now: NaiveDateTime,
-    ) -> Result<bool, StoreError> {
-        let first_use = record_assertion_jti(&self.db, client, jti, expires_at).await?;
-        if self.jti_flush_due() {
-            let db = self.db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = flush_expired_assertion_jtis(&db, now).await {
-                    tracing::warn!(error = %e, "could not delete expired assertion ids");
-                }
-            });
-        }
-        Ok(first_use)
-    }
-
-    /// Whether this replica should flush expired assertion ids now; if so,
-    /// the next one is due an interval later.
-    fn jti_flush_due(&self) -> bool {
-        let mut last = self
-            .jtis_flushed_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let due = last.is_none_or(|at| at.elapsed() >= JTI_FLUSH_INTERVAL);
-        if due {
-            *last = Some(Instant::now());
-        }
-        due
-    }
-
     async fn read_through(
         &self,
         key: Lookup,
@@ -578,55 +520,6 @@ impl ServiceAccounts {
     ) -> Result<T, StoreError> {
         write_then_forget_all(self.cache.as_ref(), write).await
     }
-}
-
-/// Records the use of an assertion: `false` if `client` used this `jti`
-/// before (a replay), refused by the primary key on every backend. Kept
-/// until `expires_at`, after which the assertion is refused as expired
-/// anyway and [`flush_expired_assertion_jtis`] deletes the row.
-///
-/// # Errors
-/// The database's.
-#[tracing::instrument(target = "auth_service::traces", name = "db.query", level = "debug",
-    skip_all, fields(db.operation = "service_assertion_jtis.insert"))]
-pub async fn record_assertion_jti(
-    db: &impl ConnectionTrait,
-    client: &ServiceAccountName,
-    jti: &str,
-    expires_at: NaiveDateTime,
-) -> Result<bool, StoreError> {
-    let row = service_assertion_jti::ActiveModel {
-        jti: Set(assertion_key(client, jti)),
-        expires_at: Set(expires_at),
-    };
-    match AssertionJtis::insert(row).exec_without_returning(db).await {
-        Ok(_) => Ok(true),
-        Err(e) if unique_violation(&e).is_some() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Deletes the used assertion ids that expired more than
-/// [`JTI_CLOCK_SKEW_MARGIN`] before `now`: how many.
-///
-/// # Errors
-/// The database's.
-pub async fn flush_expired_assertion_jtis(
-    db: &impl ConnectionTrait,
-    now: NaiveDateTime,
-) -> Result<u64, StoreError> {
-    let margin = chrono::TimeDelta::from_std(JTI_CLOCK_SKEW_MARGIN)
-        .map_err(|e| StoreError::other(format_args!("clock skew margin: {e}")))?;
-    let deleted = AssertionJtis::delete_many()
-        .filter(service_assertion_jti::Column::ExpiresAt.lt(now - margin))
-        .exec(db)
-        .await?;
-    Ok(deleted.rows_affected)
-}
-
-/// The stored form of a used assertion id: per client, fixed length.
-fn assertion_key(client: &ServiceAccountName, jti: &str) -> String {
-    sha256_hex(&format!("{client}\n{jti}"))
 }
 
 /// A taken name as [`StoreError::Duplicate`]; other errors pass through.

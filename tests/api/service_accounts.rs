@@ -5,7 +5,7 @@
 use auth_service::{
     domain::{ServiceAccountName, sha256_hex},
     pb,
-    persistence::{db_now, service_accounts},
+    persistence::{assertion_ids, db_now},
 };
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::{Code, Status};
@@ -693,7 +693,7 @@ async fn an_assertion_id_is_used_once_per_client() {
         let long = "j".repeat(2000);
         // Kept past its expiry for the other replicas' clocks, then deleted.
         let just_expired = now - chrono::TimeDelta::minutes(1);
-        let margin = chrono::TimeDelta::from_std(service_accounts::JTI_CLOCK_SKEW_MARGIN).unwrap();
+        let margin = chrono::TimeDelta::from_std(assertion_ids::JTI_CLOCK_SKEW_MARGIN).unwrap();
         let expired = now - margin - chrono::TimeDelta::seconds(1);
         for (client, jti, expires_at, fresh) in [
             (&billing, "a", expires_at, true),
@@ -705,12 +705,12 @@ async fn an_assertion_id_is_used_once_per_client() {
             (&billing, "recent", just_expired, true),
             (&billing, "old", expired, true),
         ] {
-            let recorded = service_accounts::record_assertion_jti(&app.db, client, jti, expires_at)
+            let recorded = assertion_ids::record_assertion_jti(&app.db, client, jti, expires_at)
                 .await
                 .unwrap();
             assert_eq!(recorded, fresh, "{client} {jti}");
         }
-        let flushed = service_accounts::flush_expired_assertion_jtis(&app.db, now)
+        let flushed = assertion_ids::flush_expired_assertion_jtis(&app.db, now)
             .await
             .unwrap();
         assert_eq!(flushed, 1);

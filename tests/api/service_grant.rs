@@ -594,7 +594,7 @@ async fn used_assertion_ids_are_remembered_and_expired_ones_deleted() {
         let long_ago = chrono::Utc::now().naive_utc() - chrono::TimeDelta::hours(1);
         let client = auth_service::domain::ServiceAccountName::parse("billing").unwrap();
         for jti in ["old-1", "old-2"] {
-            let recorded = auth_service::persistence::service_accounts::record_assertion_jti(
+            let recorded = auth_service::persistence::assertion_ids::record_assertion_jti(
                 &app.db, &client, jti, long_ago,
             )
             .await
@@ -768,6 +768,50 @@ async fn an_assertion_used_on_one_replica_is_refused_as_a_replay_on_another() {
         );
         // Both uses remembered, once each.
         assert_eq!(app.count("service_assertion_jtis").await, 2);
+        replica.stop().await;
+        app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_raced_to_two_replicas_obtains_one_token() {
+    on_every_backend(async |backend| {
+        let app = lenient(&backend).await;
+        let replica =
+            TestApp::spawn_on_with(app.database_url(), |s| s.throttle.failure_limit = 1000).await;
+        let setup = Setup::new(&app).await;
+        let account = setup.create("racer", &[]).await;
+        let kid = setup.add_key(account.id, "service-ed25519.pub.pem").await;
+        for trial in 0..10 {
+            // Two distinct assertions each sent four times at once, to both
+            // replicas: each obtains exactly one token.
+            let assertions: Vec<String> = (0..2)
+                .map(|_| {
+                    sign(
+                        "service-ed25519.pem",
+                        Some(&kid),
+                        &assertion_claims("racer"),
+                    )
+                })
+                .collect();
+            let calls = (0..8).map(|i| {
+                let server = if i % 2 == 0 { &app } else { &replica };
+                let assertion = assertions[i / 4].clone();
+                async move { (i / 4, with_assertion(server, &assertion).await) }
+            });
+            let mut granted = [0; 2];
+            for (which, result) in futures::future::join_all(calls).await {
+                match result {
+                    Ok(_) => granted[which] += 1,
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                        assert_eq!(status.message(), REFUSED);
+                    }
+                }
+            }
+            assert_eq!(granted, [1, 1], "trial {trial}");
+        }
         replica.stop().await;
         app.stop().await;
     })
