@@ -3,10 +3,12 @@
 //!
 //! Each use is one row, inserted unless it is there already. The grants of
 //! one replica write them together: one writer takes every id waiting and
-//! inserts them in one transaction of two statements, so many grants at
-//! once cost one commit (on SQLite, one fsync and one turn of the single
-//! writer's lock) instead of one each, and they queue here rather than on
-//! the database's lock.
+//! inserts them in one statement (`ON CONFLICT DO NOTHING RETURNING`, which
+//! names the ids it inserted; on MariaDB and MySQL, which lack it, a read
+//! and an insert in one transaction), so many grants at once cost one
+//! commit (on SQLite, one fsync and one turn of the single writer's lock)
+//! instead of one each, and they queue here rather than on the database's
+//! lock.
 //! An insert that finds the id present is the replay check; the primary
 //! key decides it on every backend, between replicas too.
 
@@ -18,8 +20,10 @@ use std::{
 
 use chrono::NaiveDateTime;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QuerySelect, QueryTrait, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, QueryTrait,
+    sea_query::{InsertStatement, OnConflict},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -131,7 +135,7 @@ impl UsedAssertionIds {
     }
 }
 
-/// The writer: every use waiting (up to [`MAX_BATCH`]) in one transaction,
+/// The writer: every use waiting (up to [`MAX_BATCH`]) in one statement,
 /// until the last [`UsedAssertionIds`] is gone.
 async fn write_uses(db: DatabaseConnection, mut uses: mpsc::Receiver<Use>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -152,59 +156,100 @@ async fn write_uses(db: DatabaseConnection, mut uses: mpsc::Receiver<Use>) {
     }
 }
 
-/// Inserts each use's id unless present: for each, whether it was the
-/// first (a repeat within `uses` is not). One read of the ids present and
-/// one insert of the others, in one transaction; if another replica
-/// inserted one of them in between, the batch is done again id by id.
-async fn record_uses(db: &DatabaseConnection, uses: &[Use]) -> Result<Vec<bool>, StoreError> {
-    let mut keys: Vec<&str> = uses.iter().map(|used| used.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let present = match insert_absent(db, uses, &keys).await {
-        Ok(present) => present,
-        Err(e) if unique_violation(&e).is_some() => return record_one_by_one(db, uses).await,
-        Err(e) => return Err(e.into()),
-    };
-    let mut seen = HashSet::with_capacity(keys.len());
-    Ok(uses
-        .iter()
-        .map(|used| !present.contains(&used.key) && seen.insert(used.key.as_str()))
-        .collect())
+/// Each id of `uses` once, with its first use's expiry, in key order.
+fn first_uses(uses: &[Use]) -> Vec<&Use> {
+    let mut firsts: Vec<&Use> = uses.iter().collect();
+    firsts.sort_by(|a, b| a.key.cmp(&b.key));
+    firsts.dedup_by(|later, first| later.key == first.key);
+    firsts
 }
 
-/// The ids of `keys` already present, after inserting the others (each
-/// once, with the first use's expiry).
+/// For each of `uses`, whether it was the first: its id is one `inserted`,
+/// and no use before it in `uses` had that id.
+fn answers(uses: &[Use], inserted: &HashSet<String>) -> Vec<bool> {
+    let mut seen = HashSet::with_capacity(inserted.len());
+    uses.iter()
+        .map(|used| inserted.contains(&used.key) && seen.insert(used.key.as_str()))
+        .collect()
+}
+
+/// Inserts each use's id unless present: for each, whether it was the
+/// first (a repeat within `uses` is not).
+async fn record_uses(db: &DatabaseConnection, uses: &[Use]) -> Result<Vec<bool>, StoreError> {
+    let firsts = first_uses(uses);
+    let inserted = if db.get_database_backend() == DbBackend::MySql {
+        // One read of the ids present and one insert of the others, in one
+        // transaction; if another replica inserted one of them in between,
+        // the batch is done again id by id.
+        match insert_absent(db, &firsts).await {
+            Ok(inserted) => inserted,
+            Err(e) if unique_violation(&e).is_some() => return record_one_by_one(db, uses).await,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        let inserted = db.query_all(&insert_returning_inserted(&firsts)).await?;
+        inserted
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(answers(uses, &inserted))
+}
+
+/// The row that records `used`.
+fn row(used: &Use) -> service_assertion_jti::ActiveModel {
+    service_assertion_jti::ActiveModel {
+        jti: Set(used.key.clone()),
+        expires_at: Set(used.expires_at),
+    }
+}
+
+/// Inserts `firsts` (one use per id, in key order) unless present,
+/// returning the ids inserted: one `INSERT … ON CONFLICT DO NOTHING
+/// RETURNING`, a transaction of its own. In key order, two replicas'
+/// batches that share ids (a replay raced to both) wait on each other in
+/// the same order and never deadlock on PostgreSQL.
+fn insert_returning_inserted(firsts: &[&Use]) -> InsertStatement {
+    let mut insert = AssertionJtis::insert_many(firsts.iter().map(|used| row(used)))
+        .on_conflict(
+            OnConflict::column(service_assertion_jti::Column::Jti)
+                .do_nothing()
+                .to_owned(),
+        )
+        .into_query();
+    insert.returning_col(service_assertion_jti::Column::Jti);
+    insert
+}
+
+/// The ids of `firsts` (one use per id) that were absent, after inserting
+/// them: a read and an insert in one transaction.
 async fn insert_absent(
     db: &DatabaseConnection,
-    uses: &[Use],
-    keys: &[&str],
+    firsts: &[&Use],
 ) -> Result<HashSet<String>, sea_orm::DbErr> {
     let txn = super::begin_write(db).await?;
     let present: HashSet<String> = AssertionJtis::find()
         .select_only()
         .column(service_assertion_jti::Column::Jti)
-        .filter(service_assertion_jti::Column::Jti.is_in(keys.iter().copied()))
+        .filter(
+            service_assertion_jti::Column::Jti.is_in(firsts.iter().map(|used| used.key.as_str())),
+        )
         .into_tuple::<String>()
         .all(&txn)
         .await?
         .into_iter()
         .collect();
-    let mut inserting = HashSet::with_capacity(keys.len());
-    let rows: Vec<_> = uses
+    let absent: Vec<&&Use> = firsts
         .iter()
-        .filter(|used| !present.contains(&used.key) && inserting.insert(used.key.as_str()))
-        .map(|used| service_assertion_jti::ActiveModel {
-            jti: Set(used.key.clone()),
-            expires_at: Set(used.expires_at),
-        })
+        .filter(|used| !present.contains(&used.key))
         .collect();
-    if !rows.is_empty() {
-        AssertionJtis::insert_many(rows)
+    if !absent.is_empty() {
+        AssertionJtis::insert_many(absent.iter().map(|used| row(used)))
             .exec_without_returning(&txn)
             .await?;
     }
     txn.commit().await?;
-    Ok(present)
+    Ok(absent.iter().map(|used| used.key.clone()).collect())
 }
 
 /// [`record_uses`] with one insert per id, in key order: two replicas'
@@ -212,7 +257,7 @@ async fn insert_absent(
 /// order and never deadlock.
 async fn record_one_by_one(db: &DatabaseConnection, uses: &[Use]) -> Result<Vec<bool>, StoreError> {
     let mut order: Vec<usize> = (0..uses.len()).collect();
-    order.sort_unstable_by(|&a, &b| uses[a].key.cmp(&uses[b].key));
+    order.sort_by(|&a, &b| uses[a].key.cmp(&uses[b].key));
     let txn = super::begin_write(db).await?;
     let mut seen = HashSet::with_capacity(uses.len());
     let mut firsts = vec![false; uses.len()];
