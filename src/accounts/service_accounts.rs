@@ -214,8 +214,7 @@ impl Accounts {
         id: i64,
         active: bool,
     ) -> Result<ServiceAccount, Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        authority.may_manage_service_account(&self.service_account(id).await?)?;
+        let (authority, _) = self.managed_service_account(actor, id).await?;
         let account = self
             .service_accounts
             .set_active(id, active, db_now())
@@ -254,8 +253,7 @@ impl Accounts {
         id: i64,
         scopes: Scopes,
     ) -> Result<ServiceAccount, Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        authority.may_manage_service_account(&self.service_account(id).await?)?;
+        let (authority, _) = self.managed_service_account(actor, id).await?;
         authority.may_grant(&scopes)?;
         let account = match self.service_accounts.set_scopes(id, &scopes).await? {
             ScopesSet::Set(account) => account,
@@ -284,9 +282,7 @@ impl Accounts {
     /// # Errors
     /// Not allowed (see the module); NOT_FOUND; the database's.
     pub async fn delete_service_account(&self, actor: Actor<'_>, id: i64) -> Result<(), Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        let account = self.service_account(id).await?;
-        authority.may_manage_service_account(&account)?;
+        let (authority, account) = self.managed_service_account(actor, id).await?;
         if !self.service_accounts.delete(id).await? {
             return Err(Error::NotFound(NO_SUCH_ACCOUNT));
         }
@@ -313,9 +309,7 @@ impl Accounts {
         actor: Actor<'_>,
         id: i64,
     ) -> Result<IssuedSecret, Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        let account = self.service_account(id).await?;
-        authority.may_manage_service_account(&account)?;
+        let (authority, account) = self.managed_service_account(actor, id).await?;
         let secret = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let secret_id = CredentialId::generate();
         let added = self
@@ -355,9 +349,7 @@ impl Accounts {
         id: i64,
         secret_id: &CredentialId,
     ) -> Result<(), Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        let account = self.service_account(id).await?;
-        authority.may_manage_service_account(&account)?;
+        let (authority, account) = self.managed_service_account(actor, id).await?;
         if !self.service_accounts.remove_secret(id, secret_id).await? {
             return Err(Error::NotFound(NO_SUCH_SECRET));
         }
@@ -386,9 +378,7 @@ impl Accounts {
         id: i64,
         key: PublicKey,
     ) -> Result<CredentialId, Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        let account = self.service_account(id).await?;
-        authority.may_manage_service_account(&account)?;
+        let (authority, account) = self.managed_service_account(actor, id).await?;
         let kid = CredentialId::generate();
         let added = self
             .service_accounts
@@ -422,9 +412,7 @@ impl Accounts {
         id: i64,
         kid: &CredentialId,
     ) -> Result<(), Error> {
-        let authority = self.authorize(actor, Access::Manage).await?;
-        let account = self.service_account(id).await?;
-        authority.may_manage_service_account(&account)?;
+        let (authority, account) = self.managed_service_account(actor, id).await?;
         if !self.service_accounts.remove_key(id, kid).await? {
             return Err(Error::NotFound(NO_SUCH_KEY));
         }
@@ -453,6 +441,19 @@ impl Accounts {
         };
         let found = self.service_accounts.credentials_by_name(&name).await?;
         Ok(found.map(|account| account.id))
+    }
+
+    /// The account `id` and the authority of `actor`, if it may change the
+    /// account or its credentials.
+    async fn managed_service_account(
+        &self,
+        actor: Actor<'_>,
+        id: i64,
+    ) -> Result<(Authority, ServiceAccount), Error> {
+        let authority = self.authorize(actor, Access::Manage).await?;
+        let account = self.service_account(id).await?;
+        authority.may_manage_service_account(&account)?;
+        Ok((authority, account))
     }
 
     /// The account, read afresh: rights are decided on its current scopes.
