@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("domain", &[]),
     ("telemetry", &[]),
-    ("tokens", &["config"]),
+    ("tokens", &["config", "domain"]),
     ("persistence", &["config", "domain", "telemetry", "tokens"]),
     // Domain: a revocation's reason decides the refusal's message.
     ("error", &["domain", "persistence", "tokens"]),

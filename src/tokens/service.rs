@@ -11,28 +11,20 @@
 use serde::Serialize;
 
 use super::{MAX_JTI_CHARS, TokenCodec, is_valid_id};
+use crate::domain::{Scope, ServiceAccountName};
 
 /// The `token_type` of a service token.
 pub const SERVICE_TOKEN_TYPE: &str = "service";
 
-/// The longest client id (an account name) and the longest scope.
-const MAX_NAME_CHARS: usize = 64;
-
-/// Whether `client_id` is a service account's name: `[a-z0-9-]{1,64}`.
+/// Whether `client_id` is a service account's name: the domain's rule.
 pub fn is_valid_client_id(client_id: &str) -> bool {
-    (1..=MAX_NAME_CHARS).contains(&client_id.len())
-        && client_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    ServiceAccountName::parse(client_id).is_ok()
 }
 
-/// Whether `scope` is one scope: `[A-Za-z0-9._:/-]{1,64}` (no space, the
+/// Whether `scope` is one scope: the domain's rule (no space, the
 /// separator of the `scope` claim).
 pub fn is_valid_scope(scope: &str) -> bool {
-    (1..=MAX_NAME_CHARS).contains(&scope.len())
-        && scope
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
+    Scope::parse(scope).is_ok()
 }
 
 /// The scopes of a `scope` claim: single spaces between valid scopes, or
