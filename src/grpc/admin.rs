@@ -178,6 +178,8 @@ impl AdminService for AdminHandlers {
         mut request: Request<pb::SetServiceAccountScopesRequest>,
     ) -> Result<Response<pb::ServiceAccount>, Status> {
         let caller = caller(&mut request)?;
+        // As CreateUser: refused before the scopes are looked at.
+        self.accounts.authorize_admin(Actor::from(&caller)).await?;
         let request = request.into_inner();
         let (id, scopes) = both(service_account_id(request.id), scopes(&request.scopes))?;
         let account = self
@@ -234,6 +236,8 @@ impl AdminService for AdminHandlers {
         mut request: Request<pb::AddServiceAccountKeyRequest>,
     ) -> Result<Response<pb::AddServiceAccountKeyResponse>, Status> {
         let caller = caller(&mut request)?;
+        // As CreateUser: refused before the key is looked at.
+        self.accounts.authorize_admin(Actor::from(&caller)).await?;
         let request = request.into_inner();
         let parsed = (
             service_account_id(request.id),

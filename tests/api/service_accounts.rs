@@ -541,6 +541,7 @@ async fn who_may_manage_service_accounts() {
         expect_denied(user.list(0, "").await, not_staff);
         expect_denied(user.set_active(id, false).await, not_staff);
         expect_denied(user.set_scopes(id, &["x"]).await, not_staff);
+        expect_denied(user.set_scopes(id, &["no spaces"]).await, not_staff);
         expect_denied(user.delete(id).await, not_staff);
         expect_denied(user.add_secret(id).await, not_staff);
         expect_denied(user.remove_secret(id, &"0".repeat(32)).await, not_staff);
@@ -548,6 +549,7 @@ async fn who_may_manage_service_accounts() {
             user.add_key(id, &key("service-ed25519.pub.pem")).await,
             not_staff,
         );
+        expect_denied(user.add_key(id, "not a key").await, not_staff);
         expect_denied(user.remove_key(id, &"0".repeat(32)).await, not_staff);
         assert_eq!(app.count("service_account_secrets").await, 0);
 
