@@ -183,7 +183,7 @@ async fn record_uses(db: &DatabaseConnection, uses: &[Use]) -> Result<Vec<bool>,
         // the batch is done again id by id.
         match insert_absent(db, &firsts).await {
             Ok(inserted) => inserted,
-            Err(e) if unique_violation(&e).is_some() => return record_one_by_one(db, uses).await,
+            Err(e) if unique_violation(&e).is_some() => insert_one_by_one(db, &firsts).await?,
             Err(e) => return Err(e.into()),
         }
     } else {
@@ -252,22 +252,22 @@ async fn insert_absent(
     Ok(absent.iter().map(|used| used.key.clone()).collect())
 }
 
-/// [`record_uses`] with one insert per id, in key order: two replicas'
+/// [`insert_absent`] with one insert per id, in key order: two replicas'
 /// batches that share ids (a replay raced to both) lock them in the same
 /// order and never deadlock.
-async fn record_one_by_one(db: &DatabaseConnection, uses: &[Use]) -> Result<Vec<bool>, StoreError> {
-    let mut order: Vec<usize> = (0..uses.len()).collect();
-    order.sort_by(|&a, &b| uses[a].key.cmp(&uses[b].key));
+async fn insert_one_by_one(
+    db: &DatabaseConnection,
+    firsts: &[&Use],
+) -> Result<HashSet<String>, StoreError> {
     let txn = super::begin_write(db).await?;
-    let mut seen = HashSet::with_capacity(uses.len());
-    let mut firsts = vec![false; uses.len()];
-    for i in order {
-        let used = &uses[i];
-        firsts[i] = seen.insert(used.key.as_str())
-            && insert_unless_present(&txn, &used.key, used.expires_at).await?;
+    let mut inserted = HashSet::with_capacity(firsts.len());
+    for used in firsts {
+        if insert_unless_present(&txn, &used.key, used.expires_at).await? {
+            inserted.insert(used.key.clone());
+        }
     }
     txn.commit().await?;
-    Ok(firsts)
+    Ok(inserted)
 }
 
 /// Records the use of an assertion id outside the writer (tests, tools):
@@ -404,7 +404,9 @@ mod tests {
             (&["f", "e", "f"][..], vec![true, true, false]),
             (&["g", "e", "g", "a"][..], vec![true, false, false, false]),
         ] {
-            assert_eq!(record_one_by_one(&db, &uses(keys)).await.unwrap(), expected);
+            let uses = uses(keys);
+            let inserted = insert_one_by_one(&db, &first_uses(&uses)).await.unwrap();
+            assert_eq!(answers(&uses, &inserted), expected);
         }
         assert_eq!(AssertionJtis::find().all(&db).await.unwrap().len(), 7);
     }
